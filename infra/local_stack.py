@@ -1,0 +1,716 @@
+"""The embedded local service stack: SeaweedFS (S3), Label Studio, MLflow and Prefect on 127.0.0.1, no Docker."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from integrations.settings import STACK_FILE_NAME, labelflow_home
+
+LOOPBACK = "127.0.0.1"
+MLFLOW_ARTIFACT_BUCKET = "labelflow-mlflow"
+LABEL_STUDIO_REQUIREMENTS = Path(__file__).parent / "local" / "label-studio-requirements.txt"
+TELEMETRY_OFF = {"DO_NOT_TRACK": "true"}
+
+
+class StackError(RuntimeError):
+    """The local stack could not be brought to the requested state; the message says which service and why."""
+
+
+class StackConfig(BaseSettings):
+    """Where the local stack keeps its state and which loopback ports it uses (LABELFLOW_STACK_* overrides)."""
+
+    model_config = SettingsConfigDict(env_prefix="LABELFLOW_STACK_", extra="ignore")
+
+    home: Path = Field(default_factory=labelflow_home)
+    s3_port: int = 8333
+    label_studio_port: int = 8080
+    mlflow_port: int = 5000
+    prefect_port: int = 4200
+    weed_master_port: int = 9333
+    weed_volume_port: int = 8480
+    weed_filer_port: int = 8888
+    start_timeout_seconds: float = 180.0
+
+    @field_validator(
+        "s3_port",
+        "label_studio_port",
+        "mlflow_port",
+        "prefect_port",
+        "weed_master_port",
+        "weed_volume_port",
+        "weed_filer_port",
+    )
+    @classmethod
+    def _port_range(cls, value: int) -> int:
+        # SeaweedFS gRPC ports are the HTTP port + 10000.
+        if not 1024 <= value <= 55535:
+            raise ValueError("ports must be between 1024 and 55535 (SeaweedFS uses port+10000 for gRPC)")
+        return value
+
+    @property
+    def logs_dir(self) -> Path:
+        """One log file per service."""
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        """One state file per running service (pid and process start time)."""
+        return self.home / "run"
+
+    @property
+    def data_dir(self) -> Path:
+        """Persistent data of every service."""
+        return self.home / "data"
+
+    @property
+    def label_studio_venv(self) -> Path:
+        """Label Studio's own virtual environment (its pins clash with the pipeline's)."""
+        return self.home / "venvs" / "label-studio"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Local-only credentials, generated once per stack home and kept in credentials.json (mode 600)."""
+
+    s3_access_key: str
+    s3_secret_key: str
+    label_studio_username: str
+    label_studio_password: str
+    label_studio_token: str
+
+    @classmethod
+    def placeholder(cls) -> Credentials:
+        """Stand-in values for building service definitions when only names, ports and URLs are needed."""
+        return cls(*(["-"] * 5))
+
+    @classmethod
+    def load_or_create(cls, home: Path) -> Credentials:
+        """Read the stack's credentials, creating random ones the first time."""
+        path = home / "credentials.json"
+        if path.is_file():
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        creds = cls(
+            s3_access_key="labelflow",
+            s3_secret_key=secrets.token_hex(20),
+            label_studio_username="admin@labelflow.local",
+            label_studio_password=secrets.token_urlsafe(12),
+            label_studio_token=secrets.token_hex(20),
+        )
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(creds.__dict__, handle, indent=2)
+        return creds
+
+
+@dataclass
+class Service:
+    """One server process of the stack: how to start it and how to tell it is healthy."""
+
+    name: str
+    title: str
+    url: str
+    health_url: str
+    ports: dict[str, int]
+    command: list[str]
+    env: dict[str, str]
+    healthy_when: Callable[[httpx.Response], bool] = field(default=lambda r: r.status_code == 200)
+
+
+@dataclass
+class ServiceStatus:
+    """What `status` reports for one service."""
+
+    name: str
+    title: str
+    url: str
+    pid: int | None
+    running: bool
+    healthy: bool
+    detail: str
+    log: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class UpReport:
+    """Outcome of `up` for one service."""
+
+    name: str
+    action: str  # "started" or "already running"
+    seconds: float
+    url: str
+
+
+def _bin(name: str) -> str:
+    """Path of a console script installed beside this interpreter (checked when the service starts)."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    return shutil.which(name) or name
+
+
+def _base_env() -> dict[str, str]:
+    """The parent's environment without anything that would steer a child into the wrong Python or server."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PREFECT_API_URL", "MLFLOW_TRACKING_URI"}
+    }
+    env.update(TELEMETRY_OFF)
+    return env
+
+
+def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
+    """The four services in start order, each with its command line and environment."""
+    data = config.data_dir
+    s3_url = f"http://{LOOPBACK}:{config.s3_port}"
+    s3_config = config.home / "seaweedfs-s3.json"
+    weed = Service(
+        name="s3",
+        title="SeaweedFS (S3 object store)",
+        url=s3_url,
+        health_url=f"{s3_url}/healthz",
+        ports={
+            "s3": config.s3_port,
+            "s3-grpc": config.s3_port + 10000,
+            "master": config.weed_master_port,
+            "master-grpc": config.weed_master_port + 10000,
+            "volume": config.weed_volume_port,
+            "volume-grpc": config.weed_volume_port + 10000,
+            "filer": config.weed_filer_port,
+            "filer-grpc": config.weed_filer_port + 10000,
+        },
+        command=[
+            _bin("weed"),
+            "mini",
+            f"-dir={data / 'seaweedfs'}",
+            f"-ip={LOOPBACK}",
+            f"-ip.bind={LOOPBACK}",
+            f"-s3.port={config.s3_port}",
+            f"-s3.port.grpc={config.s3_port + 10000}",
+            f"-s3.config={s3_config}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-master.port={config.weed_master_port}",
+            f"-master.port.grpc={config.weed_master_port + 10000}",
+            "-master.telemetry=false",
+            f"-volume.port={config.weed_volume_port}",
+            f"-volume.port.grpc={config.weed_volume_port + 10000}",
+            f"-filer.port={config.weed_filer_port}",
+            f"-filer.port.grpc={config.weed_filer_port + 10000}",
+            "-webdav=false",
+            "-admin.ui=false",
+        ],
+        env=_base_env(),
+    )
+
+    ls_url = f"http://{LOOPBACK}:{config.label_studio_port}"
+    ls_env = _base_env()
+    ls_env.update(
+        {
+            "LABEL_STUDIO_BASE_DATA_DIR": str(data / "label-studio"),
+            "DJANGO_DB": "sqlite",
+            "LABEL_STUDIO_HOST": ls_url,
+            "LABEL_STUDIO_USERNAME": creds.label_studio_username,
+            "LABEL_STUDIO_PASSWORD": creds.label_studio_password,
+            "LABEL_STUDIO_USER_TOKEN": creds.label_studio_token,
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+            "LATEST_VERSION_CHECK": "false",
+            "COLLECT_ANALYTICS": "false",
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
+            # SSRF protection stays ON. Storages created without an explicit endpoint fall back to this
+            # operator-set endpoint, which Label Studio trusts; every user-supplied URL is still checked.
+            "S3_ENDPOINT": s3_url,
+            "HOME": str(data / "label-studio"),
+        }
+    )
+    label_studio = Service(
+        name="label-studio",
+        title="Label Studio",
+        url=ls_url,
+        health_url=f"{ls_url}/health",
+        ports={"http": config.label_studio_port},
+        command=[
+            str(config.label_studio_venv / "bin" / "label-studio"),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            LOOPBACK,
+            "--port",
+            str(config.label_studio_port),
+        ],
+        env=ls_env,
+    )
+
+    mlflow_url = f"http://{LOOPBACK}:{config.mlflow_port}"
+    mlflow_env = _base_env()
+    mlflow_env.update(
+        {
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_S3_ENDPOINT_URL": s3_url,
+            "AWS_ACCESS_KEY_ID": creds.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": creds.s3_secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    mlflow = Service(
+        name="mlflow",
+        title="MLflow tracking server",
+        url=mlflow_url,
+        health_url=f"{mlflow_url}/health",
+        ports={"http": config.mlflow_port},
+        command=[
+            _bin("mlflow"),
+            "server",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(config.mlflow_port),
+            "--backend-store-uri",
+            f"sqlite:///{data / 'mlflow' / 'mlflow.db'}",
+            "--artifacts-destination",
+            f"s3://{MLFLOW_ARTIFACT_BUCKET}/artifacts",
+            "--workers",
+            "1",
+        ],
+        env=mlflow_env,
+    )
+
+    prefect_url = f"http://{LOOPBACK}:{config.prefect_port}"
+    prefect_env = _base_env()
+    prefect_env.update(
+        {
+            "PREFECT_HOME": str(data / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{data / 'prefect' / 'prefect.db'}",
+            "PREFECT_UI_API_URL": f"{prefect_url}/api",
+            "PREFECT_SERVER_API_HOST": LOOPBACK,
+            "PREFECT_SERVER_API_PORT": str(config.prefect_port),
+        }
+    )
+    prefect = Service(
+        name="prefect",
+        title="Prefect server",
+        url=prefect_url,
+        health_url=f"{prefect_url}/api/health",
+        ports={"http": config.prefect_port},
+        command=[_bin("prefect"), "server", "start", "--host", LOOPBACK, "--port", str(config.prefect_port)],
+        env=prefect_env,
+        healthy_when=lambda r: r.status_code == 200 and r.text.strip() == "true",
+    )
+    return [weed, label_studio, mlflow, prefect]
+
+
+def connection_env(config: StackConfig, creds: Credentials) -> dict[str, str]:
+    """The connection variables other labelflow commands read when the user exported nothing."""
+    return {
+        "LABELFLOW_S3_ENDPOINT_URL": f"http://{LOOPBACK}:{config.s3_port}",
+        "LABELFLOW_S3_ACCESS_KEY": creds.s3_access_key,
+        "LABELFLOW_S3_SECRET_KEY": creds.s3_secret_key,
+        "LABEL_STUDIO_URL": f"http://{LOOPBACK}:{config.label_studio_port}",
+        "LABEL_STUDIO_API_KEY": creds.label_studio_token,
+        "MLFLOW_TRACKING_URI": f"http://{LOOPBACK}:{config.mlflow_port}",
+        "PREFECT_API_URL": f"http://{LOOPBACK}:{config.prefect_port}/api",
+    }
+
+
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    """Last lines of a log file, for error messages."""
+    if not path.is_file():
+        return "(no log yet)"
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - 8192))
+        text = handle.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class LocalStack:
+    """Starts, checks and stops the local services; state, logs and data live under `config.home`."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+
+    # --- files -----------------------------------------------------------------------------------
+    def _state_path(self, name: str) -> Path:
+        return self.config.run_dir / f"{name}.json"
+
+    def log_path(self, name: str) -> Path:
+        """Log file of one service."""
+        return self.config.logs_dir / f"{name}.log"
+
+    def _read_state(self, name: str) -> dict[str, Any] | None:
+        path = self._state_path(name)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None
+
+    def _process(self, name: str) -> psutil.Process | None:
+        """The live process this stack started for `name`, or None (never a recycled pid)."""
+        state = self._read_state(name)
+        if not state:
+            return None
+        try:
+            proc = psutil.Process(int(state["pid"]))
+            if abs(proc.create_time() - float(state["create_time"])) > 1.0:
+                return None
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, ValueError):
+            return None
+
+    # --- setup -----------------------------------------------------------------------------------
+    def ensure_label_studio_env(self, echo: Callable[[str], None] = lambda _: None) -> None:
+        """Create Label Studio's own virtual environment from the locked requirements, once."""
+        venv = self.config.label_studio_venv
+        wanted = hashlib.sha256(LABEL_STUDIO_REQUIREMENTS.read_bytes()).hexdigest()
+        marker = venv / ".labelflow-requirements.sha256"
+        if marker.is_file() and marker.read_text().strip() == wanted and (venv / "bin" / "label-studio").exists():
+            return
+        echo(f"Installing Label Studio into {venv} (once; about 1 GB) ...")
+        self.config.logs_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path("label-studio-install")
+        uv = os.environ.get("UV") or shutil.which("uv")
+        python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if uv:
+            steps = [
+                [uv, "venv", "--quiet", "--allow-existing", "--python", python, str(venv)],
+                [
+                    uv,
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--python",
+                    str(venv / "bin" / "python"),
+                    "-r",
+                    str(LABEL_STUDIO_REQUIREMENTS),
+                ],
+            ]
+        else:
+            steps = [
+                [sys.executable, "-m", "venv", str(venv)],
+                [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(LABEL_STUDIO_REQUIREMENTS)],
+            ]
+        env = _base_env()
+        with log.open("ab") as out:
+            for step in steps:
+                result = subprocess.run(step, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
+                if result.returncode != 0:
+                    raise StackError(
+                        f"label-studio: installing its environment failed ({' '.join(step[:3])} ...); "
+                        f"see {log}\n{_tail(log)}"
+                    )
+        marker.write_text(wanted)
+
+    def _write_seaweed_identities(self, creds: Credentials) -> None:
+        identities = {
+            "identities": [
+                {
+                    "name": "labelflow",
+                    "credentials": [{"accessKey": creds.s3_access_key, "secretKey": creds.s3_secret_key}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                }
+            ]
+        }
+        path = self.config.home / "seaweedfs-s3.json"
+        path.write_text(json.dumps(identities, indent=2), encoding="utf-8")
+        path.chmod(0o600)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def _start(self, service: Service) -> None:
+        self.config.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        executable = service.command[0]
+        if not (Path(executable).exists() or shutil.which(executable)):
+            raise StackError(f"{service.name}: `{executable}` is not installed; run `uv sync` first")
+        log = self.log_path(service.name)
+        with log.open("ab") as out:
+            out.write(f"\n=== labelflow: starting {service.name} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(
+                service.command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=service.env,
+                cwd=self.config.home,
+                start_new_session=True,
+            )
+        state = {
+            "pid": proc.pid,
+            "create_time": psutil.Process(proc.pid).create_time(),
+            "command": service.command,
+            "ports": service.ports,
+            "url": service.url,
+        }
+        self._state_path(service.name).write_text(json.dumps(state, indent=2), encoding="utf-8")
+
+    def _probe(self, service: Service, timeout: float = 3.0) -> tuple[bool, str]:
+        try:
+            response = httpx.get(service.health_url, timeout=timeout)
+        except httpx.HTTPError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        if service.healthy_when(response):
+            return True, "healthy"
+        return False, f"health check answered HTTP {response.status_code}"
+
+    def _wait_healthy(self, services: list[Service], started: dict[str, float]) -> dict[str, float]:
+        """Poll every service until all are healthy; fail naming the first that dies or times out."""
+        pending = {s.name: s for s in services}
+        ready: dict[str, float] = {}
+        deadline = time.monotonic() + self.config.start_timeout_seconds
+        while pending:
+            for name, service in list(pending.items()):
+                if self._process(name) is None:
+                    raise StackError(
+                        f"{name}: the process exited during start-up; see {self.log_path(name)}\n"
+                        f"{_tail(self.log_path(name))}"
+                    )
+                ok, _ = self._probe(service, timeout=2.0)
+                if ok:
+                    ready[name] = time.monotonic() - started[name]
+                    del pending[name]
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                name = next(iter(pending))
+                _, detail = self._probe(pending[name])
+                raise StackError(
+                    f"{name}: not healthy after {self.config.start_timeout_seconds:.0f} s ({detail}); "
+                    f"see {self.log_path(name)}\n{_tail(self.log_path(name))}"
+                )
+            time.sleep(0.5)
+        return ready
+
+    def up(self, echo: Callable[[str], None] = lambda _: None) -> list[UpReport]:
+        """Start every service that is not running, wait for health, publish the connection file."""
+        self.config.home.mkdir(parents=True, exist_ok=True)
+        creds = Credentials.load_or_create(self.config.home)
+        self.ensure_label_studio_env(echo)
+        self._write_seaweed_identities(creds)
+        for sub in ("seaweedfs", "label-studio", "mlflow", "prefect"):
+            (self.config.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        services = build_services(self.config, creds)
+
+        to_start: list[Service] = []
+        running: list[Service] = []
+        for service in services:
+            if self._process(service.name) is not None:
+                running.append(service)
+            else:
+                to_start.append(service)
+        busy = [
+            f"port {port} ({service.name} {role})"
+            for service in to_start
+            for role, port in service.ports.items()
+            if not port_is_free(port)
+        ]
+        if busy:
+            raise StackError(
+                "cannot start: " + ", ".join(busy) + " already in use by another process. "
+                "Stop that process or choose other ports (LABELFLOW_STACK_*_PORT, see `labelflow up --help`)."
+            )
+
+        started_at: dict[str, float] = {}
+        for service in to_start:
+            echo(f"starting {service.name} ...")
+            started_at[service.name] = time.monotonic()
+            self._start(service)
+        for service in running:
+            started_at[service.name] = time.monotonic()
+        durations = self._wait_healthy(services, started_at)
+
+        self._after_start(creds)
+        self._write_stack_file(creds, services)
+        names_started = {s.name for s in to_start}
+        return [
+            UpReport(
+                name=s.name,
+                action="started" if s.name in names_started else "already running",
+                seconds=round(durations[s.name], 1) if s.name in names_started else 0.0,
+                url=s.url,
+            )
+            for s in services
+        ]
+
+    def _after_start(self, creds: Credentials) -> None:
+        """One-off setup that needs the servers: the MLflow artifact bucket and a working LS token."""
+        from minio import Minio  # local import: only `up` needs it
+
+        client = Minio(
+            f"{LOOPBACK}:{self.config.s3_port}",
+            access_key=creds.s3_access_key,
+            secret_key=creds.s3_secret_key,
+            secure=False,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if not client.bucket_exists(MLFLOW_ARTIFACT_BUCKET):
+                    client.make_bucket(MLFLOW_ARTIFACT_BUCKET)
+                break
+            except Exception as exc:  # the volume server may still be registering with the master
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"s3: could not create bucket {MLFLOW_ARTIFACT_BUCKET}: {exc}; see {self.log_path('s3')}"
+                    ) from exc
+                time.sleep(1)
+
+        ls = f"http://{LOOPBACK}:{self.config.label_studio_port}"
+        headers = {"Authorization": f"Token {creds.label_studio_token}"}
+        response = httpx.get(f"{ls}/api/current-user/whoami", headers=headers, timeout=10)
+        if response.status_code == 401:
+            # An organisation created before legacy tokens were enabled: switch them on with a session login.
+            self._enable_legacy_tokens(ls, creds)
+            response = httpx.get(f"{ls}/api/current-user/whoami", headers=headers, timeout=10)
+        if response.status_code != 200:
+            raise StackError(
+                f"label-studio: the API token is refused (HTTP {response.status_code}: {response.text[:200]}); "
+                f"see {self.log_path('label-studio')}"
+            )
+
+    def _enable_legacy_tokens(self, ls: str, creds: Credentials) -> None:
+        with httpx.Client(base_url=ls, timeout=10, follow_redirects=True) as http:
+            http.get("/user/login/")
+            csrf = http.cookies.get("csrftoken", "")
+            http.post(
+                "/user/login/",
+                data={
+                    "email": creds.label_studio_username,
+                    "password": creds.label_studio_password,
+                    "csrfmiddlewaretoken": csrf,
+                },
+                headers={"Referer": f"{ls}/user/login/"},
+            )
+            csrf = http.cookies.get("csrftoken", csrf)
+            http.post(
+                "/api/jwt/settings",
+                json={"legacy_api_tokens_enabled": True, "api_tokens_enabled": True},
+                headers={"X-CSRFToken": csrf, "Referer": ls},
+            )
+
+    def _write_stack_file(self, creds: Credentials, services: list[Service]) -> None:
+        data = {
+            "env": connection_env(self.config, creds),
+            "services": {s.name: s.url for s in services},
+            "label_studio_login": {
+                "username": creds.label_studio_username,
+                "password": creds.label_studio_password,
+            },
+        }
+        path = self.config.home / STACK_FILE_NAME
+        path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        path.chmod(0o600)
+
+    def down(self) -> dict[str, str]:
+        """Stop exactly the processes this stack started; report what happened to each."""
+        outcome: dict[str, str] = {}
+        for service in reversed(build_services(self.config, Credentials.placeholder())):
+            proc = self._process(service.name)
+            state_file = self._state_path(service.name)
+            if proc is None:
+                outcome[service.name] = "not running"
+            else:
+                _stop_process_tree(proc)
+                outcome[service.name] = "stopped"
+            state_file.unlink(missing_ok=True)
+        (self.config.home / STACK_FILE_NAME).unlink(missing_ok=True)
+        return outcome
+
+    def status(self) -> list[ServiceStatus]:
+        """Each service: whether its process runs, whether its health check passes, its URL and log."""
+        result = []
+        for service in build_services(self.config, Credentials.placeholder()):
+            proc = self._process(service.name)
+            if proc is None:
+                running, healthy, detail = False, False, "not running"
+            else:
+                running = True
+                healthy, detail = self._probe(service)
+            result.append(
+                ServiceStatus(
+                    name=service.name,
+                    title=service.title,
+                    url=service.url,
+                    pid=proc.pid if proc else None,
+                    running=running,
+                    healthy=healthy,
+                    detail=detail,
+                    log=str(self.log_path(service.name)),
+                )
+            )
+        return result
+
+    def connection(self) -> dict[str, Any]:
+        """Machine-readable URLs and local credentials (for `status --json`)."""
+        creds = Credentials.load_or_create(self.config.home)
+        return {
+            "home": str(self.config.home),
+            "env": connection_env(self.config, creds),
+            "label_studio_login": {
+                "url": f"http://{LOOPBACK}:{self.config.label_studio_port}",
+                "username": creds.label_studio_username,
+                "password": creds.label_studio_password,
+            },
+        }
+
+
+def _stop_process_tree(proc: psutil.Process, timeout: float = 15.0) -> None:
+    """SIGTERM the service's process group and children, then SIGKILL what is left."""
+    try:
+        children = proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    family = [proc, *children]
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        for member in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.terminate()
+    _, alive = psutil.wait_procs(family, timeout=timeout)
+    for member in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    psutil.wait_procs(alive, timeout=5)

@@ -1,0 +1,162 @@
+"""Connection settings, one pydantic-settings model per external system."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import AnyHttpUrl, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+STACK_FILE_NAME = "stack.json"
+
+
+class SettingsError(RuntimeError):
+    """A required setting is missing or malformed; the message names the variable."""
+
+
+def labelflow_home() -> Path:
+    """Directory holding the local stack's state: $LABELFLOW_HOME or ./.labelflow."""
+    return Path(os.environ.get("LABELFLOW_HOME") or Path.cwd() / ".labelflow").resolve()
+
+
+def read_stack_connection() -> dict[str, str]:
+    """Connection values published by `labelflow up`, keyed by environment variable name."""
+    path = labelflow_home() / STACK_FILE_NAME
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    env = data.get("env", {})
+    return {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}
+
+
+class _LocalStackSource(PydanticBaseSettingsSource):
+    """Lowest-priority source: values written by `labelflow up` to the stack file."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self._values = read_stack_connection()
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        prefix = self.settings_cls.model_config.get("env_prefix", "")
+        return self._values.get(f"{prefix}{field_name}".upper()), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[key] = value
+        return values
+
+
+class _ServiceSettings(BaseSettings):
+    """Base: environment first, then `.env`, then the running local stack."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    service_name: ClassVar[str] = ""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order: explicit arguments, environment, .env file, local stack file."""
+        return init_settings, env_settings, dotenv_settings, _LocalStackSource(settings_cls)
+
+
+class S3Settings(_ServiceSettings):
+    """S3-compatible object store (SeaweedFS locally, MinIO or AWS S3 in production)."""
+
+    model_config = SettingsConfigDict(env_prefix="LABELFLOW_S3_")
+    service_name: ClassVar[str] = "object store"
+
+    endpoint_url: AnyHttpUrl
+    access_key: str
+    secret_key: SecretStr
+    region: str = "us-east-1"
+
+    @property
+    def endpoint(self) -> str:
+        """Endpoint URL without a trailing slash."""
+        return str(self.endpoint_url).rstrip("/")
+
+
+class LabelStudioSettings(_ServiceSettings):
+    """Label Studio server and an API token (legacy token or personal access token)."""
+
+    model_config = SettingsConfigDict(env_prefix="LABEL_STUDIO_")
+    service_name: ClassVar[str] = "Label Studio"
+
+    url: AnyHttpUrl
+    api_key: SecretStr
+
+    @property
+    def base_url(self) -> str:
+        """Server URL without a trailing slash."""
+        return str(self.url).rstrip("/")
+
+
+class MLflowSettings(_ServiceSettings):
+    """MLflow tracking server."""
+
+    model_config = SettingsConfigDict(env_prefix="MLFLOW_")
+    service_name: ClassVar[str] = "MLflow"
+
+    tracking_uri: str
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _http_or_file(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://", "file:", "sqlite:", "databricks")):
+            raise ValueError("must be an http(s):// URL of a tracking server (or a file:/sqlite: URI)")
+        return value.rstrip("/")
+
+
+class PrefectSettings(_ServiceSettings):
+    """Prefect API server."""
+
+    model_config = SettingsConfigDict(env_prefix="PREFECT_")
+    service_name: ClassVar[str] = "Prefect"
+
+    api_url: AnyHttpUrl
+
+    @property
+    def url(self) -> str:
+        """API URL without a trailing slash."""
+        return str(self.api_url).rstrip("/")
+
+
+SettingsT = TypeVar("SettingsT", bound=_ServiceSettings)
+
+
+def load_settings(settings_cls: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Build one settings model, turning validation errors into a message naming each variable."""
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        prefix = settings_cls.model_config.get("env_prefix", "")
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            variable = f"{prefix}{field}".upper()
+            if error["type"] == "missing":
+                problems.append(f"{variable} is not set")
+            else:
+                problems.append(f"{variable} is invalid: {error['msg']}")
+        hint = "set it in the environment or in .env, or run `labelflow up` for the local stack"
+        raise SettingsError(f"{settings_cls.service_name} settings: " + "; ".join(problems) + f" ({hint})") from None
