@@ -527,19 +527,9 @@ class LocalStack:
         """Start every service that is not running, wait for health, publish the connection file."""
         self.config.home.mkdir(parents=True, exist_ok=True)
         creds = Credentials.load_or_create(self.config.home)
-        self.ensure_label_studio_env(echo)
-        self._write_seaweed_identities(creds)
-        for sub in ("seaweedfs", "label-studio", "mlflow", "prefect"):
-            (self.config.data_dir / sub).mkdir(parents=True, exist_ok=True)
         services = build_services(self.config, creds)
-
-        to_start: list[Service] = []
-        running: list[Service] = []
-        for service in services:
-            if self._process(service.name) is not None:
-                running.append(service)
-            else:
-                to_start.append(service)
+        running = [s for s in services if self._process(s.name) is not None]
+        to_start = [s for s in services if s not in running]
         busy = [
             f"port {port} ({service.name} {role})"
             for service in to_start
@@ -551,6 +541,11 @@ class LocalStack:
                 "cannot start: " + ", ".join(busy) + " already in use by another process. "
                 "Stop that process or choose other ports (LABELFLOW_STACK_*_PORT, see `labelflow up --help`)."
             )
+        if any(s.name == "label-studio" for s in to_start):
+            self.ensure_label_studio_env(echo)
+        self._write_seaweed_identities(creds)
+        for sub in ("seaweedfs", "label-studio", "mlflow", "prefect"):
+            (self.config.data_dir / sub).mkdir(parents=True, exist_ok=True)
 
         started_at: dict[str, float] = {}
         for service in to_start:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from infra.local_stack import LocalStack, StackConfig, StackError
 from integrations.settings import SettingsError
+from labelflow.runtime import prefect_connection
 
 app = typer.Typer(
     name="labelflow",
@@ -112,14 +113,16 @@ def status(
 @app.command()
 def smoke() -> None:
     """Round-trip one object through every service of the configured stack and report what each did."""
-    from labelflow.smoke import run_smoke_check
-
     try:
-        for line in run_smoke_check():
-            console.print(f"[green]ok[/green] {line}")
+        with prefect_connection() as prefect:
+            from flows.smoke import smoke_check
+
+            for line in smoke_check():
+                console.print(f"[green]ok[/green] {line}")
     except SettingsError as exc:
         err_console.print(f"[bold red]configuration[/bold red]: {exc}")
         raise typer.Exit(2) from None
+    console.print(f"[green]ok[/green] Prefect: flow run recorded at {prefect.url.removesuffix('/api')}/runs")
 
 
 if __name__ == "__main__":

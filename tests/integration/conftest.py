@@ -1,0 +1,110 @@
+"""The real local stack, started once per test session with the same machinery as `labelflow up`."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from infra.local_stack import LocalStack, StackConfig
+from integrations.label_studio import LabelStudioClient
+from integrations.mlflow_tracking import MLflowTracking
+from integrations.object_store import ObjectStore
+from integrations.settings import (
+    LabelStudioSettings,
+    MLflowSettings,
+    PrefectSettings,
+    S3Settings,
+    read_stack_connection,
+)
+
+CONNECTION_VARIABLES = (
+    "LABELFLOW_S3_ENDPOINT_URL",
+    "LABELFLOW_S3_ACCESS_KEY",
+    "LABELFLOW_S3_SECRET_KEY",
+    "LABEL_STUDIO_URL",
+    "LABEL_STUDIO_API_KEY",
+    "MLFLOW_TRACKING_URI",
+    "PREFECT_API_URL",
+)
+
+
+@dataclass(frozen=True)
+class RunningStack:
+    """Handles on the running local stack for tests."""
+
+    stack: LocalStack
+    s3: S3Settings
+    label_studio: LabelStudioSettings
+    mlflow: MLflowSettings
+    prefect: PrefectSettings
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this folder is an integration test."""
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[RunningStack]:
+    """Bring the stack up (reusing one already running); stop at the end only what this session started."""
+    for name in CONNECTION_VARIABLES:  # the tests target the local stack, never a configured remote
+        os.environ.pop(name, None)
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    stack = LocalStack(StackConfig())
+    already_running = all(s.running for s in stack.status())
+    reports = stack.up(echo=print)
+    env = read_stack_connection()
+    running = RunningStack(
+        stack=stack,
+        s3=S3Settings(
+            endpoint_url=env["LABELFLOW_S3_ENDPOINT_URL"],
+            access_key=env["LABELFLOW_S3_ACCESS_KEY"],
+            secret_key=env["LABELFLOW_S3_SECRET_KEY"],
+        ),
+        label_studio=LabelStudioSettings(url=env["LABEL_STUDIO_URL"], api_key=env["LABEL_STUDIO_API_KEY"]),
+        mlflow=MLflowSettings(tracking_uri=env["MLFLOW_TRACKING_URI"]),
+        prefect=PrefectSettings(api_url=env["PREFECT_API_URL"]),
+    )
+    print("local stack:", {r.name: r.action for r in reports})
+    yield running
+    if not already_running and os.environ.get("LABELFLOW_KEEP_STACK") != "1":
+        stack.down()
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A name no other test uses (buckets, projects, experiments)."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def object_store(local_stack: RunningStack) -> ObjectStore:
+    return ObjectStore(local_stack.s3)
+
+
+@pytest.fixture
+def label_studio(local_stack: RunningStack) -> Iterator[LabelStudioClient]:
+    client = LabelStudioClient(local_stack.label_studio)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def mlflow_tracking(local_stack: RunningStack) -> MLflowTracking:
+    return MLflowTracking(local_stack.mlflow)
+
+
+@pytest.fixture
+def prefect_api(local_stack: RunningStack) -> Iterator[str]:
+    """Point Prefect at the stack's server for the duration of a test."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: local_stack.prefect.url}):
+        yield local_stack.prefect.url

@@ -1,0 +1,152 @@
+"""The local stack's services, proven against the real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import httpx
+from typer.testing import CliRunner
+
+from infra.local_stack import MLFLOW_ARTIFACT_BUCKET
+from integrations.label_studio import LabelStudioClient
+from integrations.mlflow_tracking import MLflowTracking
+from integrations.object_store import ObjectStore
+from labelflow.cli import app
+from tasks.stack_checks import SMOKE_TEXT, check_label_studio, check_mlflow, check_object_store
+from tests.integration.conftest import RunningStack
+
+
+def test_object_store_bucket_put_list_presigned_get(object_store: ObjectStore, unique_name: str) -> None:
+    line = check_object_store.fn(object_store, unique_name)
+    assert f"s3://{unique_name}/smoke/" in line
+    keys = [obj.key for obj in object_store.list_objects(unique_name)]
+    assert len(keys) == 1
+    (key,) = keys
+    assert object_store.get_bytes(unique_name, key) == SMOKE_TEXT.encode()
+    url = object_store.presigned_get_url(unique_name, key)
+    tampered = url.replace("X-Amz-Signature=", "X-Amz-Signature=0")
+    assert httpx.get(tampered, timeout=10).status_code == 403, "the store must really check signatures"
+
+
+def test_object_store_lists_unicode_and_spaced_keys(object_store: ObjectStore, unique_name: str) -> None:
+    object_store.ensure_bucket(unique_name)
+    keys = ["raw/数据 标注.txt", "raw/with space.txt", "raw/ü/nested.txt"]
+    for key in keys:
+        object_store.put_bytes(unique_name, key, key.encode())
+    assert sorted(o.key for o in object_store.list_objects(unique_name, "raw/")) == sorted(keys)
+
+
+def test_label_studio_token_and_s3_resolution(
+    label_studio: LabelStudioClient, object_store: ObjectStore, unique_name: str
+) -> None:
+    assert label_studio.whoami()["email"] == "admin@labelflow.local"
+    line = check_label_studio.fn(label_studio, object_store, unique_name)
+    assert "resolved s3://" in line
+
+
+def test_label_studio_keeps_ssrf_protection_for_user_endpoints(
+    label_studio: LabelStudioClient, object_store: ObjectStore, unique_name: str
+) -> None:
+    """An explicit loopback endpoint is refused: only the operator-set S3_ENDPOINT is trusted."""
+    object_store.ensure_bucket(unique_name)
+    config = '<View><Text name="t" value="$text"/></View>'
+    project_id = label_studio.create_project(title=unique_name, label_config=config)
+    try:
+        try:
+            label_studio.add_s3_import_storage(
+                project_id, unique_name, "", object_store.settings, use_server_endpoint=False
+            )
+        except Exception as exc:
+            assert "reserved network address" in str(exc)
+        else:
+            raise AssertionError("Label Studio accepted a loopback endpoint: SSRF protection is off")
+    finally:
+        label_studio.delete_project(project_id)
+
+
+def test_mlflow_artifact_lands_in_object_store(
+    mlflow_tracking: MLflowTracking, object_store: ObjectStore, unique_name: str
+) -> None:
+    line = check_mlflow.fn(mlflow_tracking, unique_name)
+    run_id = line.split()[2]
+    experiment_id = mlflow_tracking.ensure_experiment(unique_name)
+    stored = [o.key for o in object_store.list_objects(MLFLOW_ARTIFACT_BUCKET, f"artifacts/{experiment_id}/{run_id}/")]
+    assert stored == [f"artifacts/{experiment_id}/{run_id}/artifacts/smoke.txt"]
+
+
+def test_prefect_server_records_a_flow_run(prefect_api: str, unique_name: str) -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    @flow(name=f"labelflow-test-{unique_name}")
+    def trivial(x: int) -> int:
+        return x + 1
+
+    state = trivial(41, return_state=True)
+    assert state.result() == 42
+    flow_run_id = state.state_details.flow_run_id
+
+    with get_client(sync_client=True) as client:
+        assert str(client.api_url).rstrip("/") == prefect_api
+        run = client.read_flow_run(flow_run_id)
+    assert run.state is not None and run.state.is_completed()
+    assert run.parameters == {"x": 41}
+
+
+def _smoke_runs_on_server(api_url: str) -> int:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        return client.count_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["labelflow-smoke-check"])))
+
+
+def test_smoke_cli_round_trips_every_service_on_the_stack_prefect(local_stack: RunningStack) -> None:
+    before = _smoke_runs_on_server(local_stack.prefect.url)
+    result = CliRunner().invoke(app, ["smoke"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    for fragment in ("object store:", "Label Studio:", "MLflow:", "Prefect:"):
+        assert f"ok {fragment}" in result.output.replace("\n", " ")
+    assert _smoke_runs_on_server(local_stack.prefect.url) == before + 1, "the run must land on the stack's server"
+
+
+def test_status_json_gives_urls_and_credentials(local_stack: RunningStack) -> None:
+    result = CliRunner().invoke(app, ["status", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert {s["name"]: s["healthy"] for s in payload["services"]} == {
+        "s3": True,
+        "label-studio": True,
+        "mlflow": True,
+        "prefect": True,
+    }
+    assert payload["env"]["LABEL_STUDIO_API_KEY"] == local_stack.label_studio.api_key.get_secret_value()
+    assert payload["label_studio_login"]["username"] == "admin@labelflow.local"
+
+
+def test_killed_service_shows_unhealthy_and_up_restarts_only_it(local_stack: RunningStack) -> None:
+    stack = local_stack.stack
+    s3 = next(s for s in stack.status() if s.name == "s3")
+    assert s3.healthy and s3.pid
+    os.killpg(s3.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and next(s for s in stack.status() if s.name == "s3").running:
+        time.sleep(0.2)
+    result = CliRunner().invoke(app, ["status"], catch_exceptions=False)
+    assert result.exit_code == 1
+    after_kill = {s.name: s for s in stack.status()}
+    assert not after_kill["s3"].healthy and not after_kill["s3"].running
+    assert all(after_kill[name].healthy for name in ("label-studio", "mlflow", "prefect"))
+
+    reports = {r.name: r.action for r in stack.up()}
+    assert reports == {
+        "s3": "started",
+        "label-studio": "already running",
+        "mlflow": "already running",
+        "prefect": "already running",
+    }
+    assert all(s.healthy for s in stack.status())
