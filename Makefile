@@ -1,0 +1,43 @@
+# The two commands a newcomer needs:  `make demo`  (set up, start the local stack, run the main job)
+#                                      `make test`  (set up, lint, run every test against the real local stack)
+# Everything is installed into this checkout: uv (if not already on PATH) into .tools/, the locked
+# environment into .venv/, Label Studio's own environment into .labelflow/venvs/ on first `labelflow up`.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: setup demo test lint up down status bench
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet --disable-pip-version-check uv
+
+setup: $(if $(filter .tools/bin/uv,$(UV)),.tools/bin/uv)
+	$(UV) sync --frozen
+
+demo: setup
+	$(UV) run labelflow up
+	$(UV) run labelflow smoke
+
+test: setup
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run pytest
+
+lint: setup
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+up: setup
+	$(UV) run labelflow up
+
+down:
+	$(UV) run labelflow down
+
+status:
+	$(UV) run labelflow status
