@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import httpx
@@ -12,7 +13,26 @@ from integrations.settings import LabelStudioSettings, S3Settings
 
 
 class LabelStudioError(RuntimeError):
-    """A Label Studio call failed; the message carries the server's answer."""
+    """A Label Studio call failed; the message carries the server's answer and whether a retry can help."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def _check(response: httpx.Response, action: str) -> httpx.Response:
+    """Raise a LabelStudioError that says what failed; 5xx and 429 are transient, other 4xx are not."""
+    if response.status_code < 400:
+        return response
+    hint = ""
+    if response.status_code == 401:
+        hint = " (the API token is wrong or legacy tokens are disabled: check LABEL_STUDIO_API_KEY)"
+    elif response.status_code == 403:
+        hint = " (the token's user may not do this)"
+    transient = response.status_code >= 500 or response.status_code == 429
+    raise LabelStudioError(
+        f"Label Studio {action}: HTTP {response.status_code}{hint}: {response.text[:300]}", transient=transient
+    )
 
 
 class LabelStudioClient:
@@ -27,12 +47,83 @@ class LabelStudioClient:
             timeout=timeout,
         )
 
+    def _request(self, method: str, path: str, action: str, **kwargs: Any) -> httpx.Response:
+        """One raw API call; connection failures become transient LabelStudioErrors."""
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise LabelStudioError(
+                f"Label Studio {action}: cannot reach {self.settings.base_url}: {type(exc).__name__}: {exc}",
+                transient=True,
+            ) from exc
+        return _check(response, action)
+
     def whoami(self) -> dict[str, Any]:
         """The user the token belongs to."""
-        response = self._http.get("/api/current-user/whoami")
-        if response.status_code != 200:
-            raise LabelStudioError(f"whoami: HTTP {response.status_code}: {response.text[:300]}")
-        return response.json()
+        return self._request("GET", "/api/current-user/whoami", "whoami").json()
+
+    def find_project(self, title: str) -> int | None:
+        """Id of the project with exactly this title, or None."""
+        response = self._request("GET", "/api/projects", "list projects", params={"title": title, "page_size": 100})
+        payload = response.json()
+        projects = payload.get("results", payload) if isinstance(payload, dict) else payload
+        matches = sorted(int(p["id"]) for p in projects if p.get("title") == title)
+        return matches[0] if matches else None
+
+    def get_project(self, project_id: int) -> dict[str, Any] | None:
+        """A project's settings, or None if it does not exist."""
+        try:
+            return self._request("GET", f"/api/projects/{project_id}", "get project").json()
+        except LabelStudioError as exc:
+            if "HTTP 404" in str(exc):
+                return None
+            raise
+
+    def update_project(self, project_id: int, **fields: Any) -> None:
+        """Change project settings (label config, overlap, instructions ...)."""
+        self._request("PATCH", f"/api/projects/{project_id}", "update project", json=fields)
+
+    def s3_import_storages(self, project_id: int) -> list[dict[str, Any]]:
+        """The project's S3 import storage connections."""
+        return self._request("GET", "/api/storages/s3", "list storages", params={"project": project_id}).json()
+
+    def count_tasks(self, project_id: int) -> int:
+        """Number of tasks in a project."""
+        response = self._request(
+            "GET", "/api/tasks", "count tasks", params={"project": project_id, "page_size": 1, "fields": "task_only"}
+        )
+        return int(response.json().get("total", 0))
+
+    def tasks_where(self, project_id: int, field: str, value: str, page_size: int = 1000) -> list[dict[str, Any]]:
+        """All tasks whose data field equals a value (Data Manager filter), following pagination."""
+        query = {
+            "filters": {
+                "conjunction": "and",
+                "items": [
+                    {"filter": f"filter:tasks:data.{field}", "operator": "equal", "type": "String", "value": value}
+                ],
+            }
+        }
+        tasks: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            response = self._request(
+                "GET",
+                "/api/tasks",
+                "list tasks",
+                params={
+                    "project": project_id,
+                    "query": json.dumps(query),
+                    "page": page,
+                    "page_size": page_size,
+                    "fields": "all",
+                },
+            )
+            batch = response.json().get("tasks", [])
+            tasks.extend(batch)
+            if len(batch) < page_size:
+                return tasks
+            page += 1
 
     def create_project(self, title: str, label_config: str, **options: Any) -> int:
         """Create a project and return its id."""
@@ -50,30 +141,31 @@ class LabelStudioClient:
         prefix: str,
         s3: S3Settings,
         use_server_endpoint: bool = True,
+        presign: bool = True,
+        presign_ttl_minutes: int = 60,
         title: str = "labelflow source",
     ) -> int:
-        """Connect a bucket so Label Studio resolves `s3://` URIs in tasks with presigned reads.
+        """Connect a bucket so Label Studio resolves `s3://` URIs in tasks (presigned reads, or proxied).
 
         With `use_server_endpoint`, no endpoint is sent: Label Studio uses its operator-set S3_ENDPOINT,
         which its SSRF protection trusts (the local stack sets it to the loopback object store).
         """
-        options: dict[str, Any] = {}
+        body: dict[str, Any] = {
+            "project": project_id,
+            "bucket": bucket,
+            "prefix": prefix,
+            "title": title,
+            "aws_access_key_id": s3.access_key,
+            "aws_secret_access_key": s3.secret_key.get_secret_value(),
+            "region_name": s3.region,
+            "presign": presign,
+            "presign_ttl": presign_ttl_minutes,
+            "use_blob_urls": False,
+        }
         if not use_server_endpoint:
-            options["s3endpoint"] = s3.endpoint
-        storage = self.sdk.import_storage.s3.create(
-            project=project_id,
-            bucket=bucket,
-            prefix=prefix,
-            title=title,
-            aws_access_key_id=s3.access_key,
-            aws_secret_access_key=s3.secret_key.get_secret_value(),
-            region_name=s3.region,
-            presign=True,
-            presign_ttl=60,
-            use_blob_urls=False,
-            **options,
-        )
-        return int(storage.id)
+            body["s3_endpoint"] = s3.endpoint
+        response = self._request("POST", "/api/storages/s3", f"connect s3://{bucket}/{prefix}", json=body)
+        return int(response.json()["id"])
 
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> list[int]:
         """Create tasks in one request and return their ids."""

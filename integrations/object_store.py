@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
-from urllib.parse import urlsplit
 
-from minio import Minio
-from minio.error import S3Error
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from integrations.settings import S3Settings
+
+# Errors worth retrying: the server is down, overloaded or briefly unreachable.
+TRANSIENT_CODES = {"500", "502", "503", "504", "SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"}
 
 
 class ObjectStoreError(RuntimeError):
     """An object-store call failed; the message names the bucket/key and the server's answer."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -26,7 +31,7 @@ class StoredObject:
     key: str
     size: int
     etag: str
-    version_id: str | None
+    version_id: str | None = None
 
     @property
     def uri(self) -> str:
@@ -34,64 +39,111 @@ class StoredObject:
         return f"s3://{self.bucket}/{self.key}"
 
 
-class ObjectStore:
-    """Buckets and objects in the configured S3 endpoint."""
+def _wrap(action: str, exc: Exception) -> ObjectStoreError:
+    """Turn a botocore error into one message saying what failed and whether retrying can help."""
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        message = exc.response.get("Error", {}).get("Message", "") or str(exc)
+        transient = code in TRANSIENT_CODES or status.startswith("5")
+        return ObjectStoreError(f"{action}: {code or status}: {message}", transient=transient)
+    return ObjectStoreError(f"{action}: {type(exc).__name__}: {exc}", transient=True)
 
-    def __init__(self, settings: S3Settings) -> None:
+
+class ObjectStore:
+    """Buckets and objects in the configured S3 endpoint (any key, including spaces, unicode and '..')."""
+
+    def __init__(self, settings: S3Settings, max_connections: int = 32) -> None:
         self.settings = settings
-        parts = urlsplit(settings.endpoint)
-        self._client = Minio(
-            parts.netloc,
-            access_key=settings.access_key,
-            secret_key=settings.secret_key.get_secret_value(),
-            secure=parts.scheme == "https",
-            region=settings.region,
+        self._client = boto3.client(
+            "s3",
+            endpoint_url=settings.endpoint,
+            aws_access_key_id=settings.access_key,
+            aws_secret_access_key=settings.secret_key.get_secret_value(),
+            region_name=settings.region,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                max_pool_connections=max_connections,
+                retries={"max_attempts": 4, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=60,
+            ),
         )
 
     def ensure_bucket(self, bucket: str) -> None:
         """Create the bucket if it does not exist."""
         try:
-            if not self._client.bucket_exists(bucket):
-                self._client.make_bucket(bucket)
-        except S3Error as exc:
-            raise ObjectStoreError(f"bucket {bucket}: {exc.code}: {exc.message}") from exc
+            self._client.head_bucket(Bucket=bucket)
+            return
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+                raise _wrap(f"bucket {bucket}", exc) from exc
+        except BotoCoreError as exc:
+            raise _wrap(f"bucket {bucket}", exc) from exc
+        try:
+            self._client.create_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise _wrap(f"create bucket {bucket}", exc) from exc
+
+    def bucket_exists(self, bucket: str) -> bool:
+        """True when the bucket exists and these credentials may use it."""
+        try:
+            self._client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            raise _wrap(f"bucket {bucket}", exc) from exc
+        except BotoCoreError as exc:
+            raise _wrap(f"bucket {bucket}", exc) from exc
+        return True
 
     def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         """Write one object; return its ETag."""
         try:
-            result = self._client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
-        except S3Error as exc:
-            raise ObjectStoreError(f"put s3://{bucket}/{key}: {exc.code}: {exc.message}") from exc
-        return result.etag
+            result = self._client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+        except (ClientError, BotoCoreError) as exc:
+            raise _wrap(f"put s3://{bucket}/{key}", exc) from exc
+        return str(result.get("ETag", "")).strip('"')
 
-    def get_bytes(self, bucket: str, key: str) -> bytes:
-        """Read one whole object."""
+    def get_bytes(self, bucket: str, key: str, max_bytes: int | None = None) -> bytes:
+        """Read one object (or only its first `max_bytes`, without loading the rest)."""
         try:
-            response = self._client.get_object(bucket, key)
-        except S3Error as exc:
-            raise ObjectStoreError(f"get s3://{bucket}/{key}: {exc.code}: {exc.message}") from exc
-        try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
+            body = self._client.get_object(Bucket=bucket, Key=key)["Body"]
+            try:
+                return body.read(max_bytes) if max_bytes else body.read()
+            finally:
+                body.close()
+        except (ClientError, BotoCoreError) as exc:
+            raise _wrap(f"get s3://{bucket}/{key}", exc) from exc
 
-    def list_objects(self, bucket: str, prefix: str = "") -> Iterator[StoredObject]:
-        """Stream every object under a prefix (paginated by the server, never loaded all at once)."""
+    def delete(self, bucket: str, key: str) -> None:
+        """Delete one object (no error if it is already gone)."""
         try:
-            for item in self._client.list_objects(bucket, prefix=prefix, recursive=True):
-                if item.is_dir or item.object_name is None:
-                    continue
-                yield StoredObject(
-                    bucket=bucket,
-                    key=item.object_name,
-                    size=item.size or 0,
-                    etag=(item.etag or "").strip('"'),
-                    version_id=item.version_id,
-                )
-        except S3Error as exc:
-            raise ObjectStoreError(f"list s3://{bucket}/{prefix}: {exc.code}: {exc.message}") from exc
+            self._client.delete_object(Bucket=bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise _wrap(f"delete s3://{bucket}/{key}", exc) from exc
 
-    def presigned_get_url(self, bucket: str, key: str, expires: timedelta = timedelta(hours=1)) -> str:
+    def list_objects(self, bucket: str, prefix: str = "", start_after: str = "") -> Iterator[StoredObject]:
+        """Stream every object under a prefix, one server page (1,000 keys) at a time."""
+        options: dict[str, str] = {"Bucket": bucket, "Prefix": prefix}
+        if start_after:
+            options["StartAfter"] = start_after
+        try:
+            for page in self._client.get_paginator("list_objects_v2").paginate(**options):
+                for item in page.get("Contents", []):
+                    key = item["Key"]
+                    if key.endswith("/") and item.get("Size", 0) == 0:
+                        continue  # a folder marker, not an object
+                    yield StoredObject(
+                        bucket=bucket, key=key, size=int(item.get("Size", 0)), etag=str(item.get("ETag", "")).strip('"')
+                    )
+        except (ClientError, BotoCoreError) as exc:
+            raise _wrap(f"list s3://{bucket}/{prefix}", exc) from exc
+
+    def presigned_get_url(self, bucket: str, key: str, expires_seconds: int = 3600) -> str:
         """Time-limited GET URL for one object."""
-        return self._client.presigned_get_object(bucket, key, expires=expires)
+        return self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_seconds
+        )

@@ -120,9 +120,60 @@ def smoke() -> None:
             for line in smoke_check():
                 console.print(f"[green]ok[/green] {line}")
     except SettingsError as exc:
-        err_console.print(f"[bold red]configuration[/bold red]: {exc}")
-        raise typer.Exit(2) from None
+        raise _fail("configuration", exc, 2) from None
     console.print(f"[green]ok[/green] Prefect: flow run recorded at {prefect.url.removesuffix('/api')}/runs")
+
+
+def _fail(kind: str, exc: Exception, code: int) -> typer.Exit:
+    err_console.print(f"[bold red]{kind}[/bold red]: {exc}")
+    return typer.Exit(code)
+
+
+@app.command()
+def ingest(
+    spec: Annotated[Path, typer.Argument(help="Labeling project spec (YAML)")],
+    limit: Annotated[int | None, typer.Option(help="Ingest at most this many new objects in this run")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON")] = False,
+) -> None:
+    """Ingest new objects from the spec's sources into its Label Studio project (incremental, idempotent)."""
+    from integrations.label_studio import LabelStudioError
+    from integrations.object_store import ObjectStoreError
+    from tasks.spec import SpecError, load_spec
+
+    try:
+        load_spec(spec)  # fail on a broken spec before any server is contacted
+        with prefect_connection():
+            from flows.ingest import ingest as ingest_flow
+
+            summary = ingest_flow(str(spec.resolve()), limit=limit)
+    except SpecError as exc:
+        raise _fail("spec", exc, 2) from None
+    except SettingsError as exc:
+        raise _fail("configuration", exc, 2) from None
+    except (LabelStudioError, ObjectStoreError) as exc:
+        raise _fail("ingest failed", exc, 1) from None
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"ingest: {summary['project']}")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    for key in (
+        "listed",
+        "already_ingested_or_quarantined",
+        "new",
+        "tasks_created",
+        "duplicates",
+        "quarantined",
+        "predictions",
+    ):
+        table.add_row(key.replace("_", " "), str(summary[key]))
+    for reason, count in summary["quarantined_by_reason"].items():
+        table.add_row(f"  quarantined: {reason}", str(count))
+    console.print(table)
+    console.print("seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["seconds"].items()))
+    console.print(f"Label Studio project: {summary['label_studio_url']}")
+    console.print(f"quarantine report: {summary['quarantine_report']}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,491 @@
+"""Ingest steps: list new objects, clean them, create Label Studio tasks in crash-safe batches, record everything."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from integrations.label_studio import LabelStudioClient, LabelStudioError
+from integrations.object_store import ObjectStore, ObjectStoreError, StoredObject
+from tasks.cleaning import Inspection, Reason, inspect_content, unaddressable_reason
+from tasks.label_config import build_label_config
+from tasks.ledger import IngestLedger, LedgerIndex, LedgerRow
+from tasks.prelabel import Predictor
+from tasks.spec import ProjectSpec, S3Location
+
+log = logging.getLogger("labelflow.ingest")
+BATCH_FIELD = "labelflow_batch"
+
+
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry connection errors and 5xx, fail fast on everything else."""
+    try:
+        state.result()
+    except (LabelStudioError, ObjectStoreError) as exc:
+        return exc.transient
+    except Exception:
+        return False
+    return False
+
+
+@dataclass
+class IngestStats:
+    """Counters and per-stage seconds for one ingest run."""
+
+    listed: int = 0
+    already_known: int = 0
+    new: int = 0
+    ingested: int = 0
+    duplicates: int = 0
+    quarantined: Counter[str] = field(default_factory=Counter)
+    vanished: int = 0
+    tasks_created: int = 0
+    predictions: int = 0
+    recovered: int = 0
+    seconds: Counter[str] = field(default_factory=Counter)
+    quarantine_rows: list[LedgerRow] = field(default_factory=list)
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the enclosed wall time to a stage."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - began
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (without the per-object quarantine rows)."""
+        return {
+            "listed": self.listed,
+            "already_ingested_or_quarantined": self.already_known,
+            "new": self.new,
+            "ingested": self.ingested,
+            "duplicates": self.duplicates,
+            "quarantined": sum(self.quarantined.values()),
+            "quarantined_by_reason": dict(sorted(self.quarantined.items())),
+            "vanished_during_run": self.vanished,
+            "tasks_created": self.tasks_created,
+            "predictions": self.predictions,
+            "recovered_from_interrupted_run": self.recovered,
+            "seconds": {stage: round(value, 3) for stage, value in self.seconds.items()},
+        }
+
+
+@dataclass(frozen=True)
+class CleanedObject:
+    """A new object that passed cleaning, ready to become a task."""
+
+    obj: StoredObject
+    inspection: Inspection
+
+
+# --- project and storage ----------------------------------------------------------------------------------
+@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retry_if_transient)
+def ensure_project(ls: LabelStudioClient, store: ObjectStore, spec: ProjectSpec) -> int:
+    """Find (state file, then title) or create the Label Studio project, and keep its settings in line with the spec."""
+    state = spec.state_location
+    store.ensure_bucket(state.bucket)
+    record_key = state.join("project.json")
+    recorded: dict[str, Any] | None = None
+    try:
+        recorded = json.loads(store.get_bytes(state.bucket, record_key))
+    except ObjectStoreError as exc:
+        if exc.transient:
+            raise
+    settings = {
+        "label_config": build_label_config(spec),
+        "maximum_annotations": spec.overlap,
+        "overlap_cohort_percentage": 100,
+        "expert_instruction": spec.instructions or "",
+        "show_instruction": bool(spec.instructions),
+    }
+    if recorded is not None:
+        project_id = int(recorded["project_id"])
+        current = ls.get_project(project_id)
+        if current is None:
+            raise LabelStudioError(
+                f"project {project_id} recorded in s3://{state.bucket}/{record_key} no longer exists in Label Studio; "
+                f"its ingest ledger would be wrong for a new project. Delete s3://{state.bucket}/{state.prefix}/ "
+                "or give the spec another `state` location to start over."
+            )
+    else:
+        project_id = ls.find_project(spec.name) or ls.create_project(title=spec.name, **settings)
+        current = ls.get_project(project_id) or {}
+        payload = {"project_id": project_id, "title": spec.name, "label_studio_url": ls.settings.base_url}
+        store.put_bytes(state.bucket, record_key, json.dumps(payload).encode(), "application/json")
+    changed = {key: value for key, value in settings.items() if current.get(key) != value}
+    if changed:
+        ls.update_project(project_id, **changed)
+    return project_id
+
+
+@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retry_if_transient)
+def ensure_storage_connections(
+    ls: LabelStudioClient, store: ObjectStore, spec: ProjectSpec, project_id: int
+) -> list[int]:
+    """One S3 import storage per source location, so Label Studio resolves the tasks' s3:// URIs."""
+    existing = {(s.get("bucket"), s.get("prefix") or ""): int(s["id"]) for s in ls.s3_import_storages(project_id)}
+    ids = []
+    for source in spec.sources:
+        key = (source.bucket, source.prefix)
+        if key not in existing:
+            existing[key] = ls.add_s3_import_storage(
+                project_id,
+                source.bucket,
+                source.prefix,
+                store.settings,
+                presign=spec.storage.presign,
+                presign_ttl_minutes=spec.storage.presign_ttl_minutes,
+                title=f"labelflow: {source}",
+            )
+        ids.append(existing[key])
+    return ids
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_if_transient)
+def check_sources(store: ObjectStore, spec: ProjectSpec) -> None:
+    """Fail fast, naming the bucket, when a source bucket does not exist or cannot be read."""
+    for source in spec.sources:
+        if not store.bucket_exists(source.bucket):
+            raise ObjectStoreError(f"source bucket {source.bucket!r} (from {source}) does not exist")
+
+
+# --- ledger -----------------------------------------------------------------------------------------------
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_if_transient)
+def load_ledger(ledger: IngestLedger) -> LedgerIndex:
+    """Read what was already ingested or quarantined for the project."""
+    return ledger.load()
+
+
+@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retry_if_transient)
+def recover_interrupted_batches(
+    ls: LabelStudioClient, ledger: IngestLedger, index: LedgerIndex, project_id: int
+) -> int:
+    """Record the tasks of batches an interrupted run imported but did not record; the rest is redone normally."""
+    recovered = 0
+    for batch_id, rows in ledger.pending_batches().items():
+        found = {t["data"].get("source_uri"): int(t["id"]) for t in ls.tasks_where(project_id, BATCH_FIELD, batch_id)}
+        done = []
+        for row in rows:
+            task_id = found.get(f"s3://{row.bucket}/{row.key}")
+            if task_id is not None and not index.is_known(row.bucket, row.key, row.etag):
+                done.append(LedgerRow(**{**row.__dict__, "task_id": task_id}))
+        ledger.append(done)
+        for row in done:
+            index.add_row(row)
+        ledger.clear_pending(batch_id)
+        recovered += len(done)
+    return recovered
+
+
+# --- listing and cleaning ---------------------------------------------------------------------------------
+def iter_new_objects(
+    store: ObjectStore, spec: ProjectSpec, index: LedgerIndex, stats: IngestStats, limit: int | None = None
+) -> Iterator[list[StoredObject]]:
+    """Stream the sources' listings, skipping known object versions, in chunks bounded by count and bytes."""
+    chunk: list[StoredObject] = []
+    chunk_bytes = 0
+    state = spec.state_location
+    byte_budget = max(spec.ingest.max_object_bytes, 256 * 1024 * 1024)
+    emitted = 0
+    seen_this_run: set[tuple[str, str]] = set()
+    for source in spec.sources:
+        listing = store.list_objects(source.bucket, source.prefix)
+        while True:
+            with stats.timed("list"):
+                obj = next(listing, None)
+            if obj is None:
+                break
+            if obj.bucket == state.bucket and obj.key.startswith(state.prefix.rstrip("/") + "/"):
+                continue  # never ingest labelflow's own state
+            if (obj.bucket, obj.key) in seen_this_run:
+                continue  # overlapping source prefixes
+            seen_this_run.add((obj.bucket, obj.key))
+            stats.listed += 1
+            if index.is_known(obj.bucket, obj.key, obj.etag):
+                stats.already_known += 1
+                continue
+            if limit is not None and emitted >= limit:
+                continue
+            stats.new += 1
+            emitted += 1
+            chunk.append(obj)
+            chunk_bytes += min(obj.size, spec.ingest.max_object_bytes)
+            if len(chunk) >= spec.ingest.chunk_objects or chunk_bytes >= byte_budget:
+                yield chunk
+                chunk, chunk_bytes = [], 0
+    if chunk:
+        yield chunk
+
+
+def _quarantine(obj: StoredObject, sha256: str, reason: Reason, detail: str) -> LedgerRow:
+    return LedgerRow(
+        bucket=obj.bucket,
+        key=obj.key,
+        etag=obj.etag,
+        size=obj.size,
+        sha256=sha256,
+        status="quarantined",
+        reason=str(reason),
+        detail=detail,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def clean_objects(
+    store: ObjectStore, spec: ProjectSpec, objects: list[StoredObject], index: LedgerIndex, stats: IngestStats
+) -> tuple[list[CleanedObject], list[LedgerRow]]:
+    """Download and inspect new objects in parallel; reject with a reason, never drop silently."""
+    rejected: list[LedgerRow] = []
+    to_fetch: list[StoredObject] = []
+    for obj in objects:
+        if obj.size > spec.ingest.max_object_bytes:
+            rejected.append(
+                _quarantine(
+                    obj, "", Reason.TOO_LARGE, f"{obj.size} bytes > max_object_bytes {spec.ingest.max_object_bytes}"
+                )
+            )
+        elif spec.modality == "image" and (why := unaddressable_reason(obj.key)):
+            rejected.append(_quarantine(obj, "", Reason.UNADDRESSABLE_KEY, why))
+        else:
+            to_fetch.append(obj)
+
+    def fetch_and_inspect(obj: StoredObject) -> tuple[StoredObject, Inspection | None]:
+        try:
+            data = store.get_bytes(obj.bucket, obj.key, max_bytes=spec.ingest.max_object_bytes + 1)
+        except ObjectStoreError as exc:
+            if "NoSuchKey" in str(exc) or ": 404" in str(exc):
+                return obj, None  # deleted between listing and reading; it will be seen again if re-uploaded
+            raise
+        if len(data) > spec.ingest.max_object_bytes:
+            return obj, Inspection(
+                "", "", Reason.TOO_LARGE, f"grew past max_object_bytes {spec.ingest.max_object_bytes}"
+            )
+        return obj, inspect_content(data, spec.modality, spec.ingest.text_encodings)
+
+    accepted: list[CleanedObject] = []
+    first_in_chunk: dict[str, str] = {}
+    with stats.timed("clean"), ThreadPoolExecutor(max_workers=spec.ingest.download_workers) as pool:
+        for obj, inspection in pool.map(fetch_and_inspect, to_fetch):
+            if inspection is None:
+                stats.vanished += 1
+                continue
+            if not inspection.accepted:
+                rejected.append(_quarantine(obj, inspection.sha256, inspection.reason, inspection.detail))  # type: ignore[arg-type]
+                continue
+            earlier_task = index.task_by_hash.get(inspection.sha256)
+            if earlier_task is not None:
+                rejected.append(
+                    _quarantine(obj, inspection.sha256, Reason.DUPLICATE, f"same content as task {earlier_task}")
+                )
+                continue
+            if inspection.sha256 in first_in_chunk:
+                rejected.append(
+                    _quarantine(
+                        obj, inspection.sha256, Reason.DUPLICATE, f"same content as {first_in_chunk[inspection.sha256]}"
+                    )
+                )
+                continue
+            first_in_chunk[inspection.sha256] = obj.uri
+            accepted.append(CleanedObject(obj, inspection))
+    for row in rejected:
+        stats.quarantined[row.reason] += 1
+        if row.reason == Reason.DUPLICATE:
+            stats.duplicates += 1
+    return accepted, rejected
+
+
+@task(cache_policy=NO_CACHE)
+def prelabel_objects(
+    predictor: Predictor, spec: ProjectSpec, cleaned: list[CleanedObject], stats: IngestStats
+) -> list[dict | None]:
+    """Run the spec's predictor over a chunk; one prediction or None per object."""
+    with stats.timed("prelabel"):
+        predictions = predictor.predict([task_data(spec, item, batch_id="") for item in cleaned])
+    stats.predictions += sum(1 for p in predictions if p)
+    return predictions
+
+
+# --- import -----------------------------------------------------------------------------------------------
+def task_data(spec: ProjectSpec, item: CleanedObject, batch_id: str) -> dict[str, Any]:
+    """Label Studio task data: what annotators see plus metadata back to the source object."""
+    obj, inspection = item.obj, item.inspection
+    data: dict[str, Any] = {
+        spec.data_key: inspection.text if spec.modality == "text" else obj.uri,
+        "source_uri": obj.uri,
+        "source_bucket": obj.bucket,
+        "source_key": obj.key,
+        "source_etag": obj.etag,
+        "content_sha256": inspection.sha256,
+        BATCH_FIELD: batch_id,
+    }
+    if inspection.encoding:
+        data["source_encoding"] = inspection.encoding
+    if inspection.width:
+        data["image_width"], data["image_height"] = inspection.width, inspection.height
+    return data
+
+
+def request_batches(payloads: list[dict[str, Any]], max_tasks: int, max_bytes: int) -> Iterator[list[int]]:
+    """Indices of payloads grouped into import requests within the task-count and byte limits."""
+    batch: list[int] = []
+    size = 0
+    for i, payload in enumerate(payloads):
+        payload_size = len(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
+        if batch and (len(batch) >= max_tasks or size + payload_size > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(i)
+        size += payload_size
+    if batch:
+        yield batch
+
+
+def import_batch_idempotently(
+    ls: LabelStudioClient, project_id: int, payloads: list[dict[str, Any]], batch_id: str, attempts: int = 5
+) -> dict[str, int]:
+    """Import one batch; after a transient failure, look the batch up before retrying so nothing is created twice."""
+    delay = 1.0
+    for attempt in range(1, attempts + 1):
+        try:
+            ids = ls.import_tasks(project_id, payloads)
+            if len(ids) == len(payloads):
+                return {p["data"]["source_uri"]: task_id for p, task_id in zip(payloads, ids, strict=True)}
+        except LabelStudioError as exc:
+            if not exc.transient or attempt == attempts:
+                raise
+            log.warning("import of batch %s failed (%s); retrying in %.0f s", batch_id, exc, delay)
+        time.sleep(delay)
+        delay *= 2
+        existing = {
+            t["data"].get("source_uri"): int(t["id"]) for t in ls.tasks_where(project_id, BATCH_FIELD, batch_id)
+        }
+        if len(existing) >= len(payloads):
+            return existing
+        payloads = [p for p in payloads if p["data"]["source_uri"] not in existing]
+        if not payloads:
+            return existing
+    raise LabelStudioError(f"import of batch {batch_id} did not complete after {attempts} attempts", transient=True)
+
+
+@task(cache_policy=NO_CACHE)
+def import_and_record(
+    ls: LabelStudioClient,
+    ledger: IngestLedger,
+    index: LedgerIndex,
+    spec: ProjectSpec,
+    project_id: int,
+    cleaned: list[CleanedObject],
+    rejected: list[LedgerRow],
+    predictions: list[dict | None] | None,
+    stats: IngestStats,
+) -> None:
+    """Create tasks batch by batch (each marked pending first), then record the chunk's outcomes in one ledger part."""
+    rows: list[LedgerRow] = []
+    batch_ids: list[str] = []
+    payloads = []
+    for i, item in enumerate(cleaned):
+        payload: dict[str, Any] = {"data": task_data(spec, item, batch_id="")}
+        if predictions and predictions[i]:
+            payload["predictions"] = [predictions[i]]
+        payloads.append(payload)
+    with stats.timed("import"):
+        for indices in request_batches(payloads, spec.ingest.batch_size, spec.ingest.max_request_bytes):
+            batch_id = uuid.uuid4().hex
+            batch_payloads = [payloads[i] for i in indices]
+            for payload in batch_payloads:
+                payload["data"][BATCH_FIELD] = batch_id
+            pending = [
+                LedgerRow(
+                    bucket=cleaned[i].obj.bucket,
+                    key=cleaned[i].obj.key,
+                    etag=cleaned[i].obj.etag,
+                    size=cleaned[i].obj.size,
+                    sha256=cleaned[i].inspection.sha256,
+                    status="ingested",
+                    batch_id=batch_id,
+                )
+                for i in indices
+            ]
+            ledger.mark_pending(batch_id, pending)
+            batch_ids.append(batch_id)
+            task_ids = import_batch_idempotently(ls, project_id, batch_payloads, batch_id)
+            for row in pending:
+                rows.append(LedgerRow(**{**row.__dict__, "task_id": task_ids[f"s3://{row.bucket}/{row.key}"]}))
+    with stats.timed("record"):
+        ledger.append([*rows, *rejected])
+        for batch_id in batch_ids:
+            ledger.clear_pending(batch_id)
+    for row in [*rows, *rejected]:
+        index.add_row(row)
+    stats.ingested += len(rows)
+    stats.tasks_created += len(rows)
+    stats.quarantine_rows.extend(rejected)
+
+
+# --- reports ----------------------------------------------------------------------------------------------
+def quarantine_csv(rows: list[LedgerRow]) -> str:
+    """The run's quarantine report: one line per rejected object with its reason."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["uri", "reason", "detail", "size", "etag", "sha256"])
+    for row in rows:
+        writer.writerow([f"s3://{row.bucket}/{row.key}", row.reason, row.detail, row.size, row.etag, row.sha256])
+    return buffer.getvalue()
+
+
+def summary_markdown(
+    spec: ProjectSpec, project_id: int, summary: dict[str, Any], rows: list[LedgerRow], report_uri: str
+) -> str:
+    """Human summary of a run, for the Prefect artifact."""
+    lines = [
+        f"# Ingest: {spec.name} (Label Studio project {project_id})",
+        "",
+        "| listed | already known | new | tasks created | duplicates | quarantined | predictions |",
+        "|---|---|---|---|---|---|---|",
+        f"| {summary['listed']} | {summary['already_ingested_or_quarantined']} | {summary['new']} | "
+        f"{summary['tasks_created']} | {summary['duplicates']} | {summary['quarantined']} | {summary['predictions']} |",
+        "",
+        "Seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["seconds"].items()),
+        "",
+    ]
+    if rows:
+        lines += [
+            f"## Quarantined ({len(rows)}; full report: `{report_uri}`)",
+            "",
+            "| object | reason | detail |",
+            "|---|---|---|",
+        ]
+        for row in rows[:50]:
+            detail = row.detail.replace("|", "\\|")[:120]
+            lines.append(f"| `s3://{row.bucket}/{row.key}` | {row.reason} | {detail} |")
+        if len(rows) > 50:
+            lines.append(f"| ... {len(rows) - 50} more in the report | | |")
+    return "\n".join(lines)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_if_transient)
+def write_run_report(
+    store: ObjectStore, state: S3Location, run_name: str, summary: dict[str, Any], rows: list[LedgerRow]
+) -> str:
+    """Store the run's summary and quarantine report next to the project's other state; return the report URI."""
+    base = state.join("ingest", "runs", run_name)
+    store.put_bytes(state.bucket, f"{base}/summary.json", json.dumps(summary, indent=2).encode(), "application/json")
+    store.put_bytes(
+        state.bucket, f"{base}/quarantine.csv", quarantine_csv(rows).encode("utf-8"), "text/csv; charset=utf-8"
+    )
+    return f"s3://{state.bucket}/{base}/quarantine.csv"

@@ -1,0 +1,157 @@
+"""The durable record of what was ingested or quarantined for a project, kept as Parquet in the object store."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from integrations.object_store import ObjectStore
+from tasks.spec import S3Location
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        ("bucket", pa.string()),
+        ("key", pa.string()),
+        ("etag", pa.string()),
+        ("size", pa.int64()),
+        ("sha256", pa.string()),
+        ("status", pa.string()),  # "ingested" or "quarantined"
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("task_id", pa.int64()),
+        ("batch_id", pa.string()),
+        ("recorded_at", pa.float64()),
+    ]
+)
+COMPACT_AFTER_PARTS = 64
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One object's outcome."""
+
+    bucket: str
+    key: str
+    etag: str
+    size: int
+    sha256: str
+    status: str
+    reason: str = ""
+    detail: str = ""
+    task_id: int | None = None
+    batch_id: str = ""
+
+
+@dataclass
+class LedgerIndex:
+    """In-memory lookup of the ledger: what was seen (by key+etag) and which content hashes have tasks."""
+
+    seen: dict[tuple[str, str], str] = field(default_factory=dict)
+    task_by_hash: dict[str, int] = field(default_factory=dict)
+    ingested: int = 0
+    quarantined: int = 0
+
+    def add(self, bucket: str, key: str, etag: str, sha256: str, status: str, task_id: int | None) -> None:
+        """Account for one recorded outcome."""
+        self.seen[(bucket, key)] = etag
+        if status == "ingested":
+            self.ingested += 1
+            if task_id is not None:
+                self.task_by_hash.setdefault(sha256, task_id)
+        else:
+            self.quarantined += 1
+
+    def add_row(self, row: LedgerRow) -> None:
+        """Account for one ledger row."""
+        self.add(row.bucket, row.key, row.etag, row.sha256, row.status, row.task_id)
+
+    def is_known(self, bucket: str, key: str, etag: str) -> bool:
+        """True when this exact version of the object was already ingested or quarantined."""
+        return self.seen.get((bucket, key)) == etag
+
+
+class IngestLedger:
+    """Append-only Parquet parts under `<state>/ingest/ledger/`, plus pending-batch markers for crash recovery."""
+
+    def __init__(self, store: ObjectStore, state: S3Location) -> None:
+        self.store = store
+        self.state = state
+        self.parts_prefix = state.join("ingest", "ledger") + "/"
+        self.pending_prefix = state.join("ingest", "pending") + "/"
+
+    def load(self) -> LedgerIndex:
+        """Read every part into an index; compacts the parts when there are many."""
+        self.store.ensure_bucket(self.state.bucket)
+        index = LedgerIndex()
+        parts = [obj.key for obj in self.store.list_objects(self.state.bucket, self.parts_prefix)]
+        tables = []
+        for key in parts:
+            table = pq.read_table(io.BytesIO(self.store.get_bytes(self.state.bucket, key)))
+            tables.append(table)
+            columns = table.select(["bucket", "key", "etag", "sha256", "status", "task_id"]).to_pydict()
+            for values in zip(*columns.values(), strict=True):
+                index.add(*values)
+        if len(parts) > COMPACT_AFTER_PARTS:
+            self._compact(parts, tables)
+        return index
+
+    def _compact(self, parts: list[str], tables: list[pa.Table]) -> None:
+        """Merge many small parts into one, writing the merged part before deleting the old ones."""
+        merged = pa.concat_tables([t.cast(LEDGER_SCHEMA) for t in tables])
+        self._write_table(merged, prefix="compacted")
+        for key in parts:
+            self.store.delete(self.state.bucket, key)
+
+    def _write_table(self, table: pa.Table, prefix: str = "part") -> str:
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        key = f"{self.parts_prefix}{prefix}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        self.store.put_bytes(self.state.bucket, key, buffer.getvalue(), content_type="application/vnd.apache.parquet")
+        return key
+
+    def append(self, rows: Iterable[LedgerRow]) -> int:
+        """Durably record outcomes as one new part; returns how many rows were written."""
+        rows = list(rows)
+        if not rows:
+            return 0
+        now = time.time()
+        table = pa.Table.from_pylist(
+            [{**row.__dict__, "recorded_at": now} for row in rows],
+            schema=LEDGER_SCHEMA,
+        )
+        self._write_table(table)
+        return len(rows)
+
+    def read_all(self) -> pa.Table:
+        """The whole ledger as one table (for reports and tests)."""
+        tables = [
+            pq.read_table(io.BytesIO(self.store.get_bytes(self.state.bucket, obj.key))).cast(LEDGER_SCHEMA)
+            for obj in self.store.list_objects(self.state.bucket, self.parts_prefix)
+        ]
+        return pa.concat_tables(tables) if tables else LEDGER_SCHEMA.empty_table()
+
+    # --- pending batches: written before an import, removed once the ledger has it --------------------
+    def mark_pending(self, batch_id: str, rows: list[LedgerRow]) -> None:
+        """Record that a batch is about to be imported, so a crash can be reconciled on the next run."""
+        payload = json.dumps([row.__dict__ for row in rows], ensure_ascii=False).encode("utf-8")
+        self.store.put_bytes(self.state.bucket, f"{self.pending_prefix}{batch_id}.json", payload, "application/json")
+
+    def pending_batches(self) -> dict[str, list[LedgerRow]]:
+        """Batches whose import may or may not have reached Label Studio."""
+        result = {}
+        for obj in self.store.list_objects(self.state.bucket, self.pending_prefix):
+            batch_id = obj.key.removeprefix(self.pending_prefix).removesuffix(".json")
+            rows = json.loads(self.store.get_bytes(self.state.bucket, obj.key))
+            result[batch_id] = [LedgerRow(**row) for row in rows]
+        return result
+
+    def clear_pending(self, batch_id: str) -> None:
+        """The batch is fully recorded."""
+        self.store.delete(self.state.bucket, f"{self.pending_prefix}{batch_id}.json")

@@ -1,0 +1,284 @@
+"""The labeling project spec: one YAML file that drives every stage of the pipeline."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from xml.etree import ElementTree
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+TaskType = Literal["text-classification", "image-classification", "ner", "object-detection"]
+MODALITY: dict[str, Literal["text", "image"]] = {
+    "text-classification": "text",
+    "ner": "text",
+    "image-classification": "image",
+    "object-detection": "image",
+}
+S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
+
+
+class SpecError(ValueError):
+    """The spec file is missing, is not YAML, or fails validation; the message gives each field path."""
+
+
+class S3Location(BaseModel):
+    """A bucket and a key prefix."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Location:
+        """Parse `s3://bucket/prefix`."""
+        match = S3_URI.match(uri.strip())
+        if not match:
+            raise ValueError(f"{uri!r} is not an s3://bucket/prefix URI")
+        return cls(bucket=match["bucket"], prefix=match["prefix"] or "")
+
+    def join(self, *parts: str) -> str:
+        """Key under this prefix."""
+        base = self.prefix.rstrip("/")
+        return "/".join(p for p in (base, *parts) if p)
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IngestOptions(_Section):
+    """How new objects are cleaned and imported."""
+
+    max_object_bytes: Annotated[int, Field(gt=0)] = 20 * 1024 * 1024
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 500
+    max_request_bytes: Annotated[int, Field(ge=64 * 1024, le=200 * 1024 * 1024)] = 8 * 1024 * 1024
+    download_workers: Annotated[int, Field(ge=1, le=64)] = 16
+    chunk_objects: Annotated[int, Field(ge=1, le=100_000)] = 2000
+    # Encodings tried, in order, for text that is not UTF-8, before automatic detection (which needs
+    # a few dozen characters to be reliable): e.g. [gb18030] for a GBK corpus, [big5], [shift_jis].
+    text_encodings: list[str] = Field(default_factory=list)
+
+    @field_validator("text_encodings")
+    @classmethod
+    def _known_codecs(cls, value: list[str]) -> list[str]:
+        import codecs
+
+        for name in value:
+            try:
+                codecs.lookup(name)
+            except LookupError:
+                raise ValueError(f"unknown text encoding {name!r}") from None
+        return value
+
+
+class StorageOptions(_Section):
+    """The Label Studio storage connection that resolves s3:// URIs in tasks."""
+
+    presign: bool = True
+    presign_ttl_minutes: Annotated[int, Field(ge=1, le=10080)] = 60
+
+
+class QualitySpec(_Section):
+    """Agreement, consensus and annotator scoring (collect stage)."""
+
+    min_agreement: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
+    aggregation: Literal["majority", "dawid-skene"] = "majority"
+    tie_policy: Literal["flag", "first", "random"] = "flag"
+    gold: str | None = None
+    tiers: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=lambda: {"trainee": 0.0, "qualified": 0.8, "expert": 0.95}
+    )
+
+
+class DatasetSpec(_Section):
+    """The registered dataset (register stage)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+    min_rows_per_class: Annotated[int, Field(ge=0)] = 0
+
+
+class PrelabelSpec(_Section):
+    """Optional pre-annotation by a model, imported as Label Studio predictions."""
+
+    predictor: Literal["keyword", "openai"]
+    model_version: Annotated[str, Field(min_length=1, max_length=200)]
+    keywords: dict[str, list[str]] = Field(default_factory=dict)
+    endpoint: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    max_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+
+    @model_validator(mode="after")
+    def _predictor_options(self) -> PrelabelSpec:
+        if self.predictor == "keyword" and not self.keywords:
+            raise ValueError("the keyword predictor needs `keywords`: a list of words for each label")
+        if self.predictor == "openai" and not (self.endpoint and self.model):
+            raise ValueError("the openai predictor needs `endpoint` (base URL ending in /v1) and `model`")
+        return self
+
+
+class ProjectSpec(_Section):
+    """One labeling project: where raw data is, what annotators do, how quality is judged, what is published."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    source: Annotated[list[str], Field(min_length=1)]
+    task: TaskType
+    labels: Annotated[list[str], Field(min_length=1)]
+    label_config: str | None = None
+    overlap: Annotated[int, Field(ge=1, le=50)] = 1
+    instructions: str | None = None
+    state: str | None = None
+    ingest: IngestOptions = Field(default_factory=IngestOptions)
+    storage: StorageOptions = Field(default_factory=StorageOptions)
+    quality: QualitySpec = Field(default_factory=QualitySpec)
+    dataset: DatasetSpec | None = None
+    prelabel: PrelabelSpec | None = None
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("source")
+    @classmethod
+    def _s3_uris(cls, value: list[str]) -> list[str]:
+        for uri in value:
+            S3Location.parse(uri)
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _clean_labels(cls, value: list[str]) -> list[str]:
+        labels = [unicodedata.normalize("NFC", label.strip()) for label in value]
+        if any(not label for label in labels):
+            raise ValueError("labels must not be empty")
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate labels: {duplicates}")
+        return labels
+
+    @field_validator("state")
+    @classmethod
+    def _state_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            S3Location.parse(value)
+        return value
+
+    @field_validator("label_config")
+    @classmethod
+    def _parsable_xml(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            root = ElementTree.fromstring(value)
+        except ElementTree.ParseError as exc:
+            raise ValueError(f"label_config is not valid XML: {exc}") from None
+        if root.tag != "View":
+            raise ValueError("label_config must have <View> as its root element")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProjectSpec:
+        if self.label_config is not None:
+            variable = f"${self.data_key}"
+            if variable not in self.label_config:
+                raise ValueError(f"label_config for task {self.task!r} must read the task's {variable} field")
+            values = {
+                element.get("value")
+                for element in ElementTree.fromstring(self.label_config).iter()
+                if element.tag in {"Choice", "Label"}
+            }
+            missing = sorted(set(self.labels) - values)
+            extra = sorted(values - set(self.labels))
+            if missing or extra:
+                raise ValueError(
+                    f"label_config and labels disagree: missing in label_config {missing}, not in labels {extra}"
+                )
+        if self.prelabel is not None:
+            if self.prelabel.predictor == "keyword":
+                unknown = sorted(set(self.prelabel.keywords) - set(self.labels))
+                if unknown:
+                    raise ValueError(f"prelabel.keywords names labels not in `labels`: {unknown}")
+                if self.modality != "text":
+                    raise ValueError("the keyword predictor works on text tasks only")
+            if self.prelabel.predictor == "openai" and self.task != "text-classification":
+                raise ValueError("the openai predictor supports text-classification")
+        return self
+
+    @property
+    def modality(self) -> Literal["text", "image"]:
+        """Whether tasks carry text or refer to images."""
+        return MODALITY[self.task]
+
+    @property
+    def data_key(self) -> str:
+        """The task data field annotators see: `text` or `image`."""
+        return self.modality
+
+    @property
+    def sources(self) -> list[S3Location]:
+        """Parsed source locations."""
+        return [S3Location.parse(uri) for uri in self.source]
+
+    @property
+    def slug(self) -> str:
+        """A stable, ASCII, path-safe identifier for the project (its state lives under it)."""
+        ascii_name = unicodedata.normalize("NFKD", self.name).encode("ascii", "ignore").decode()
+        slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:60]
+        digest = hashlib.sha256(self.name.encode("utf-8")).hexdigest()[:8]
+        return f"{slug}-{digest}" if slug else f"project-{digest}"
+
+    @property
+    def state_location(self) -> S3Location:
+        """Where labelflow keeps this project's ledger, reports and other state."""
+        if self.state:
+            return S3Location.parse(self.state)
+        return S3Location(bucket="labelflow-state", prefix=f"projects/{self.slug}")
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: the field path and what is wrong."""
+    lines = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling)"
+        lines.append(f"  {path}: {message}")
+    return "\n".join(lines)
+
+
+def parse_spec(data: Any, origin: str = "spec") -> ProjectSpec:
+    """Validate already-parsed YAML/JSON data as a project spec."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin}: expected a mapping of fields at the top level, got {type(data).__name__}")
+    try:
+        return ProjectSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"{origin} is invalid:\n{format_validation_error(exc)}") from None
+
+
+def load_spec(path: str | Path) -> ProjectSpec:
+    """Read and validate a spec file."""
+    spec_path = Path(path)
+    try:
+        text = spec_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{spec_path}: no such spec file") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{spec_path}: not UTF-8 text ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{spec_path}: not valid YAML: {exc}") from None
+    return parse_spec(data, origin=str(spec_path))
