@@ -121,7 +121,7 @@ def _printable_ratio(text: str) -> float:
     sample = text[:4096]
     if not sample:
         return 1.0
-    printable = sum(1 for ch in sample if ch.isprintable() or ch in "\n\r\t")
+    printable = sum(1 for ch in sample if ch.isprintable() or ch.isspace())
     return printable / len(sample)
 
 
