@@ -30,7 +30,7 @@ from tasks.prelabel import build_predictor
 from tasks.spec import ProjectSpec, load_spec
 
 
-@flow(name="labelflow-ingest", log_prints=True)
+@flow(name="labelflow-ingest")
 def ingest(spec_path: str, limit: int | None = None) -> dict[str, Any]:
     """Ingest the new objects of a spec's sources into its Label Studio project; returns the run summary."""
     return ingest_spec(load_spec(spec_path), limit=limit)

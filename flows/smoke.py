@@ -11,7 +11,7 @@ from integrations.settings import LabelStudioSettings, MLflowSettings, S3Setting
 from tasks.stack_checks import check_label_studio, check_mlflow, check_object_store
 
 
-@flow(name="labelflow-smoke-check", log_prints=True)
+@flow(name="labelflow-smoke-check")
 def smoke_check(bucket: str = "labelflow-smoke", experiment: str = "labelflow-smoke") -> list[str]:
     """Prove the object store, Label Studio (with S3 resolution) and MLflow work; the run itself proves Prefect."""
     store = ObjectStore(load_settings(S3Settings))

@@ -119,9 +119,11 @@ class LabelStudioClient:
                     "fields": "all",
                 },
             )
-            batch = response.json().get("tasks", [])
+            payload = response.json()
+            batch = payload.get("tasks", [])
             tasks.extend(batch)
-            if len(batch) < page_size:
+            # Past the last page Label Studio answers 404 "Invalid page": stop on the reported total.
+            if len(batch) < page_size or len(tasks) >= int(payload.get("total", 0)):
                 return tasks
             page += 1
 
