@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from typing import Any
 
 import httpx
-from label_studio_sdk import LabelStudio
 
 from integrations.settings import LabelStudioSettings, S3Settings
 
@@ -40,11 +40,20 @@ class LabelStudioClient:
 
     def __init__(self, settings: LabelStudioSettings, timeout: float = 60.0) -> None:
         self.settings = settings
-        self.sdk = LabelStudio(base_url=settings.base_url, api_key=settings.api_key.get_secret_value(), timeout=timeout)
+        self._timeout = timeout
         self._http = httpx.Client(
             base_url=settings.base_url,
             headers={"Authorization": f"Token {settings.api_key.get_secret_value()}"},
             timeout=timeout,
+        )
+
+    @functools.cached_property
+    def sdk(self) -> Any:
+        """The official SDK client for the same server (imported on first use: it takes seconds to import)."""
+        from label_studio_sdk import LabelStudio
+
+        return LabelStudio(
+            base_url=self.settings.base_url, api_key=self.settings.api_key.get_secret_value(), timeout=self._timeout
         )
 
     def _request(self, method: str, path: str, action: str, **kwargs: Any) -> httpx.Response:
@@ -129,12 +138,12 @@ class LabelStudioClient:
 
     def create_project(self, title: str, label_config: str, **options: Any) -> int:
         """Create a project and return its id."""
-        project = self.sdk.projects.create(title=title, label_config=label_config, **options)
-        return int(project.id)
+        body = {"title": title, "label_config": label_config, **options}
+        return int(self._request("POST", "/api/projects", f"create project {title!r}", json=body).json()["id"])
 
     def delete_project(self, project_id: int) -> None:
         """Delete a project and its tasks."""
-        self.sdk.projects.delete(id=project_id)
+        self._request("DELETE", f"/api/projects/{project_id}", f"delete project {project_id}")
 
     def add_s3_import_storage(
         self,
