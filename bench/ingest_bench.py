@@ -103,7 +103,7 @@ def label_studio_sync(
         },
     ).json()
     began = time.perf_counter()
-    ls._request("POST", f"/api/storages/s3/{storage['id']}/sync", "sync")
+    ls._request("POST", f"/api/storages/s3/{storage['id']}/sync", "sync", timeout=3600)
     while True:
         status = ls._request("GET", f"/api/storages/s3/{storage['id']}", "status").json().get("status")
         if status in ("completed", "failed"):

@@ -196,3 +196,10 @@ def test_openai_predictor_needs_its_key(monkeypatch: pytest.MonkeyPatch) -> None
     )
     with pytest.raises(ValueError, match="MISSING_KEY, which is not set"):
         build_predictor(spec)
+
+
+def test_fast_client_is_used_only_for_keys_it_accepts() -> None:
+    from integrations.object_store import _minio_accepts
+
+    assert _minio_accepts("a b/数据.txt")
+    assert not _minio_accepts("x/../y.txt") and not _minio_accepts("./y.txt")
