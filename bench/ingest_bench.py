@@ -49,7 +49,8 @@ def upload(store: ObjectStore, bucket: str, items: list[tuple[str, bytes]], work
 
 def png(i: int) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), ((i * 37) % 256, (i * 91) % 256, (i * 13) % 256)).save(buffer, "PNG")
+    # unique content per index (identical images would rightly be quarantined as duplicates)
+    Image.new("RGB", (64, 64), (i % 256, (i // 256) % 256, (i // 65536) % 256)).save(buffer, "PNG")
     return buffer.getvalue()
 
 
