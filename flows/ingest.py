@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.utilities.annotations import quote
 
 from integrations.label_studio import LabelStudioClient
 from integrations.object_store import ObjectStore
@@ -47,19 +48,28 @@ def ingest_spec(
     store = store or ObjectStore(load_settings(S3Settings))
     ls = ls or LabelStudioClient(load_settings(LabelStudioSettings))
     stats = IngestStats()
-    check_sources(store, spec)
-    project_id = ensure_project(ls, store, spec)
+    # Arguments are quoted: Prefect otherwise walks every argument on every task call, and walking the ledger
+    # index made each call cost time proportional to the project's whole history (10 s per call at 100k objects).
+    q_store, q_ls, q_spec, q_stats = quote(store), quote(ls), quote(spec), quote(stats)
+    check_sources(q_store, q_spec)
+    project_id = ensure_project(q_ls, q_store, q_spec)
     if spec.modality == "image":
-        ensure_storage_connections(ls, store, spec, project_id)
+        ensure_storage_connections(q_ls, q_store, q_spec, project_id)
     ledger = IngestLedger(store, spec.state_location)
+    q_ledger = quote(ledger)
     with stats.timed("ledger"):
-        index = load_ledger(ledger)
-        stats.recovered = recover_interrupted_batches(ls, ledger, index, project_id)
+        index = load_ledger(q_ledger)
+        stats.recovered = recover_interrupted_batches(q_ls, q_ledger, quote(index), project_id)
+    q_index = quote(index)
     predictor = build_predictor(spec)
     for chunk in iter_new_objects(store, spec, index, stats, limit=limit):
-        cleaned, rejected = clean_objects(store, spec, chunk, index, stats)
-        predictions = prelabel_objects(predictor, spec, cleaned, stats) if predictor and cleaned else None
-        import_and_record(ls, ledger, index, spec, project_id, cleaned, rejected, predictions, stats)
+        cleaned, rejected = clean_objects(q_store, q_spec, quote(chunk), q_index, q_stats)
+        predictions = None
+        if predictor and cleaned:
+            predictions = prelabel_objects(quote(predictor), q_spec, quote(cleaned), q_stats)
+        import_and_record(
+            q_ls, q_ledger, q_index, q_spec, project_id, quote(cleaned), quote(rejected), quote(predictions), q_stats
+        )
         logger.info(
             "chunk done: %d tasks created, %d quarantined so far", stats.tasks_created, sum(stats.quarantined.values())
         )
@@ -70,7 +80,9 @@ def ingest_spec(
         **stats.as_dict(),
     }
     run_name = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    report_uri = write_run_report(store, spec.state_location, run_name, summary, stats.quarantine_rows)
+    report_uri = write_run_report(
+        q_store, quote(spec.state_location), run_name, quote(summary), quote(stats.quarantine_rows)
+    )
     summary["quarantine_report"] = report_uri
     create_markdown_artifact(
         key=f"ingest-{spec.slug}"[:100].lower(),

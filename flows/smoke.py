@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.utilities.annotations import quote
 
 from integrations.label_studio import LabelStudioClient
 from integrations.mlflow_tracking import MLflowTracking
@@ -19,9 +20,9 @@ def smoke_check(bucket: str = "labelflow-smoke", experiment: str = "labelflow-sm
     tracking = MLflowTracking(load_settings(MLflowSettings))
     try:
         return [
-            check_object_store(store, bucket),
-            check_label_studio(ls, store, bucket),
-            check_mlflow(tracking, experiment),
+            check_object_store(quote(store), bucket),
+            check_label_studio(quote(ls), quote(store), bucket),
+            check_mlflow(quote(tracking), experiment),
         ]
     finally:
         ls.close()
