@@ -142,6 +142,23 @@ class PrefectSettings(_ServiceSettings):
 
 
 SettingsT = TypeVar("SettingsT", bound=_ServiceSettings)
+CONNECTION_SETTINGS: tuple[type[_ServiceSettings], ...] = (
+    S3Settings,
+    LabelStudioSettings,
+    MLflowSettings,
+    PrefectSettings,
+)
+
+
+def connection_variables(required_only: bool = True) -> list[str]:
+    """Environment variable names of the connection settings, derived from the models."""
+    names = []
+    for model in CONNECTION_SETTINGS:
+        prefix = model.model_config.get("env_prefix", "")
+        for field_name, field_info in model.model_fields.items():
+            if field_info.is_required() or not required_only:
+                names.append(f"{prefix}{field_name}".upper())
+    return names
 
 
 def load_settings(settings_cls: type[SettingsT], **overrides: Any) -> SettingsT:

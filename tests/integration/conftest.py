@@ -18,17 +18,8 @@ from integrations.settings import (
     MLflowSettings,
     PrefectSettings,
     S3Settings,
+    connection_variables,
     read_stack_connection,
-)
-
-CONNECTION_VARIABLES = (
-    "LABELFLOW_S3_ENDPOINT_URL",
-    "LABELFLOW_S3_ACCESS_KEY",
-    "LABELFLOW_S3_SECRET_KEY",
-    "LABEL_STUDIO_URL",
-    "LABEL_STUDIO_API_KEY",
-    "MLFLOW_TRACKING_URI",
-    "PREFECT_API_URL",
 )
 
 
@@ -53,7 +44,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[RunningStack]:
     """Bring the stack up (reusing one already running); stop at the end only what this session started."""
-    for name in CONNECTION_VARIABLES:  # the tests target the local stack, never a configured remote
+    for name in connection_variables(
+        required_only=False
+    ):  # the tests target the local stack, never a configured remote
         os.environ.pop(name, None)
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

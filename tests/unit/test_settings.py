@@ -13,18 +13,11 @@ from integrations.settings import (
     PrefectSettings,
     S3Settings,
     SettingsError,
+    connection_variables,
     load_settings,
 )
 
-ALL_VARIABLES = [
-    "LABELFLOW_S3_ENDPOINT_URL",
-    "LABELFLOW_S3_ACCESS_KEY",
-    "LABELFLOW_S3_SECRET_KEY",
-    "LABEL_STUDIO_URL",
-    "LABEL_STUDIO_API_KEY",
-    "MLFLOW_TRACKING_URI",
-    "PREFECT_API_URL",
-]
+ALL_VARIABLES = connection_variables()
 
 
 @pytest.fixture(autouse=True)
