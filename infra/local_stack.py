@@ -23,7 +23,8 @@ import psutil
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from integrations.settings import STACK_FILE_NAME, labelflow_home
+from integrations.object_store import ObjectStore, ObjectStoreError
+from integrations.settings import STACK_FILE_NAME, S3Settings, labelflow_home
 
 LOOPBACK = "127.0.0.1"
 MLFLOW_ARTIFACT_BUCKET = "labelflow-mlflow"
@@ -571,21 +572,19 @@ class LocalStack:
 
     def _after_start(self, creds: Credentials) -> None:
         """One-off setup that needs the servers: the MLflow artifact bucket and a working LS token."""
-        from minio import Minio  # local import: only `up` needs it
-
-        client = Minio(
-            f"{LOOPBACK}:{self.config.s3_port}",
-            access_key=creds.s3_access_key,
-            secret_key=creds.s3_secret_key,
-            secure=False,
+        store = ObjectStore(
+            S3Settings(
+                endpoint_url=f"http://{LOOPBACK}:{self.config.s3_port}",
+                access_key=creds.s3_access_key,
+                secret_key=creds.s3_secret_key,
+            )
         )
         deadline = time.monotonic() + 60
         while True:
             try:
-                if not client.bucket_exists(MLFLOW_ARTIFACT_BUCKET):
-                    client.make_bucket(MLFLOW_ARTIFACT_BUCKET)
+                store.ensure_bucket(MLFLOW_ARTIFACT_BUCKET)
                 break
-            except Exception as exc:  # the volume server may still be registering with the master
+            except ObjectStoreError as exc:  # the volume server may still be registering with the master
                 if time.monotonic() > deadline:
                     raise StackError(
                         f"s3: could not create bucket {MLFLOW_ARTIFACT_BUCKET}: {exc}; see {self.log_path('s3')}"

@@ -15,9 +15,10 @@ from integrations.settings import LabelStudioSettings, S3Settings
 class LabelStudioError(RuntimeError):
     """A Label Studio call failed; the message carries the server's answer and whether a retry can help."""
 
-    def __init__(self, message: str, transient: bool = False) -> None:
+    def __init__(self, message: str, transient: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         self.transient = transient
+        self.status = status
 
 
 def _check(response: httpx.Response, action: str) -> httpx.Response:
@@ -31,7 +32,9 @@ def _check(response: httpx.Response, action: str) -> httpx.Response:
         hint = " (the token's user may not do this)"
     transient = response.status_code >= 500 or response.status_code == 429
     raise LabelStudioError(
-        f"Label Studio {action}: HTTP {response.status_code}{hint}: {response.text[:300]}", transient=transient
+        f"Label Studio {action}: HTTP {response.status_code}{hint}: {response.text[:300]}",
+        transient=transient,
+        status=response.status_code,
     )
 
 
@@ -84,7 +87,7 @@ class LabelStudioClient:
         try:
             return self._request("GET", f"/api/projects/{project_id}", "get project").json()
         except LabelStudioError as exc:
-            if "HTTP 404" in str(exc):
+            if exc.status == 404:
                 return None
             raise
 

@@ -16,6 +16,7 @@ from minio.error import S3Error
 
 from integrations.settings import S3Settings
 
+NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "NotFound", "404"}
 # Errors worth retrying: the server is down, overloaded or briefly unreachable.
 TRANSIENT_CODES = {"500", "502", "503", "504", "SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"}
 
@@ -23,9 +24,10 @@ TRANSIENT_CODES = {"500", "502", "503", "504", "SlowDown", "RequestTimeout", "In
 class ObjectStoreError(RuntimeError):
     """An object-store call failed; the message names the bucket/key and the server's answer."""
 
-    def __init__(self, message: str, transient: bool = False) -> None:
+    def __init__(self, message: str, transient: bool = False, not_found: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        self.not_found = not_found
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,15 @@ def _wrap(action: str, exc: Exception) -> ObjectStoreError:
     if isinstance(exc, S3Error):
         status = str(exc.response.status) if exc.response is not None else ""
         transient = exc.code in TRANSIENT_CODES or status.startswith("5")
-        return ObjectStoreError(f"{action}: {exc.code}: {exc.message}", transient=transient)
+        not_found = exc.code in NOT_FOUND_CODES or status == "404"
+        return ObjectStoreError(f"{action}: {exc.code}: {exc.message}", transient=transient, not_found=not_found)
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
         message = exc.response.get("Error", {}).get("Message", "") or str(exc)
         transient = code in TRANSIENT_CODES or status.startswith("5")
-        return ObjectStoreError(f"{action}: {code or status}: {message}", transient=transient)
+        not_found = code in NOT_FOUND_CODES or status == "404"
+        return ObjectStoreError(f"{action}: {code or status}: {message}", transient=transient, not_found=not_found)
     return ObjectStoreError(f"{action}: {type(exc).__name__}: {exc}", transient=True)
 
 
@@ -104,30 +108,25 @@ class ObjectStore:
 
     def ensure_bucket(self, bucket: str) -> None:
         """Create the bucket if it does not exist."""
-        try:
-            self._client.head_bucket(Bucket=bucket)
+        if self.bucket_exists(bucket):
             return
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
-                raise _wrap(f"bucket {bucket}", exc) from exc
-        except BotoCoreError as exc:
-            raise _wrap(f"bucket {bucket}", exc) from exc
         try:
             self._client.create_bucket(Bucket=bucket)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise _wrap(f"create bucket {bucket}", exc) from exc
+        except BotoCoreError as exc:
+            raise _wrap(f"create bucket {bucket}", exc) from exc
 
     def bucket_exists(self, bucket: str) -> bool:
         """True when the bucket exists and these credentials may use it."""
         try:
             self._client.head_bucket(Bucket=bucket)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+        except (ClientError, BotoCoreError) as exc:
+            error = _wrap(f"bucket {bucket}", exc)
+            if error.not_found:
                 return False
-            raise _wrap(f"bucket {bucket}", exc) from exc
-        except BotoCoreError as exc:
-            raise _wrap(f"bucket {bucket}", exc) from exc
+            raise error from exc
         return True
 
     def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:

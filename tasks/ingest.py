@@ -104,8 +104,8 @@ def ensure_project(ls: LabelStudioClient, store: ObjectStore, spec: ProjectSpec)
     try:
         recorded = json.loads(store.get_bytes(state.bucket, record_key))
     except ObjectStoreError as exc:
-        if exc.transient:
-            raise
+        if not exc.not_found:
+            raise  # an unreadable record must never be taken for "no project yet": that would create a second one
     settings = {
         "label_config": build_label_config(spec),
         "maximum_annotations": spec.overlap,
@@ -268,7 +268,7 @@ def clean_objects(
         try:
             data = store.get_bytes(obj.bucket, obj.key, max_bytes=spec.ingest.max_object_bytes + 1)
         except ObjectStoreError as exc:
-            if "NoSuchKey" in str(exc) or ": 404" in str(exc):
+            if exc.not_found:
                 return obj, None  # deleted between listing and reading; it will be seen again if re-uploaded
             raise
         if len(data) > spec.ingest.max_object_bytes:

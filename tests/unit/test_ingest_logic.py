@@ -203,3 +203,20 @@ def test_fast_client_is_used_only_for_keys_it_accepts() -> None:
 
     assert _minio_accepts("a b/数据.txt")
     assert not _minio_accepts("x/../y.txt") and not _minio_accepts("./y.txt")
+
+
+def test_store_errors_say_not_found_without_parsing_messages() -> None:
+    from botocore.exceptions import ClientError
+
+    from integrations.object_store import _wrap
+
+    def client_error(code: str, status: int) -> ClientError:
+        return ClientError(
+            {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op"
+        )
+
+    assert _wrap("get", client_error("NoSuchKey", 404)).not_found
+    assert not _wrap("get", client_error("AccessDenied", 403)).not_found, "a 403 must never pass for a missing object"
+    denied = _wrap("get", client_error("AccessDenied", 403))
+    assert not denied.transient
+    assert _wrap("get", client_error("SlowDown", 503)).transient
