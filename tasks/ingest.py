@@ -48,7 +48,6 @@ class IngestStats:
     listed: int = 0
     already_known: int = 0
     new: int = 0
-    ingested: int = 0
     duplicates: int = 0
     quarantined: Counter[str] = field(default_factory=Counter)
     vanished: int = 0
@@ -73,7 +72,7 @@ class IngestStats:
             "listed": self.listed,
             "already_ingested_or_quarantined": self.already_known,
             "new": self.new,
-            "ingested": self.ingested,
+            "ingested": self.tasks_created,  # each ingested object is exactly one new task
             "duplicates": self.duplicates,
             "quarantined": sum(self.quarantined.values()),
             "quarantined_by_reason": dict(sorted(self.quarantined.items())),
@@ -201,7 +200,6 @@ def iter_new_objects(
     chunk_bytes = 0
     state = spec.state_location
     byte_budget = max(spec.ingest.max_object_bytes, 256 * 1024 * 1024)
-    emitted = 0
     seen_this_run: set[tuple[str, str]] = set()
     for source in spec.sources:
         listing = store.list_objects(source.bucket, source.prefix)
@@ -219,10 +217,9 @@ def iter_new_objects(
             if index.is_known(obj.bucket, obj.key, obj.etag):
                 stats.already_known += 1
                 continue
-            if limit is not None and emitted >= limit:
+            if limit is not None and stats.new >= limit:
                 continue
             stats.new += 1
-            emitted += 1
             chunk.append(obj)
             chunk_bytes += min(obj.size, spec.ingest.max_object_bytes)
             if len(chunk) >= spec.ingest.chunk_objects or chunk_bytes >= byte_budget:
@@ -432,7 +429,6 @@ def import_and_record(
             ledger.clear_pending(batch_id)
     for row in [*rows, *rejected]:
         index.add_row(row)
-    stats.ingested += len(rows)
     stats.tasks_created += len(rows)
     stats.quarantine_rows.extend(rejected)
 
