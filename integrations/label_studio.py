@@ -190,6 +190,157 @@ class LabelStudioClient:
             )
         return [int(task_id) for task_id in response.json().get("task_ids", [])]
 
+    # --- users -----------------------------------------------------------------------------------------------
+    def users(self) -> dict[int, str]:
+        """Every user of the organisation: id -> email."""
+        payload = self._request("GET", "/api/users", "list users").json()
+        users = payload.get("results", payload) if isinstance(payload, dict) else payload
+        return {int(user["id"]): user.get("email") or "" for user in users}
+
+    def create_user(self, email: str, first_name: str = "", last_name: str = "") -> int:
+        """Add a user to the organisation (they can log in once given a password in the UI) and return the id."""
+        username = email.split("@", 1)[0][:150]
+        body = {"email": email, "username": username, "first_name": first_name, "last_name": last_name}
+        return int(self._request("POST", "/api/users/", f"create user {email}", json=body).json()["id"])
+
+    # --- annotations -----------------------------------------------------------------------------------------
+    def create_annotation(
+        self,
+        task_id: int,
+        result: list[dict[str, Any]],
+        completed_by: int | None = None,
+        lead_time: float | None = None,
+    ) -> int:
+        """Create an annotation on a task (on behalf of another user when `completed_by` is given)."""
+        body: dict[str, Any] = {"result": result}
+        if completed_by is not None:
+            body["completed_by"] = completed_by
+        if lead_time is not None:
+            body["lead_time"] = lead_time
+        response = self._request("POST", f"/api/tasks/{task_id}/annotations/", f"annotate task {task_id}", json=body)
+        return int(response.json()["id"])
+
+    def update_annotation(self, annotation_id: int, result: list[dict[str, Any]]) -> None:
+        """Replace an annotation's result."""
+        self._request(
+            "PATCH", f"/api/annotations/{annotation_id}/", f"update annotation {annotation_id}", json={"result": result}
+        )
+
+    def delete_annotation(self, annotation_id: int) -> None:
+        """Delete an annotation."""
+        self._request("DELETE", f"/api/annotations/{annotation_id}/", f"delete annotation {annotation_id}")
+
+    def get_task(self, task_id: int) -> dict[str, Any]:
+        """One task with its annotations."""
+        return self._request("GET", f"/api/tasks/{task_id}", f"get task {task_id}").json()
+
+    def set_task_overlap(self, task_id: int, overlap: int) -> None:
+        """Ask for `overlap` annotations on one task; it goes back into the labeling queue if it has fewer."""
+        self._request(
+            "PATCH",
+            f"/api/tasks/{task_id}",
+            f"set overlap of task {task_id}",
+            json={"overlap": overlap, "is_labeled": False},
+        )
+
+    def task_ids(self, project_id: int, page_size: int = 5000) -> list[int]:
+        """Every task id of a project, in id order."""
+        ids: list[int] = []
+        page = 1
+        while True:
+            payload = self._request(
+                "GET",
+                "/api/tasks",
+                "list task ids",
+                params={
+                    "project": project_id,
+                    "page": page,
+                    "page_size": page_size,
+                    "fields": "task_only",
+                    "resolve_uri": "false",
+                },
+            ).json()
+            batch = payload.get("tasks", [])
+            ids.extend(int(task["id"]) for task in batch)
+            if len(batch) < page_size or len(ids) >= int(payload.get("total", 0)):
+                return ids
+            page += 1
+
+    # --- exports -----------------------------------------------------------------------------------------------
+    def export_tasks(
+        self, project_id: int, updated_after: str | None = None, timeout: float = 1800.0
+    ) -> list[dict[str, Any]]:
+        """Tasks with all their annotations (cancelled ones included), via a snapshot export.
+
+        With `updated_after` (Label Studio's `%Y-%m-%dT%H:%M:%S.%fZ`), only tasks updated after it: creating,
+        editing or deleting an annotation updates its task. The export and its filter view are deleted after.
+        """
+        import time
+
+        view_id = None
+        body: dict[str, Any] = {"title": "labelflow collect"}
+        try:
+            if updated_after is not None:
+                filters = {
+                    "conjunction": "and",
+                    "items": [
+                        {
+                            "filter": "filter:tasks:updated_at",
+                            "operator": "greater",
+                            "type": "Datetime",
+                            "value": updated_after,
+                        }
+                    ],
+                }
+                view = self._request(
+                    "POST",
+                    "/api/dm/views",
+                    "create export filter view",
+                    json={
+                        "project": project_id,
+                        "data": {"title": "labelflow collect (temporary)", "filters": filters},
+                    },
+                ).json()
+                view_id = int(view["id"])
+                body["task_filter_options"] = {"view": view_id}
+            export = self._request(
+                "POST", f"/api/projects/{project_id}/exports", "create snapshot export", json=body
+            ).json()
+            export_id = int(export["id"])
+            try:
+                deadline = time.monotonic() + timeout
+                while export.get("status") not in ("completed", "failed"):
+                    if time.monotonic() > deadline:
+                        raise LabelStudioError(
+                            f"snapshot export {export_id} did not finish within {timeout:.0f} s", transient=True
+                        )
+                    time.sleep(0.25)
+                    export = self._request(
+                        "GET", f"/api/projects/{project_id}/exports/{export_id}", "poll export"
+                    ).json()
+                if export["status"] == "failed":
+                    raise LabelStudioError(f"snapshot export {export_id} of project {project_id} failed on the server")
+                response = self._request(
+                    "GET",
+                    f"/api/projects/{project_id}/exports/{export_id}/download",
+                    "download export",
+                    params={"exportType": "JSON"},
+                )
+                return json.loads(response.content)
+            finally:
+                self._request("DELETE", f"/api/projects/{project_id}/exports/{export_id}", "delete export")
+        finally:
+            if view_id is not None:
+                self._request("DELETE", f"/api/dm/views/{view_id}", "delete export filter view")
+
+    def quick_export(self, project_id: int) -> list[dict[str, Any]]:
+        """Label Studio's own one-shot JSON export of every annotated task (used as a benchmark baseline)."""
+        return json.loads(
+            self._request(
+                "GET", f"/api/projects/{project_id}/export", "quick export", params={"exportType": "JSON"}
+            ).content
+        )
+
     def resolve_uri(self, task_id: int, uri: str) -> httpx.Response:
         """Fetch what Label Studio serves for a storage URI inside a task (follows its presigned redirect)."""
         encoded = base64.urlsafe_b64encode(uri.encode()).decode()

@@ -178,3 +178,142 @@ def ingest(
 
 if __name__ == "__main__":
     app()
+
+
+@app.command()
+def collect(
+    spec: Annotated[Path, typer.Argument(help="Labeling project spec (YAML)")],
+    full: Annotated[bool, typer.Option(help="Re-read every task (also notices tasks deleted in Label Studio)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON")] = False,
+) -> None:
+    """Collect new, edited and deleted annotations, then measure agreement, build consensus and score annotators."""
+    from integrations.label_studio import LabelStudioError
+    from integrations.object_store import ObjectStoreError
+    from tasks.collect import CollectError
+    from tasks.quality import GoldError
+    from tasks.spec import SpecError, load_spec
+
+    try:
+        load_spec(spec)
+        with prefect_connection():
+            from flows.collect import collect_annotations
+
+            summary = collect_annotations(str(spec.resolve()), full=full)
+    except SpecError as exc:
+        raise _fail("spec", exc, 2) from None
+    except SettingsError as exc:
+        raise _fail("configuration", exc, 2) from None
+    except (CollectError, GoldError, LabelStudioError, ObjectStoreError) as exc:
+        raise _fail("collect failed", exc, 1) from None
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+        return
+    from tasks.quality_report import _fmt, metrics_lines
+
+    stats = summary["collection"]
+    console.print(
+        f"[bold]{summary['project']}[/bold]: {stats['mode']} collection, {stats['changed_tasks']} changed tasks, "
+        f"{stats['annotation_rows']} annotations, {stats['deleted_tasks']} deleted tasks "
+        f"({sum(stats['seconds'].values()):.1f} s)"
+    )
+    metrics = Table(title="quality")
+    metrics.add_column("metric")
+    metrics.add_column("value", justify="right")
+    for name, value in metrics_lines(summary["quality"]):
+        metrics.add_row(name, value)
+    console.print(metrics)
+    people = Table(title="annotators")
+    for column in ("annotator", "tier", "score", "basis", "annotations", "gold acc.", "agreement", "median lead s"):
+        people.add_column(column)
+    for row in summary["annotators"]:
+        people.add_row(
+            str(row["annotator_email"] or row["annotator_id"]),
+            row["tier"],
+            _fmt(row["score"], "score"),
+            str(row["score_basis"] or "–"),
+            str(row["annotations"]),
+            _fmt(row["gold_accuracy"], "gold_accuracy"),
+            _fmt(row["agreement_with_consensus"], "agreement_with_consensus"),
+            _fmt(row["median_lead_time_seconds"]),
+        )
+    console.print(people)
+    console.print(f"routed back to Label Studio for another annotation: {summary['routed_back']} tasks")
+    console.print(f"report: {summary['report']}report.html")
+    console.print(f"Label Studio project: {summary['label_studio_url']}")
+
+
+def _read_bytes(path: str) -> bytes:
+    """A local file or an s3:// object."""
+    if path.startswith("s3://"):
+        from integrations.object_store import ObjectStore
+        from integrations.settings import S3Settings, load_settings
+        from tasks.spec import S3Location
+
+        location = S3Location.parse(path)
+        return ObjectStore(load_settings(S3Settings)).get_bytes(location.bucket, location.prefix)
+    return Path(path).read_bytes()
+
+
+@app.command()
+def simulate(
+    spec: Annotated[Path, typer.Argument(help="Labeling project spec (YAML) of an ingested classification project")],
+    annotators: Annotated[
+        int | None, typer.Option(help="Number of simulated annotators (default: one per accuracy)")
+    ] = None,
+    accuracy: Annotated[
+        str, typer.Option(help="Comma-separated accuracies, cycled over the annotators")
+    ] = "0.95,0.8,0.6",
+    spammers: Annotated[int, typer.Option(help="Extra annotators who answer uniformly at random")] = 0,
+    per_task: Annotated[int | None, typer.Option(help="Annotators per task (default: the spec's overlap)")] = None,
+    limit: Annotated[int | None, typer.Option(help="Create at most this many annotations")] = None,
+    truth: Annotated[
+        str | None, typer.Option(help="CSV/JSONL (local or s3://) of source_uri|source_key|content_sha256 and label")
+    ] = None,
+    truth_pattern: Annotated[
+        str | None, typer.Option(help="Regex with a (?P<label>...) group applied to each source URI")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (the same seed gives the same answers)")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+) -> None:
+    """Create Label Studio users that annotate the project's tasks through the API with known accuracy."""
+    from integrations.label_studio import LabelStudioClient, LabelStudioError
+    from integrations.object_store import ObjectStore, ObjectStoreError
+    from integrations.settings import LabelStudioSettings, S3Settings, load_settings
+    from tasks.collect import CollectError, recorded_project
+    from tasks.quality import GoldError, parse_gold
+    from tasks.simulate import SimulationError, build_annotators, run
+    from tasks.spec import SpecError, load_spec
+
+    try:
+        project_spec = load_spec(spec)
+        rates = [float(value) for value in accuracy.split(",") if value.strip()]
+        count = annotators if annotators is not None else len(rates)
+        cycled = [rates[i % len(rates)] for i in range(count)] if rates else []
+        people = build_annotators(cycled, spammers)
+        gold = parse_gold(_read_bytes(truth), truth, project_spec.labels) if truth else None
+        store = ObjectStore(load_settings(S3Settings))
+        ls = LabelStudioClient(load_settings(LabelStudioSettings), timeout=600)
+        project_id = recorded_project.fn(store, project_spec)
+        result = run(ls, project_spec, project_id, people, gold, truth_pattern, per_task, limit, seed)
+    except ValueError as exc:
+        if isinstance(exc, SpecError):
+            raise _fail("spec", exc, 2) from None
+        raise _fail("simulate", exc, 2) from None
+    except SettingsError as exc:
+        raise _fail("configuration", exc, 2) from None
+    except (CollectError, GoldError, SimulationError, LabelStudioError, ObjectStoreError, OSError) as exc:
+        raise _fail("simulate failed", exc, 1) from None
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"simulated annotation of project {project_id}")
+    for column in ("annotator", "configured accuracy", "annotations", "observed accuracy"):
+        table.add_column(column)
+    for row in result["annotators"]:
+        configured = "spammer" if row["spammer"] else f"{row['configured_accuracy']:.0%}"
+        observed = "–" if row["observed_accuracy"] is None else f"{row['observed_accuracy']:.1%}"
+        table.add_row(row["email"], configured, str(row["annotations"]), observed)
+    console.print(table)
+    console.print(
+        f"{result['annotations_created']} annotations created on {result['tasks_with_truth']} tasks with a known truth"
+    )

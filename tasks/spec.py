@@ -97,6 +97,36 @@ class QualitySpec(_Section):
     tiers: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
         default_factory=lambda: {"trainee": 0.0, "qualified": 0.8, "expert": 0.95}
     )
+    reviewers: list[str] = Field(default_factory=list)  # emails whose annotation accepts a task and sets its label
+    route_low_agreement: bool = True  # give flagged tasks one more annotation slot in Label Studio
+    max_overlap: Annotated[int, Field(ge=1, le=50)] | None = None  # cap for routing; default overlap + 2
+    iou_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    min_annotations_for_tier: Annotated[int, Field(ge=0)] = 10
+    min_gold_for_tier: Annotated[int, Field(ge=1)] = 5
+    seed: int = 0
+
+    @field_validator("gold")
+    @classmethod
+    def _gold_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            S3Location.parse(value)
+            if not value.endswith((".csv", ".jsonl", ".ndjson")):
+                raise ValueError("gold must be an s3:// URI of a .csv or .jsonl file")
+        return value
+
+    @field_validator("tiers")
+    @classmethod
+    def _some_tier(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("define at least one tier, e.g. {trainee: 0.0}")
+        return value
+
+
+class CollectOptions(_Section):
+    """Pulling annotations out of Label Studio."""
+
+    window_seconds: Annotated[float, Field(ge=0, le=86400)] = 300.0  # re-read this much before the watermark
+    timeout_seconds: Annotated[float, Field(gt=0)] = 1800.0  # how long one snapshot export may take
 
 
 class DatasetSpec(_Section):
@@ -141,6 +171,7 @@ class ProjectSpec(_Section):
     ingest: IngestOptions = Field(default_factory=IngestOptions)
     storage: StorageOptions = Field(default_factory=StorageOptions)
     quality: QualitySpec = Field(default_factory=QualitySpec)
+    collect: CollectOptions = Field(default_factory=CollectOptions)
     dataset: DatasetSpec | None = None
     prelabel: PrelabelSpec | None = None
 
@@ -204,6 +235,8 @@ class ProjectSpec(_Section):
                 raise ValueError(
                     f"label_config and labels disagree: missing in label_config {missing}, not in labels {extra}"
                 )
+        if self.quality.max_overlap is not None and self.quality.max_overlap < self.overlap:
+            raise ValueError(f"quality.max_overlap ({self.quality.max_overlap}) is below overlap ({self.overlap})")
         if self.prelabel is not None:
             if self.prelabel.predictor == "keyword":
                 unknown = sorted(set(self.prelabel.keywords) - set(self.labels))

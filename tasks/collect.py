@@ -1,0 +1,186 @@
+"""Collect steps: pull changed tasks out of Label Studio, keep the annotation table current, judge and route back."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import pyarrow.compute as pc
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from integrations.label_studio import LabelStudioClient
+from integrations.object_store import ObjectStore, ObjectStoreError
+from tasks.annotation_store import AnnotationStore, Watermark, edge_of, window_start
+from tasks.annotations import AnnotationNormalizer, annotations_table, parse_time, tasks_table
+from tasks.ingest import retry_if_transient
+from tasks.label_config import build_label_config, control_of
+from tasks.quality import QualityReport, judge, parse_gold
+from tasks.spec import ProjectSpec, S3Location
+
+LS_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+class CollectError(RuntimeError):
+    """Collection cannot proceed; the message says what to do."""
+
+
+@dataclass
+class CollectStats:
+    """What one collection did."""
+
+    mode: str = "incremental"  # or "full"
+    exported_tasks: int = 0
+    changed_tasks: int = 0
+    unchanged_at_edge: int = 0
+    deleted_tasks: int = 0
+    annotation_rows: int = 0
+    invalid_annotations: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    watermark: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return dict(self.__dict__)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
+def recorded_project(store: ObjectStore, spec: ProjectSpec) -> int:
+    """The Label Studio project id that ingest recorded for this spec."""
+    state = spec.state_location
+    key = state.join("project.json")
+    try:
+        return int(json.loads(store.get_bytes(state.bucket, key))["project_id"])
+    except ObjectStoreError as exc:
+        if exc.not_found:
+            raise CollectError(
+                f"no Label Studio project recorded for {spec.name!r} (s3://{state.bucket}/{key} is missing): "
+                "run `labelflow ingest SPEC` first"
+            ) from None
+        raise
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
+def collect_changes(
+    ls: LabelStudioClient, annotations: AnnotationStore, spec: ProjectSpec, project_id: int, full: bool = False
+) -> CollectStats:
+    """Append the tasks changed since the watermark (all tasks when `full`) to the table, then move the watermark."""
+    stats = CollectStats(mode="full" if full else "incremental")
+    watermark = annotations.watermark()
+    if watermark.project_id is not None and watermark.project_id != project_id:
+        # The spec now points at another Label Studio project: what was collected belongs to the old one.
+        annotations.reset()
+        watermark = Watermark()
+    if watermark.updated_at is None:
+        full = True
+        stats.mode = "full"
+    window = spec.collect.window_seconds
+    began = time.perf_counter()
+    exported = ls.export_tasks(
+        project_id,
+        updated_after=None if full else window_start(watermark, window),
+        timeout=spec.collect.timeout_seconds,
+    )
+    users = ls.users()
+    stats.seconds["export"] = time.perf_counter() - began
+    stats.exported_tasks = len(exported)
+
+    began = time.perf_counter()
+    seq = annotations.next_seq(watermark)
+    from_name = control_of(build_label_config(spec))[0]
+    normalizer = AnnotationNormalizer(spec, project_id, users, from_name)
+    task_rows: list[dict[str, Any]] = []
+    annotation_rows: list[dict[str, Any]] = []
+    seen: dict[int, str] = {}
+    for item in exported:
+        task_id, stamp = int(item["id"]), item.get("updated_at") or ""
+        seen[task_id] = stamp
+        if not full and watermark.edge.get(str(task_id)) == stamp:
+            stats.unchanged_at_edge += 1  # re-read inside the safety window, already collected as it is
+            continue
+        normalized = normalizer.task(item, seq)
+        task_rows.append(normalized.task)
+        annotation_rows.extend(normalized.annotations)
+    if full:
+        # A full read also notices tasks deleted in Label Studio since they were collected.
+        current = annotations.load(compact=False).tasks
+        live = current.filter(pc.invert(current["deleted"]))
+        for row in live.to_pylist():
+            if row["task_id"] not in seen:
+                task_rows.append({**row, "deleted": True, "annotations": 0, "cancelled": 0, "seq": seq})
+                stats.deleted_tasks += 1
+    stats.changed_tasks = len(task_rows) - stats.deleted_tasks
+    stats.annotation_rows = len(annotation_rows)
+    stats.invalid_annotations = sum(1 for row in annotation_rows if row["problem"])
+    stats.seconds["normalize"] = time.perf_counter() - began
+
+    began = time.perf_counter()
+    if task_rows:
+        annotations.append(seq, tasks_table(task_rows), annotations_table(annotation_rows))
+    newest = max(
+        [t for t in (parse_time(s) for s in seen.values()) if t is not None]
+        + ([parse_time(watermark.updated_at)] if watermark.updated_at else []),
+        default=None,
+    )
+    if newest is not None:
+        newest_text = newest.strftime(LS_TIME)
+        edge = edge_of(seen, newest_text, window)
+        for task_id, stamp in watermark.edge.items():  # keep older edge entries still inside the window
+            if int(task_id) not in seen and task_id in edge_of({int(task_id): stamp}, newest_text, window):
+                edge[task_id] = stamp
+        annotations.save_watermark(
+            Watermark(project_id=project_id, updated_at=newest_text, edge=edge, seq=seq, collected_at=time.time())
+        )
+        stats.watermark = newest_text
+    stats.seconds["store"] = time.perf_counter() - began
+    return stats
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
+def load_gold(store: ObjectStore, spec: ProjectSpec) -> pd.DataFrame | None:
+    """The spec's gold labels, if it names a file."""
+    if spec.quality.gold is None:
+        return None
+    location = S3Location.parse(spec.quality.gold)
+    try:
+        payload = store.get_bytes(location.bucket, location.prefix)
+    except ObjectStoreError as exc:
+        if exc.not_found:
+            raise CollectError(f"quality.gold: {spec.quality.gold} does not exist") from None
+        raise
+    return parse_gold(payload, location.prefix, spec.labels)
+
+
+@task(cache_policy=NO_CACHE)
+def judge_annotations(annotations: AnnotationStore, spec: ProjectSpec, gold: pd.DataFrame | None) -> QualityReport:
+    """Agreement, consensus, flags and annotator scores over the project's current annotation table."""
+    current = annotations.load()
+    return judge(current.tasks.to_pandas(), current.annotations.to_pandas(), spec, gold)
+
+
+def tasks_to_route(report: QualityReport, spec: ProjectSpec) -> list[tuple[int, int]]:
+    """(task id, new overlap) for flagged, finished tasks that may get one more annotation."""
+    if not spec.quality.route_low_agreement:
+        return []
+    cap = spec.quality.max_overlap or spec.overlap + 2
+    flagged = report.consensus[
+        report.consensus["flagged"]
+        & report.consensus["finished"]
+        & ~report.consensus["reviewed"]
+        & (report.consensus["annotations"] >= report.consensus["required"])
+        & (report.consensus["required"] < cap)
+    ]
+    # Only disagreement is routed: a task flagged just for an invalid annotation needs a fix, not another vote.
+    disagreement = flagged["flag_reason"].str.contains("agreement|tied", regex=True, na=False)
+    return [(int(t), int(r) + 1) for t, r in flagged.loc[disagreement, ["task_id", "required"]].itertuples(index=False)]
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
+def route_back(ls: LabelStudioClient, routes: list[tuple[int, int]]) -> int:
+    """Raise the overlap of low-agreement tasks so Label Studio hands them to another annotator."""
+    for task_id, overlap in routes:
+        ls.set_task_overlap(task_id, overlap)
+    return len(routes)

@@ -1,0 +1,358 @@
+"""Judge a project's collected annotations: finished tasks, agreement, consensus, flags, gold, annotator tiers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.agreement import (
+    category_counts,
+    fleiss_kappa,
+    krippendorff_alpha_nominal,
+    pairwise_cohen_kappa,
+    pairwise_region_f1,
+    region_task_agreement,
+)
+from tasks.consensus import box_consensus, dawid_skene, estimated_accuracy, majority_vote, span_consensus
+from tasks.spec import ProjectSpec
+
+CLASSIFICATION = ("text-classification", "image-classification")
+
+
+@dataclass
+class QualityReport:
+    """Everything the collect stage concludes about a project's annotations."""
+
+    consensus: pd.DataFrame  # one row per task
+    annotators: pd.DataFrame  # one row per annotator
+    pairwise: pd.DataFrame  # one row per annotator pair
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def flagged(self) -> pd.DataFrame:
+        """Finished tasks that must not be published as they are."""
+        return self.consensus[self.consensus["flagged"]]
+
+
+class GoldError(ValueError):
+    """The gold-label file cannot be used."""
+
+
+def parse_gold(payload: bytes, name: str, labels: list[str]) -> pd.DataFrame:
+    """Gold labels from CSV or JSON Lines: a `label` column and one of `source_uri`, `source_key`, `content_sha256`."""
+    text = payload.decode("utf-8-sig")
+    if name.endswith((".jsonl", ".ndjson")):
+        try:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise GoldError(f"{name}: line {exc.lineno}: not JSON: {exc.msg}") from None
+    else:
+        records = list(csv.DictReader(io.StringIO(text)))
+    frame = pd.DataFrame.from_records(records)
+    keys = [k for k in ("content_sha256", "source_uri", "source_key") if k in frame.columns]
+    if frame.empty:
+        raise GoldError(f"{name}: no gold rows")
+    if "label" not in frame.columns or not keys:
+        raise GoldError(f"{name}: needs a `label` column and one of source_uri, source_key, content_sha256")
+    frame["label"] = frame["label"].astype(str).str.strip()
+    unknown = sorted(set(frame["label"]) - set(labels))
+    if unknown:
+        raise GoldError(f"{name}: gold labels not in the spec's label set: {unknown[:10]}")
+    return frame[[*keys, "label"]].rename(columns={"label": "gold_label"})
+
+
+def attach_gold(tasks: pd.DataFrame, gold: pd.DataFrame | None) -> pd.Series:
+    """The gold label of each task (by content hash, source URI or source key), or None."""
+    result = pd.Series([None] * len(tasks), index=tasks.index, dtype=object)
+    if gold is None or gold.empty:
+        return result
+    for key in ("content_sha256", "source_uri", "source_key"):
+        if key not in gold.columns:
+            continue
+        if key == "source_key":
+            task_keys = tasks["source_uri"].astype(str).str.replace(r"^s3://[^/]+/", "", regex=True)
+        else:
+            task_keys = tasks[key]
+        lookup = dict(zip(gold[key].astype(str), gold["gold_label"], strict=True))
+        found = task_keys.map(lookup)
+        result = result.where(result.notna(), found)
+    return result.where(result.notna(), None)
+
+
+def _required_annotations(tasks: pd.DataFrame, spec: ProjectSpec) -> pd.Series:
+    overlap = pd.to_numeric(tasks["overlap"], errors="coerce").fillna(spec.overlap)
+    return np.maximum(overlap, 1).astype(int)
+
+
+def judge(
+    tasks: pd.DataFrame, annotations: pd.DataFrame, spec: ProjectSpec, gold: pd.DataFrame | None = None
+) -> QualityReport:
+    """Consensus, agreement and annotator scores for the current tables of one project."""
+    quality = spec.quality
+    tasks = tasks[~tasks["deleted"].astype(bool)].reset_index(drop=True)
+    reviewers = {email.lower() for email in quality.reviewers}
+    annotations = annotations.assign(
+        is_review=annotations["annotator_email"].fillna("").str.lower().isin(reviewers) if reviewers else False
+    )
+    usable = annotations[annotations["problem"].isna() & annotations["annotator_id"].notna()]
+    votes = usable[~usable["is_review"]]
+    reviews = usable[usable["is_review"]].sort_values("updated_at").drop_duplicates("task_id", keep="last")
+    problems = annotations[annotations["problem"].notna()].groupby("task_id").size()
+
+    consensus = tasks[["task_id", "source_uri", "content_sha256"]].copy()
+    consensus["annotations"] = consensus["task_id"].map(votes.groupby("task_id").size()).fillna(0).astype(int)
+    consensus["required"] = _required_annotations(tasks, spec).to_numpy()
+    consensus["reviewed"] = consensus["task_id"].isin(reviews["task_id"])
+    consensus["invalid_annotations"] = consensus["task_id"].map(problems).fillna(0).astype(int)
+    consensus["finished"] = (consensus["annotations"] >= consensus["required"]) | consensus["reviewed"]
+    consensus["gold_label"] = attach_gold(consensus, gold)
+
+    metrics: dict[str, Any] = {"task_type": spec.task, "aggregation": quality.aggregation}
+    if spec.task in CLASSIFICATION:
+        pairwise, annotator_extra = _classification(consensus, votes, reviews, spec, metrics)
+    else:
+        pairwise, annotator_extra = _regions(consensus, votes, reviews, spec, metrics)
+
+    low = consensus["finished"] & (consensus["agreement"] < quality.min_agreement)
+    tie = consensus["finished"] & consensus["tie"]
+    invalid = consensus["invalid_annotations"] > 0
+    reasons = []
+    for is_low, is_tie, is_invalid, agreement in zip(low, tie, invalid, consensus["agreement"], strict=True):
+        parts = []
+        if is_low:
+            parts.append(f"agreement {agreement:.2f} < {quality.min_agreement:.2f}")
+        if is_tie:
+            parts.append("tied vote")
+        if is_invalid:
+            parts.append("invalid annotation(s)")
+        reasons.append("; ".join(parts) or None)
+    consensus["flag_reason"] = reasons
+    consensus["flagged"] = consensus["flag_reason"].notna() & (consensus["finished"] | invalid)
+    consensus = consensus.drop(columns=["tie"])
+
+    annotators = score_annotators(annotations, usable, consensus, spec, annotator_extra)
+    finished = consensus[consensus["finished"]]
+    metrics.update(
+        tasks=len(consensus),
+        finished_tasks=len(finished),
+        flagged_tasks=int(consensus["flagged"].sum()),
+        annotations=len(annotations),
+        invalid_annotations=int(annotations["problem"].notna().sum()),
+        annotators=int(annotations["annotator_id"].nunique()),
+        mean_task_agreement=_mean(finished["agreement"]),
+        mean_confidence=_mean(finished["confidence"]),
+    )
+    gold_tasks = finished[finished["gold_label"].notna()]
+    if spec.task in CLASSIFICATION and len(gold_tasks):
+        metrics["gold_tasks"] = len(gold_tasks)
+        metrics["consensus_accuracy_on_gold"] = float((gold_tasks["label"] == gold_tasks["gold_label"]).mean())
+    metrics["label_distribution"] = _label_distribution(finished[~finished["flagged"]], spec)
+    return QualityReport(consensus=consensus, annotators=annotators, pairwise=pairwise, metrics=metrics)
+
+
+def _mean(values: pd.Series) -> float | None:
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    return float(values.mean()) if len(values) else None
+
+
+def _label_distribution(rows: pd.DataFrame, spec: ProjectSpec) -> dict[str, int]:
+    if spec.task in CLASSIFICATION:
+        counts = rows["label"].dropna().value_counts()
+    else:
+        counts = pd.Series([r["label"] for regions in rows["regions"] for r in regions or []]).value_counts()
+    return {label: int(counts.get(label, 0)) for label in spec.labels}
+
+
+def _classification(
+    consensus: pd.DataFrame, votes: pd.DataFrame, reviews: pd.DataFrame, spec: ProjectSpec, metrics: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, dict[Any, Any]]]:
+    quality = spec.quality
+    extra: dict[str, dict[Any, Any]] = {}
+    consensus["label"] = None
+    consensus["confidence"] = np.nan
+    consensus["agreement"] = np.nan
+    consensus["tie"] = False
+    consensus["method"] = None
+    if len(votes):
+        counts, _, _ = category_counts(votes)
+        metrics["krippendorff_alpha"] = _finite(krippendorff_alpha_nominal(counts))
+        metrics["fleiss_kappa"] = _finite(fleiss_kappa(counts))
+        aggregate = dawid_skene if quality.aggregation == "dawid-skene" else majority_vote
+        result = aggregate(votes, classes=list(spec.labels), tie_policy=quality.tie_policy, seed=quality.seed)
+        position = pd.Series(np.arange(len(result.task_ids)), index=result.task_ids)
+        rows = consensus["task_id"].map(position)
+        has = rows.notna().to_numpy()
+        index = rows[has].astype(int).to_numpy()
+        consensus.loc[has, "label"] = pd.Series(result.labels, dtype=object).iloc[index].to_numpy()
+        consensus.loc[has, "confidence"] = result.confidence[index]
+        consensus.loc[has, "tie"] = result.tie[index]
+        consensus.loc[has, "method"] = quality.aggregation
+        # Agreement of a task: the share of its annotators who chose the consensus label (the top share on a tie).
+        shares = result.posterior if aggregate is majority_vote else majority_vote(votes, list(spec.labels)).posterior
+        chosen = np.array([spec.labels.index(label) if label is not None else -1 for label in result.labels])
+        share_for = np.where(chosen >= 0, shares[np.arange(len(chosen)), np.maximum(chosen, 0)], shares.max(axis=1))
+        consensus.loc[has, "agreement"] = share_for[index]
+        pairwise = pairwise_cohen_kappa(votes)
+        metrics["mean_cohen_kappa"] = _mean(pairwise["cohen_kappa"]) if len(pairwise) else None
+        if result.annotator_confusion is not None:
+            priors = result.posterior.mean(axis=0)
+            extra["estimated_accuracy"] = {
+                annotator: estimated_accuracy(matrix, priors)
+                for annotator, matrix in result.annotator_confusion.items()
+            }
+            metrics["dawid_skene_iterations"] = result.iterations
+    else:
+        pairwise = pairwise_cohen_kappa(votes)
+    if len(reviews):
+        review_label = consensus["task_id"].map(reviews.set_index("task_id")["label"])
+        reviewed = review_label.notna()
+        consensus.loc[reviewed, "label"] = review_label[reviewed]
+        consensus.loc[reviewed, ["confidence"]] = 1.0
+        consensus.loc[reviewed, "method"] = "review"
+        consensus.loc[reviewed, "tie"] = False
+        consensus.loc[reviewed & consensus["agreement"].isna(), "agreement"] = 1.0
+    return pairwise, extra
+
+
+def _regions(
+    consensus: pd.DataFrame, votes: pd.DataFrame, reviews: pd.DataFrame, spec: ProjectSpec, metrics: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, dict[Any, Any]]]:
+    kind = "boxes" if spec.task == "object-detection" else "spans"
+    iou = spec.quality.iou_threshold
+    grouped: dict[int, dict[int, list[dict[str, Any]]]] = {}
+    for task_id, annotator_id, regions in votes[["task_id", "annotator_id", "regions"]].itertuples(index=False):
+        grouped.setdefault(int(task_id), {})[int(annotator_id)] = (
+            [dict(r) for r in regions] if regions is not None else []
+        )
+    review_regions = {
+        int(t): [dict(r) for r in regions] if regions is not None else []
+        for t, regions in reviews[["task_id", "regions"]].itertuples(index=False)
+    }
+    labels, confidences, agreements, ious, methods = [], [], [], [], []
+    for task_id in consensus["task_id"]:
+        per_annotator = grouped.get(int(task_id), {})
+        if int(task_id) in review_regions:
+            labels.append(review_regions[int(task_id)])
+            confidences.append(1.0)
+            methods.append("review")
+        elif per_annotator:
+            merged, confidence = box_consensus(per_annotator, iou) if kind == "boxes" else span_consensus(per_annotator)
+            labels.append(merged)
+            confidences.append(confidence)
+            methods.append("iou-clusters" if kind == "boxes" else "span-vote")
+        else:
+            labels.append(None)
+            confidences.append(np.nan)
+            methods.append(None)
+        f1, mean_iou = region_task_agreement(per_annotator, kind, iou)
+        if math.isnan(f1) and int(task_id) in review_regions:
+            f1 = 1.0
+        agreements.append(f1)
+        ious.append(mean_iou)
+    consensus["label"] = None
+    consensus["regions"] = labels
+    consensus["confidence"] = confidences
+    consensus["agreement"] = agreements
+    consensus["tie"] = False
+    consensus["method"] = methods
+    if kind == "boxes":
+        consensus["matched_iou"] = ious
+        metrics["mean_matched_iou"] = _mean(pd.Series(ious))
+        metrics["mean_pairwise_box_f1"] = _mean(pd.Series(agreements))
+    else:
+        metrics["mean_pairwise_span_f1"] = _mean(pd.Series(agreements))
+    pairwise = pairwise_region_f1(votes, kind, iou)
+    return pairwise, {}
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def score_annotators(
+    annotations: pd.DataFrame,
+    usable: pd.DataFrame,
+    consensus: pd.DataFrame,
+    spec: ProjectSpec,
+    extra: dict[str, dict[Any, Any]],
+) -> pd.DataFrame:
+    """Per annotator: volume, gold accuracy, agreement with consensus, lead time, throughput, score and tier."""
+    quality = spec.quality
+    columns = [
+        "annotator_id", "annotator_email", "annotations", "invalid_annotations", "gold_tasks", "gold_accuracy",
+        "agreement_with_consensus", "median_lead_time_seconds", "annotations_per_hour", "score", "score_basis", "tier",
+    ]  # fmt: skip
+    if annotations.empty:
+        return pd.DataFrame(columns=columns)
+    finished = consensus[consensus["finished"]].set_index("task_id")
+    rows = []
+    for annotator_id, own in annotations.groupby("annotator_id"):
+        good = usable[usable["annotator_id"] == annotator_id]
+        email = own["annotator_email"].dropna().iloc[0] if own["annotator_email"].notna().any() else None
+        on_finished = good[good["task_id"].isin(finished.index)]
+        gold_labels = on_finished["task_id"].map(finished["gold_label"])
+        on_gold = on_finished[gold_labels.notna()]
+        gold_accuracy = agreement = None
+        if spec.task in CLASSIFICATION:
+            if len(on_gold):
+                gold_accuracy = float((on_gold["label"] == gold_labels[gold_labels.notna()]).mean())
+            # Compare with consensus only where someone else also voted, so a lone vote does not agree with itself.
+            shared = on_finished[on_finished["task_id"].map(finished["annotations"]) >= 2]
+            if len(shared):
+                agreement = float((shared["label"] == shared["task_id"].map(finished["label"])).mean())
+        else:
+            kind = "boxes" if spec.task == "object-detection" else "spans"
+            scores = []
+            for task_id, regions in on_finished[["task_id", "regions"]].itertuples(index=False):
+                if finished.at[task_id, "annotations"] < 2:
+                    continue
+                merged = {
+                    0: [dict(r) for r in regions] if regions is not None else [],
+                    1: finished.at[task_id, "regions"] or [],
+                }
+                scores.append(region_task_agreement(merged, kind, quality.iou_threshold)[0])
+            agreement = float(np.mean(scores)) if scores else None
+        lead = pd.to_numeric(good["lead_time_seconds"], errors="coerce").dropna()
+        lead = lead[lead > 0]
+        if gold_accuracy is not None and len(on_gold) >= quality.min_gold_for_tier:
+            score, basis = gold_accuracy, "gold"
+        elif agreement is not None:
+            score, basis = agreement, "consensus"
+        else:
+            score, basis = None, None
+        tier = _tier(score, len(good), quality.tiers, quality.min_annotations_for_tier)
+        row = {
+            "annotator_id": int(annotator_id),
+            "annotator_email": email,
+            "annotations": len(own),
+            "invalid_annotations": int(own["problem"].notna().sum()),
+            "gold_tasks": len(on_gold),
+            "gold_accuracy": gold_accuracy,
+            "agreement_with_consensus": agreement,
+            "median_lead_time_seconds": float(lead.median()) if len(lead) else None,
+            "annotations_per_hour": float(len(lead) / (lead.sum() / 3600.0)) if len(lead) else None,
+            "score": score,
+            "score_basis": basis,
+            "tier": tier,
+        }
+        for name, values in extra.items():
+            row[name] = values.get(annotator_id)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["score", "annotations"], ascending=[False, False], na_position="last").reset_index(
+        drop=True
+    )
+
+
+def _tier(score: float | None, annotations: int, tiers: dict[str, float], minimum: int) -> str:
+    """The highest tier whose threshold the score reaches; `unrated` with too little evidence."""
+    if score is None or annotations < minimum:
+        return "unrated"
+    reached = [(threshold, name) for name, threshold in tiers.items() if score >= threshold]
+    return max(reached)[1] if reached else "unrated"

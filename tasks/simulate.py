@@ -1,0 +1,196 @@
+"""Simulated annotators with known confusion rates: real Label Studio users annotating through the API."""
+
+from __future__ import annotations
+
+import random
+import re
+import zlib
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from integrations.label_studio import LabelStudioClient
+from tasks.label_config import build_label_config, control_of
+from tasks.quality import attach_gold
+from tasks.spec import ProjectSpec
+
+CLASSIFICATION = ("text-classification", "image-classification")
+
+
+class SimulationError(ValueError):
+    """The simulation cannot run as asked."""
+
+
+@dataclass(frozen=True)
+class SimulatedAnnotator:
+    """A user who gives the true label with probability `accuracy` (else a uniformly wrong one), or a spammer."""
+
+    email: str
+    accuracy: float
+    spammer: bool = False
+    seconds_per_task: float = 8.0
+
+    def answer(self, truth: str, labels: list[str], rng: random.Random) -> str:
+        """One label for a task whose true label is `truth`."""
+        if self.spammer:
+            return rng.choice(labels)
+        if rng.random() < self.accuracy:
+            return truth
+        return rng.choice([label for label in labels if label != truth])
+
+
+def build_annotators(accuracies: list[float], spammers: int, prefix: str = "sim") -> list[SimulatedAnnotator]:
+    """Annotators for the given accuracies plus uniform-random spammers, with stable emails."""
+    for accuracy in accuracies:
+        if not 0.0 <= accuracy <= 1.0:
+            raise SimulationError(f"accuracy {accuracy} is not between 0 and 1")
+    annotators = [
+        SimulatedAnnotator(
+            f"{prefix}-annotator-{i + 1}-acc{round(a * 100)}@labelflow.local", a, seconds_per_task=6 + 6 * (1 - a)
+        )
+        for i, a in enumerate(accuracies)
+    ]
+    annotators += [
+        SimulatedAnnotator(f"{prefix}-spammer-{i + 1}@labelflow.local", 0.0, spammer=True, seconds_per_task=1.5)
+        for i in range(spammers)
+    ]
+    if len(annotators) < 1:
+        raise SimulationError("no annotators: give --annotators/--accuracy or --spammers")
+    return annotators
+
+
+def truth_from_key(source_uri: str | None, labels: list[str], pattern: str | None) -> str | None:
+    """The true label encoded in a source key: a regex group `label`, or a folder named after a label."""
+    if not source_uri:
+        return None
+    if pattern:
+        match = re.search(pattern, source_uri)
+        return match.group("label") if match and match.group("label") in labels else None
+    for part in reversed(source_uri.split("/")[:-1]):
+        if part in labels:
+            return part
+    return None
+
+
+def classification_result(from_name: str, to_name: str, label: str) -> list[dict[str, Any]]:
+    """A Label Studio result choosing one class."""
+    return [{"from_name": from_name, "to_name": to_name, "type": "choices", "value": {"choices": [label]}}]
+
+
+@dataclass
+class SimulationPlan:
+    """Which simulated annotator labels which task with what."""
+
+    items: list[tuple[int, SimulatedAnnotator, str, float]] = field(default_factory=list)  # task, who, label, lead
+    skipped_no_truth: int = 0
+
+
+def plan(
+    tasks: list[dict[str, Any]],
+    truths: dict[int, str],
+    annotators: list[SimulatedAnnotator],
+    user_ids: dict[str, int],
+    labels: list[str],
+    per_task: int,
+    seed: int,
+) -> SimulationPlan:
+    """Assign up to `per_task` annotators to each task, skipping those who already annotated it."""
+    result = SimulationPlan()
+    for item in tasks:
+        task_id = int(item["id"])
+        truth = truths.get(task_id)
+        if truth is None:
+            result.skipped_no_truth += 1
+            continue
+        rng = random.Random(zlib.crc32(f"{seed}:{task_id}".encode()))
+        done = {a.get("completed_by") for a in item.get("annotations") or [] if not a.get("was_cancelled")}
+        missing = per_task - len(done)
+        candidates = [a for a in annotators if user_ids[a.email] not in done]
+        rng.shuffle(candidates)
+        for annotator in candidates[: max(0, missing)]:
+            label = annotator.answer(truth, labels, rng)
+            lead = max(0.5, rng.lognormvariate(0, 0.4) * annotator.seconds_per_task)
+            result.items.append((task_id, annotator, label, round(lead, 2)))
+    return result
+
+
+def ensure_users(ls: LabelStudioClient, annotators: list[SimulatedAnnotator]) -> dict[str, int]:
+    """Label Studio user ids of the simulated annotators, creating the missing users."""
+    existing = {email: user_id for user_id, email in ls.users().items()}
+    ids = {}
+    for annotator in annotators:
+        name = annotator.email.split("@")[0]
+        ids[annotator.email] = existing.get(annotator.email) or ls.create_user(annotator.email, first_name=name)
+    return ids
+
+
+def run(
+    ls: LabelStudioClient,
+    spec: ProjectSpec,
+    project_id: int,
+    annotators: list[SimulatedAnnotator],
+    truth: pd.DataFrame | None = None,
+    key_pattern: str | None = None,
+    per_task: int | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    workers: int = 4,
+) -> dict[str, Any]:
+    """Have the simulated annotators annotate the project's tasks through the API; returns what was done."""
+    if spec.task not in CLASSIFICATION:
+        raise SimulationError(f"the simulator supports classification tasks, not {spec.task!r}")
+    from_name, to_name, _ = control_of(build_label_config(spec))
+    user_ids = ensure_users(ls, annotators)
+    tasks = ls.export_tasks(project_id, timeout=spec.collect.timeout_seconds)
+    tasks.sort(key=lambda t: int(t["id"]))
+    frame = pd.DataFrame(
+        {
+            "task_id": [int(t["id"]) for t in tasks],
+            "source_uri": [(t.get("data") or {}).get("source_uri") for t in tasks],
+            "content_sha256": [(t.get("data") or {}).get("content_sha256") for t in tasks],
+        }
+    )
+    from_file = attach_gold(frame, truth)
+    truths: dict[int, str] = {}
+    for task_id, uri, known in zip(frame["task_id"], frame["source_uri"], from_file, strict=True):
+        label = known or truth_from_key(uri, spec.labels, key_pattern)
+        if label is not None:
+            truths[int(task_id)] = label
+    if not truths:
+        raise SimulationError(
+            "no task has a known true label: pass --truth with a CSV/JSONL of source_uri,label, or keep each object "
+            "under a folder named after its label (or give --truth-pattern with a (?P<label>...) group)"
+        )
+    wanted = per_task or min(spec.overlap, len(annotators))
+    work = plan(tasks, truths, annotators, user_ids, spec.labels, wanted, seed)
+    if limit is not None:
+        work.items = work.items[:limit]
+
+    def annotate(item: tuple[int, SimulatedAnnotator, str, float]) -> None:
+        task_id, annotator, label, lead = item
+        ls.create_annotation(task_id, classification_result(from_name, to_name, label), user_ids[annotator.email], lead)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(annotate, work.items))
+    per_annotator = Counter(item[1].email for item in work.items)
+    correct = Counter(item[1].email for item in work.items if truths[item[0]] == item[2])
+    return {
+        "project_id": project_id,
+        "tasks": len(tasks),
+        "tasks_with_truth": len(truths),
+        "annotations_created": len(work.items),
+        "annotators": [
+            {
+                "email": a.email,
+                "user_id": user_ids[a.email],
+                "configured_accuracy": None if a.spammer else a.accuracy,
+                "spammer": a.spammer,
+                "annotations": per_annotator[a.email],
+                "observed_accuracy": correct[a.email] / per_annotator[a.email] if per_annotator[a.email] else None,
+            }
+            for a in annotators
+        ],
+    }
