@@ -52,7 +52,7 @@ def collect_spec(
     gold = load_gold(q_store, q_spec)
     report = judge_annotations(q_table, q_spec, quote(gold))
     routes = tasks_to_route(report, spec)
-    routed = route_back(q_ls, quote(routes)) if routes else 0
+    routed = route_back(q_ls, q_table, quote(routes)) if routes else 0
     run_name = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     location = write_quality_report(q_store, q_spec, quote(report), quote(stats.as_dict()), run_name)
     create_markdown_artifact(

@@ -219,6 +219,10 @@ def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
             f"-master.port.grpc={config.weed_master_port + 10000}",
             "-master.telemetry=false",
             f"-volume.port={config.weed_volume_port}",
+            # Every bucket is a SeaweedFS collection with volumes of its own; the automatic limit (free disk / a
+            # reserved size) allowed only ~77 volumes here, so a stack with many buckets stopped accepting writes.
+            # Volumes are sparse files: a high cap costs nothing until used.
+            "-volume.max=2000",
             f"-volume.port.grpc={config.weed_volume_port + 10000}",
             f"-filer.port={config.weed_filer_port}",
             f"-filer.port.grpc={config.weed_filer_port + 10000}",

@@ -84,6 +84,7 @@ class AnnotationStore:
         self.tasks_prefix = state.join("collect", "tasks") + "/"
         self.annotations_prefix = state.join("collect", "annotations") + "/"
         self.watermark_key = state.join("collect", "watermark.json")
+        self.routed_key = state.join("collect", "routed.json")
 
     def watermark(self) -> Watermark:
         """The stored watermark, or an empty one before the first collection."""
@@ -97,6 +98,20 @@ class AnnotationStore:
     def save_watermark(self, watermark: Watermark) -> None:
         """Record a successful collection (written after its parts, so a crash only means re-reading)."""
         self.store.put_bytes(self.bucket, self.watermark_key, watermark.to_json(), "application/json")
+
+    def routed(self) -> dict[int, int]:
+        """Tasks sent back for more annotations: task id -> the overlap asked for (exports do not carry it)."""
+        try:
+            return {int(k): int(v) for k, v in json.loads(self.store.get_bytes(self.bucket, self.routed_key)).items()}
+        except ObjectStoreError as exc:
+            if exc.not_found:
+                return {}
+            raise
+
+    def save_routed(self, routed: dict[int, int]) -> None:
+        """Record the overlap asked for each routed task."""
+        payload = json.dumps({str(k): v for k, v in sorted(routed.items())}).encode("utf-8")
+        self.store.put_bytes(self.bucket, self.routed_key, payload, "application/json")
 
     def next_seq(self, watermark: Watermark) -> int:
         """A sequence number greater than every part written so far."""
@@ -177,11 +192,12 @@ class AnnotationStore:
         for prefix in (self.tasks_prefix, self.annotations_prefix):
             for obj in list(self.store.list_objects(self.bucket, prefix)):
                 self.store.delete(self.bucket, obj.key)
-        try:
-            self.store.delete(self.bucket, self.watermark_key)
-        except ObjectStoreError as exc:
-            if not exc.not_found:
-                raise
+        for key in (self.watermark_key, self.routed_key):
+            try:
+                self.store.delete(self.bucket, key)
+            except ObjectStoreError as exc:
+                if not exc.not_found:
+                    raise
 
 
 def edge_of(task_times: dict[int, str], newest: str, window_seconds: float) -> dict[str, str]:

@@ -158,7 +158,12 @@ def load_gold(store: ObjectStore, spec: ProjectSpec) -> pd.DataFrame | None:
 def judge_annotations(annotations: AnnotationStore, spec: ProjectSpec, gold: pd.DataFrame | None) -> QualityReport:
     """Agreement, consensus, flags and annotator scores over the project's current annotation table."""
     current = annotations.load()
-    return judge(current.tasks.to_pandas(), current.annotations.to_pandas(), spec, gold)
+    tasks = current.tasks.to_pandas()
+    routed = annotations.routed()
+    if routed:
+        asked = tasks["task_id"].map(routed)
+        tasks["overlap"] = asked.where(asked.notna(), tasks["overlap"])
+    return judge(tasks, current.annotations.to_pandas(), spec, gold)
 
 
 def tasks_to_route(report: QualityReport, spec: ProjectSpec) -> list[tuple[int, int]]:
@@ -179,8 +184,13 @@ def tasks_to_route(report: QualityReport, spec: ProjectSpec) -> list[tuple[int, 
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
-def route_back(ls: LabelStudioClient, routes: list[tuple[int, int]]) -> int:
+def route_back(ls: LabelStudioClient, annotations: AnnotationStore, routes: list[tuple[int, int]]) -> int:
     """Raise the overlap of low-agreement tasks so Label Studio hands them to another annotator."""
-    for task_id, overlap in routes:
-        ls.set_task_overlap(task_id, overlap)
+    routed = annotations.routed()
+    try:
+        for task_id, overlap in routes:
+            ls.set_task_overlap(task_id, overlap)
+            routed[task_id] = overlap
+    finally:
+        annotations.save_routed(routed)  # what was done is recorded even when a later call fails
     return len(routes)

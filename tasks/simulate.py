@@ -105,7 +105,10 @@ def plan(
         if truth is None:
             result.skipped_no_truth += 1
             continue
-        rng = random.Random(zlib.crc32(f"{seed}:{task_id}".encode()))
+        # Seeded by the task's content, not its id, so the same data gets the same answers in every project.
+        data = item.get("data") or {}
+        identity = data.get("content_sha256") or data.get("source_uri") or task_id
+        rng = random.Random(zlib.crc32(f"{seed}:{identity}".encode()))
         done = {a.get("completed_by") for a in item.get("annotations") or [] if not a.get("was_cancelled")}
         missing = per_task - len(done)
         candidates = [a for a in annotators if user_ids[a.email] not in done]
