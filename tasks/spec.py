@@ -125,7 +125,7 @@ class QualitySpec(_Section):
 class CollectOptions(_Section):
     """Pulling annotations out of Label Studio."""
 
-    window_seconds: Annotated[float, Field(ge=0, le=86400)] = 300.0  # re-read this much before the watermark
+    window_seconds: Annotated[float, Field(ge=0, le=86400)] = 60.0  # re-read this much before the watermark
     timeout_seconds: Annotated[float, Field(gt=0)] = 1800.0  # how long one snapshot export may take
 
 
