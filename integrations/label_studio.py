@@ -270,7 +270,13 @@ class LabelStudioClient:
     def export_tasks(
         self, project_id: int, updated_after: str | None = None, timeout: float = 1800.0
     ) -> list[dict[str, Any]]:
-        """Tasks with all their annotations (cancelled ones included), via a snapshot export.
+        """Tasks with all their annotations (see `export_snapshot`)."""
+        return self.export_snapshot(project_id, updated_after, timeout)[0]
+
+    def export_snapshot(
+        self, project_id: int, updated_after: str | None = None, timeout: float = 1800.0
+    ) -> tuple[list[dict[str, Any]], str]:
+        """(Tasks with all their annotations, cancelled ones included; server time of the export), via a snapshot.
 
         With `updated_after` (Label Studio's `%Y-%m-%dT%H:%M:%S.%fZ`), only tasks updated after it: creating,
         editing or deleting an annotation updates its task. The export and its filter view are deleted after.
@@ -326,7 +332,8 @@ class LabelStudioClient:
                     "download export",
                     params={"exportType": "JSON"},
                 )
-                return json.loads(response.content)
+                # The server's clock at the start of the export: what was committed before it is in the export.
+                return json.loads(response.content), str(export["created_at"])
             finally:
                 self._request("DELETE", f"/api/projects/{project_id}/exports/{export_id}", "delete export")
         finally:

@@ -38,7 +38,9 @@ class Watermark:
 
     project_id: int | None = None
     updated_at: str | None = None  # Label Studio's own timestamp string of the newest task collected
-    edge: dict[str, str] = field(default_factory=dict)  # task id -> updated_at, for tasks near `updated_at`
+    edge: dict[str, str] = field(default_factory=dict)  # task id -> updated_at, for tasks the next run re-reads
+    read_at: str | None = None  # Label Studio's clock when the last export started
+    next_since: str | None = None  # the 'updated after' filter of the next collection
     seq: int = 0
     collected_at: float = 0.0
 
@@ -200,31 +202,44 @@ class AnnotationStore:
                     raise
 
 
-def edge_of(task_times: dict[int, str], newest: str, window_seconds: float) -> dict[str, str]:
-    """The tasks whose updated_at is within the safety window below the newest one."""
+def edge_of(task_times: dict[int, str], since: str) -> dict[str, str]:
+    """The tasks the next run re-reads (updated after `since`), to recognise them unchanged."""
     from tasks.annotations import parse_time
 
-    newest_time = parse_time(newest)
-    assert newest_time is not None
+    start = parse_time(since)
+    assert start is not None
     edge = {}
     for task_id, stamp in task_times.items():
         moment = parse_time(stamp)
-        if moment is not None and (newest_time - moment).total_seconds() <= window_seconds:
+        if moment is not None and moment > start:
             edge[str(task_id)] = stamp
     return edge
 
 
-def window_start(watermark: Watermark, window_seconds: float) -> str | None:
-    """The Label Studio filter value for 'updated after': the watermark minus the safety window."""
+def next_window_start(newest: str | None, read_at: str | None, window_seconds: float) -> str | None:
+    """Where the next run starts reading: the newest collected change, or earlier if the last read was recent.
+
+    An annotation saved in a transaction that commits late carries an `updated_at` older than its commit. Such a
+    transaction started before the export did, so `read_at - window` bounds it: tasks are re-read only while the
+    last read is younger than the window, and a quiet project re-reads nothing.
+    """
     from datetime import timedelta
 
     from tasks.annotations import parse_time
 
-    moment = parse_time(watermark.updated_at)
-    if moment is None:
+    newest_time = parse_time(newest)
+    if newest_time is None:
         return None
-    start: datetime = moment - timedelta(seconds=window_seconds)
+    read_time = parse_time(read_at)
+    start: datetime = (
+        newest_time if read_time is None else min(newest_time, read_time - timedelta(seconds=window_seconds))
+    )
     return start.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def window_start(watermark: Watermark, window_seconds: float) -> str | None:
+    """The Label Studio filter value for 'updated after' of the next collection."""
+    return watermark.next_since or next_window_start(watermark.updated_at, watermark.read_at, window_seconds)
 
 
 def describe(watermark: Watermark) -> dict[str, Any]:

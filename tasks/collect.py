@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from integrations.label_studio import LabelStudioClient
 from integrations.object_store import ObjectStore, ObjectStoreError
-from tasks.annotation_store import AnnotationStore, Watermark, edge_of, window_start
+from tasks.annotation_store import AnnotationStore, Watermark, edge_of, next_window_start, window_start
 from tasks.annotations import AnnotationNormalizer, annotations_table, parse_time, tasks_table
 from tasks.ingest import retry_if_transient
 from tasks.label_config import build_label_config, control_of
@@ -79,7 +79,7 @@ def collect_changes(
         stats.mode = "full"
     window = spec.collect.window_seconds
     began = time.perf_counter()
-    exported = ls.export_tasks(
+    exported, read_at = ls.export_snapshot(
         project_id,
         updated_after=None if full else window_start(watermark, window),
         timeout=spec.collect.timeout_seconds,
@@ -127,12 +127,21 @@ def collect_changes(
     )
     if newest is not None:
         newest_text = newest.strftime(LS_TIME)
-        edge = edge_of(seen, newest_text, window)
-        for task_id, stamp in watermark.edge.items():  # keep older edge entries still inside the window
-            if int(task_id) not in seen and task_id in edge_of({int(task_id): stamp}, newest_text, window):
-                edge[task_id] = stamp
+        next_since = next_window_start(newest_text, read_at, window)
+        assert next_since is not None
+        edge = edge_of(seen, next_since)
+        for task_id, stamp in edge_of({int(k): v for k, v in watermark.edge.items()}, next_since).items():
+            edge.setdefault(task_id, stamp)  # unchanged tasks from earlier runs that are still inside the window
         annotations.save_watermark(
-            Watermark(project_id=project_id, updated_at=newest_text, edge=edge, seq=seq, collected_at=time.time())
+            Watermark(
+                project_id=project_id,
+                updated_at=newest_text,
+                edge=edge,
+                seq=seq,
+                collected_at=time.time(),
+                read_at=read_at,
+                next_since=next_since,
+            )
         )
         stats.watermark = newest_text
     stats.seconds["store"] = time.perf_counter() - began
