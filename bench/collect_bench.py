@@ -214,6 +214,7 @@ def bench_judge(rows: int, aggregation: str) -> dict[str, float]:
 def bench_consensus(items: int, repeats: int) -> list[dict[str, object]]:
     """Accuracy of Dawid-Skene and majority vote against the truth, for 3-5 annotators of mixed quality."""
     from tasks.consensus import dawid_skene, majority_vote
+    from tasks.simulate import simulated_votes
 
     setups = {
         "3 annotators 0.9/0.75/0.6": [0.9, 0.75, 0.6],
@@ -225,19 +226,7 @@ def bench_consensus(items: int, repeats: int) -> list[dict[str, object]]:
     for name, accuracies in setups.items():
         mv_scores, ds_scores = [], []
         for seed in range(repeats):
-            rng = random.Random(seed)
-            rows, truth = [], []
-            for item in range(items):
-                true = rng.choice(LABELS)
-                truth.append(true)
-                for worker in rng.sample(range(len(accuracies)), 3):
-                    a = accuracies[worker]
-                    if a is None:
-                        label = rng.choice(LABELS)
-                    else:
-                        label = true if rng.random() < a else rng.choice([x for x in LABELS if x != true])
-                    rows.append((item, worker, label))
-            votes = pd.DataFrame(rows, columns=["task_id", "annotator_id", "label"])
+            votes, truth = simulated_votes(items, accuracies, LABELS, seed)
             truth_array = np.array(truth)
             mv_scores.append(np.mean(np.array(majority_vote(votes, LABELS, "random").labels) == truth_array))
             ds_scores.append(np.mean(np.array(dawid_skene(votes, LABELS, "random").labels) == truth_array))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -116,27 +117,23 @@ class LabelStudioClient:
                 ],
             }
         }
-        tasks: list[dict[str, Any]] = []
+        params = {"project": project_id, "query": json.dumps(query), "fields": "all"}
+        return list(self._task_pages(params, "list tasks", page_size))
+
+    def _task_pages(self, params: dict[str, Any], action: str, page_size: int) -> Iterator[dict[str, Any]]:
+        """Every task `/api/tasks` lists for these parameters, page after page."""
+        seen = 0
         page = 1
         while True:
-            response = self._request(
-                "GET",
-                "/api/tasks",
-                "list tasks",
-                params={
-                    "project": project_id,
-                    "query": json.dumps(query),
-                    "page": page,
-                    "page_size": page_size,
-                    "fields": "all",
-                },
-            )
-            payload = response.json()
+            payload = self._request(
+                "GET", "/api/tasks", action, params={**params, "page": page, "page_size": page_size}
+            ).json()
             batch = payload.get("tasks", [])
-            tasks.extend(batch)
+            yield from batch
+            seen += len(batch)
             # Past the last page Label Studio answers 404 "Invalid page": stop on the reported total.
-            if len(batch) < page_size or len(tasks) >= int(payload.get("total", 0)):
-                return tasks
+            if len(batch) < page_size or seen >= int(payload.get("total", 0)):
+                return
             page += 1
 
     def create_project(self, title: str, label_config: str, **options: Any) -> int:
@@ -245,26 +242,8 @@ class LabelStudioClient:
 
     def task_ids(self, project_id: int, page_size: int = 5000) -> list[int]:
         """Every task id of a project, in id order."""
-        ids: list[int] = []
-        page = 1
-        while True:
-            payload = self._request(
-                "GET",
-                "/api/tasks",
-                "list task ids",
-                params={
-                    "project": project_id,
-                    "page": page,
-                    "page_size": page_size,
-                    "fields": "task_only",
-                    "resolve_uri": "false",
-                },
-            ).json()
-            batch = payload.get("tasks", [])
-            ids.extend(int(task["id"]) for task in batch)
-            if len(batch) < page_size or len(ids) >= int(payload.get("total", 0)):
-                return ids
-            page += 1
+        params = {"project": project_id, "fields": "task_only", "resolve_uri": "false"}
+        return [int(task["id"]) for task in self._task_pages(params, "list task ids", page_size)]
 
     # --- exports -----------------------------------------------------------------------------------------------
     def export_tasks(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -129,6 +131,25 @@ def _fail(kind: str, exc: Exception, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+@contextmanager
+def _reported_failures(
+    stage: str, *failures: type[Exception], bad_input: tuple[type[Exception], ...] = ()
+) -> Iterator[None]:
+    """Expected errors as one line and an exit code: 2 for a bad spec, configuration or input, 1 for a failed run."""
+    from tasks.spec import SpecError
+
+    try:
+        yield
+    except SpecError as exc:
+        raise _fail("spec", exc, 2) from None
+    except SettingsError as exc:
+        raise _fail("configuration", exc, 2) from None
+    except bad_input as exc:
+        raise _fail(stage, exc, 2) from None
+    except failures as exc:
+        raise _fail(f"{stage} failed", exc, 1) from None
+
+
 @app.command()
 def ingest(
     spec: Annotated[Path, typer.Argument(help="Labeling project spec (YAML)")],
@@ -138,20 +159,14 @@ def ingest(
     """Ingest new objects from the spec's sources into its Label Studio project (incremental, idempotent)."""
     from integrations.label_studio import LabelStudioError
     from integrations.object_store import ObjectStoreError
-    from tasks.spec import SpecError, load_spec
+    from tasks.spec import load_spec
 
-    try:
+    with _reported_failures("ingest", LabelStudioError, ObjectStoreError):
         load_spec(spec)  # fail on a broken spec before any server is contacted
         with prefect_connection():
             from flows.ingest import ingest as ingest_flow
 
             summary = ingest_flow(str(spec.resolve()), limit=limit)
-    except SpecError as exc:
-        raise _fail("spec", exc, 2) from None
-    except SettingsError as exc:
-        raise _fail("configuration", exc, 2) from None
-    except (LabelStudioError, ObjectStoreError) as exc:
-        raise _fail("ingest failed", exc, 1) from None
     if as_json:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
         return
@@ -191,24 +206,18 @@ def collect(
     from integrations.object_store import ObjectStoreError
     from tasks.collect import CollectError
     from tasks.quality import GoldError
-    from tasks.spec import SpecError, load_spec
+    from tasks.spec import load_spec
 
-    try:
+    with _reported_failures("collect", CollectError, GoldError, LabelStudioError, ObjectStoreError):
         load_spec(spec)
         with prefect_connection():
             from flows.collect import collect_annotations
 
             summary = collect_annotations(str(spec.resolve()), full=full)
-    except SpecError as exc:
-        raise _fail("spec", exc, 2) from None
-    except SettingsError as exc:
-        raise _fail("configuration", exc, 2) from None
-    except (CollectError, GoldError, LabelStudioError, ObjectStoreError) as exc:
-        raise _fail("collect failed", exc, 1) from None
     if as_json:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
         return
-    from tasks.quality_report import _fmt, metrics_lines
+    from tasks.quality_report import format_value, metrics_lines
 
     stats = summary["collection"]
     console.print(
@@ -229,12 +238,12 @@ def collect(
         people.add_row(
             str(row["annotator_email"] or row["annotator_id"]),
             row["tier"],
-            _fmt(row["score"], "score"),
+            format_value(row["score"], "score"),
             str(row["score_basis"] or "–"),
             str(row["annotations"]),
-            _fmt(row["gold_accuracy"], "gold_accuracy"),
-            _fmt(row["agreement_with_consensus"], "agreement_with_consensus"),
-            _fmt(row["median_lead_time_seconds"]),
+            format_value(row["gold_accuracy"], "gold_accuracy"),
+            format_value(row["agreement_with_consensus"], "agreement_with_consensus"),
+            format_value(row["median_lead_time_seconds"]),
         )
     console.print(people)
     console.print(f"routed back to Label Studio for another annotation: {summary['routed_back']} tasks")
@@ -280,11 +289,14 @@ def simulate(
     from integrations.object_store import ObjectStore, ObjectStoreError
     from integrations.settings import LabelStudioSettings, S3Settings, load_settings
     from tasks.collect import CollectError, recorded_project
-    from tasks.quality import GoldError, parse_gold
-    from tasks.simulate import SimulationError, build_annotators, run
-    from tasks.spec import SpecError, load_spec
+    from tasks.quality import parse_gold
+    from tasks.simulate import build_annotators, run
+    from tasks.spec import load_spec
 
-    try:
+    # Malformed --accuracy, a bad truth file or an unusable simulation setup are input errors (exit 2).
+    with _reported_failures(
+        "simulate", CollectError, LabelStudioError, ObjectStoreError, OSError, bad_input=(ValueError,)
+    ):
         project_spec = load_spec(spec)
         rates = [float(value) for value in accuracy.split(",") if value.strip()]
         count = annotators if annotators is not None else len(rates)
@@ -295,14 +307,6 @@ def simulate(
         ls = LabelStudioClient(load_settings(LabelStudioSettings), timeout=600)
         project_id = recorded_project.fn(store, project_spec)
         result = run(ls, project_spec, project_id, people, gold, truth_pattern, per_task, limit, seed)
-    except ValueError as exc:
-        if isinstance(exc, SpecError):
-            raise _fail("spec", exc, 2) from None
-        raise _fail("simulate", exc, 2) from None
-    except SettingsError as exc:
-        raise _fail("configuration", exc, 2) from None
-    except (CollectError, GoldError, SimulationError, LabelStudioError, ObjectStoreError, OSError) as exc:
-        raise _fail("simulate failed", exc, 1) from None
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -18,7 +18,6 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,7 +39,6 @@ class Watermark:
     updated_at: str | None = None  # Label Studio's own timestamp string of the newest task collected
     edge: dict[str, str] = field(default_factory=dict)  # task id -> updated_at, for tasks the next run re-reads
     read_at: str | None = None  # Label Studio's clock when the last export started
-    next_since: str | None = None  # the 'updated after' filter of the next collection
     seq: int = 0
     collected_at: float = 0.0
 
@@ -50,8 +48,9 @@ class Watermark:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Watermark:
-        """Parse the stored form."""
-        return cls(**json.loads(payload))
+        """Parse the stored form (fields written by other versions are ignored)."""
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in json.loads(payload).items() if k in known})
 
 
 @dataclass
@@ -239,9 +238,4 @@ def next_window_start(newest: str | None, read_at: str | None, window_seconds: f
 
 def window_start(watermark: Watermark, window_seconds: float) -> str | None:
     """The Label Studio filter value for 'updated after' of the next collection."""
-    return watermark.next_since or next_window_start(watermark.updated_at, watermark.read_at, window_seconds)
-
-
-def describe(watermark: Watermark) -> dict[str, Any]:
-    """Watermark fields worth printing."""
-    return {"project_id": watermark.project_id, "updated_at": watermark.updated_at, "seq": watermark.seq}
+    return next_window_start(watermark.updated_at, watermark.read_at, window_seconds)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ from integrations.label_studio import LabelStudioClient
 from integrations.object_store import ObjectStore, ObjectStoreError
 from tasks.annotation_store import AnnotationStore, Watermark, edge_of, next_window_start, window_start
 from tasks.annotations import AnnotationNormalizer, annotations_table, parse_time, tasks_table
-from tasks.ingest import retry_if_transient
+from tasks.ingest import project_record_key, read_project_record, retry_if_transient
 from tasks.label_config import build_label_config, control_of
 from tasks.quality import QualityReport, judge, parse_gold
 from tasks.spec import ProjectSpec, S3Location
@@ -50,17 +49,13 @@ class CollectStats:
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
 def recorded_project(store: ObjectStore, spec: ProjectSpec) -> int:
     """The Label Studio project id that ingest recorded for this spec."""
-    state = spec.state_location
-    key = state.join("project.json")
-    try:
-        return int(json.loads(store.get_bytes(state.bucket, key))["project_id"])
-    except ObjectStoreError as exc:
-        if exc.not_found:
-            raise CollectError(
-                f"no Label Studio project recorded for {spec.name!r} (s3://{state.bucket}/{key} is missing): "
-                "run `labelflow ingest SPEC` first"
-            ) from None
-        raise
+    recorded = read_project_record(store, spec)
+    if recorded is None:
+        raise CollectError(
+            f"no Label Studio project recorded for {spec.name!r} "
+            f"(s3://{spec.state_location.bucket}/{project_record_key(spec)} is missing): run `labelflow ingest SPEC` first"
+        )
+    return int(recorded["project_id"])
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
@@ -140,7 +135,6 @@ def collect_changes(
                 seq=seq,
                 collected_at=time.time(),
                 read_at=read_at,
-                next_since=next_since,
             )
         )
         stats.watermark = newest_text

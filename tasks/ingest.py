@@ -93,18 +93,28 @@ class CleanedObject:
 
 
 # --- project and storage ----------------------------------------------------------------------------------
+def project_record_key(spec: ProjectSpec) -> str:
+    """Key (in the state bucket) of the record naming the spec's Label Studio project."""
+    return spec.state_location.join("project.json")
+
+
+def read_project_record(store: ObjectStore, spec: ProjectSpec) -> dict[str, Any] | None:
+    """The recorded Label Studio project of a spec, or None before the first ingest."""
+    try:
+        return json.loads(store.get_bytes(spec.state_location.bucket, project_record_key(spec)))
+    except ObjectStoreError as exc:
+        if not exc.not_found:
+            raise  # an unreadable record must never be taken for "no project yet": that would create a second one
+        return None
+
+
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retry_if_transient)
 def ensure_project(ls: LabelStudioClient, store: ObjectStore, spec: ProjectSpec) -> int:
     """Find (state file, then title) or create the Label Studio project, and keep its settings in line with the spec."""
     state = spec.state_location
     store.ensure_bucket(state.bucket)
-    record_key = state.join("project.json")
-    recorded: dict[str, Any] | None = None
-    try:
-        recorded = json.loads(store.get_bytes(state.bucket, record_key))
-    except ObjectStoreError as exc:
-        if not exc.not_found:
-            raise  # an unreadable record must never be taken for "no project yet": that would create a second one
+    record_key = project_record_key(spec)
+    recorded = read_project_record(store, spec)
     settings = {
         "label_config": build_label_config(spec),
         "maximum_annotations": spec.overlap,

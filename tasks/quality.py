@@ -213,7 +213,7 @@ def _classification(
         review_label = consensus["task_id"].map(reviews.set_index("task_id")["label"])
         reviewed = review_label.notna()
         consensus.loc[reviewed, "label"] = review_label[reviewed]
-        consensus.loc[reviewed, ["confidence"]] = 1.0
+        consensus.loc[reviewed, "confidence"] = 1.0
         consensus.loc[reviewed, "method"] = "review"
         consensus.loc[reviewed, "tie"] = False
         consensus.loc[reviewed & consensus["agreement"].isna(), "agreement"] = 1.0

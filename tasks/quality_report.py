@@ -21,7 +21,7 @@ from tasks.spec import ProjectSpec, S3Location
 PERCENT_COLUMNS = ("gold_accuracy", "agreement_with_consensus", "score", "estimated_accuracy")
 
 
-def _fmt(value: Any, column: str = "") -> str:
+def format_value(value: Any, column: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if column in PERCENT_COLUMNS:
@@ -39,7 +39,7 @@ def annotator_rows(report: QualityReport) -> list[dict[str, str]]:
         "annotations_per_hour",
     ]  # fmt: skip
     present = [c for c in columns if c in report.annotators.columns]
-    return [{c: _fmt(row[c], c) for c in present} for row in report.annotators.to_dict("records")]
+    return [{c: format_value(row[c], c) for c in present} for row in report.annotators.to_dict("records")]
 
 
 def metrics_lines(metrics: dict[str, Any]) -> list[tuple[str, str]]:
@@ -53,7 +53,7 @@ def metrics_lines(metrics: dict[str, Any]) -> list[tuple[str, str]]:
         ("mean_task_agreement", "mean task agreement"), ("mean_confidence", "mean consensus confidence"),
         ("consensus_accuracy_on_gold", "consensus accuracy on gold"), ("aggregation", "aggregation"),
     ]  # fmt: skip
-    return [(label, _fmt(metrics[key])) for key, label in names if key in metrics and metrics[key] is not None]
+    return [(label, format_value(metrics[key])) for key, label in names if key in metrics and metrics[key] is not None]
 
 
 def markdown(spec: ProjectSpec, report: QualityReport, stats: dict[str, Any], routed: int, location: str) -> str:
@@ -77,7 +77,7 @@ def markdown(spec: ProjectSpec, report: QualityReport, stats: dict[str, Any], ro
     if len(flagged):
         lines += ["| task | agreement | reason |", "| --- | --- | --- |"]
         lines += [
-            f"| {row.task_id} | {_fmt(row.agreement)} | {row.flag_reason} |"
+            f"| {row.task_id} | {format_value(row.agreement)} | {row.flag_reason} |"
             for row in flagged.head(50).itertuples(index=False)
         ]
     lines += ["", f"Full report, tables and plots: `{location}`"]
@@ -167,7 +167,7 @@ def html_report(spec: ProjectSpec, report: QualityReport, images: dict[str, str]
         f"<h2>Flagged tasks ({len(flagged)})</h2><table><tr><th>task</th><th>agreement</th><th>reason</th></tr>"
     )
     parts += [
-        f"<tr><td>{row.task_id}</td><td>{esc(_fmt(row.agreement))}</td><td>{esc(str(row.flag_reason))}</td></tr>"
+        f"<tr><td>{row.task_id}</td><td>{esc(format_value(row.agreement))}</td><td>{esc(str(row.flag_reason))}</td></tr>"
         for row in flagged.head(500).itertuples(index=False)
     ]
     parts.append("</table>")

@@ -14,10 +14,8 @@ import pandas as pd
 
 from integrations.label_studio import LabelStudioClient
 from tasks.label_config import build_label_config, control_of
-from tasks.quality import attach_gold
+from tasks.quality import CLASSIFICATION, attach_gold
 from tasks.spec import ProjectSpec
-
-CLASSIFICATION = ("text-classification", "image-classification")
 
 
 class SimulationError(ValueError):
@@ -60,6 +58,23 @@ def build_annotators(accuracies: list[float], spammers: int, prefix: str = "sim"
     if len(annotators) < 1:
         raise SimulationError("no annotators: give --annotators/--accuracy or --spammers")
     return annotators
+
+
+def simulated_votes(
+    n_items: int, accuracies: list[float | None], labels: list[str], seed: int, per_task: int = 3
+) -> tuple[pd.DataFrame, list[str]]:
+    """Votes (task_id, annotator_id, label) and the true labels, without a server; None in `accuracies` is a spammer."""
+    annotators = [
+        SimulatedAnnotator(f"w{i}", accuracy or 0.0, spammer=accuracy is None) for i, accuracy in enumerate(accuracies)
+    ]
+    rng = random.Random(seed)
+    rows, truth = [], []
+    for item in range(n_items):
+        true = rng.choice(labels)
+        truth.append(true)
+        for worker in rng.sample(range(len(annotators)), per_task):
+            rows.append((item, worker, annotators[worker].answer(true, labels, rng)))
+    return pd.DataFrame(rows, columns=["task_id", "annotator_id", "label"]), truth
 
 
 def truth_from_key(source_uri: str | None, labels: list[str], pattern: str | None) -> str | None:

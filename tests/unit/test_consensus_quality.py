@@ -11,7 +11,7 @@ import pytest
 from tasks.annotations import AnnotationNormalizer, annotations_table, tasks_table
 from tasks.consensus import box_consensus, dawid_skene, majority_vote, span_consensus
 from tasks.quality import GoldError, judge, parse_gold
-from tasks.simulate import SimulatedAnnotator, build_annotators, plan, truth_from_key
+from tasks.simulate import SimulatedAnnotator, build_annotators, plan, simulated_votes, truth_from_key
 from tasks.spec import parse_spec
 
 LABELS = ["cat", "dog", "bird"]
@@ -19,22 +19,6 @@ LABELS = ["cat", "dog", "bird"]
 
 def votes_frame(rows: list[tuple[int, int, str]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task_id", "annotator_id", "label"])
-
-
-def simulated_votes(n_items: int, accuracies: list[float | None], seed: int) -> tuple[pd.DataFrame, np.ndarray]:
-    rng = random.Random(seed)
-    rows, truth = [], []
-    for item in range(n_items):
-        true = rng.choice(LABELS)
-        truth.append(true)
-        for worker in rng.sample(range(len(accuracies)), 3):
-            accuracy = accuracies[worker]
-            if accuracy is None:
-                label = rng.choice(LABELS)  # spammer
-            else:
-                label = true if rng.random() < accuracy else rng.choice([x for x in LABELS if x != true])
-            rows.append((item, worker, label))
-    return votes_frame(rows), np.array(truth)
 
 
 def test_majority_vote_tie_policies() -> None:
@@ -50,7 +34,8 @@ def test_majority_vote_tie_policies() -> None:
 
 
 def test_dawid_skene_recovers_truth_better_than_majority_with_a_spammer() -> None:
-    votes, truth = simulated_votes(1500, [0.95, 0.8, 0.6, None], seed=4)
+    votes, truth_labels = simulated_votes(1500, [0.95, 0.8, 0.6, None], LABELS, seed=4)
+    truth = np.array(truth_labels)
     mv = majority_vote(votes, LABELS, tie_policy="random")
     ds = dawid_skene(votes, LABELS, tie_policy="random")
     mv_accuracy = float(np.mean(np.array(mv.labels) == truth))
