@@ -1,0 +1,1 @@
+"""Custom expectations: every module here is imported before suites are loaded."""
