@@ -280,7 +280,7 @@ def make_docs_offline(site_dir: Path, assets_dir: Path = ASSETS_DIR) -> None:
         html = _GX_LOGO.sub("static/images/logo-long.png", html)
         html = _DARK_THEME.sub("", html)
         # GX's own relative links to static/ are one level short on validation pages: anchor them at the site root.
-        html = _STATIC_REF.sub(lambda m: f"{m.group(1)}={m.group(2)}{root}/static/", html)
+        html = _STATIC_REF.sub(rf"\1=\2{root}/static/", html)
         remaining += [f"{page.relative_to(site_dir)}: {m.group(0)[:160]}" for m in _EXTERNAL_ASSET.finditer(html)]
         page.write_text(html, encoding="utf-8")
     if remaining:

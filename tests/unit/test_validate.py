@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from integrations.great_expectations import GreatExpectations, SuiteError, make_docs_offline
+from integrations.great_expectations import GreatExpectations, OfflineDocsError, SuiteError, make_docs_offline
 from tasks.annotations import AnnotationNormalizer, annotations_table, tasks_table
 from tasks.quality import judge
 from tasks.spec import parse_spec
@@ -174,7 +174,7 @@ def test_an_expectation_gx_cannot_load_fails_instead_of_vanishing(tmp_path: Path
     validator = GreatExpectations(tmp_path)
     spec = spec_for("text-classification", LABELS)
     tasks = [ls_task(1, [annotation(1, 1, choice("cat")), annotation(2, 2, choice("cat"))], text_data(1, "x"))]
-    with pytest.raises(SuiteError, match="expect_labels_to_be_sane.*not known"):
+    with pytest.raises(SuiteError, match=r"expect_labels_to_be_sane.*not known"):
         validate(spec, tasks, validator)
     (tmp_path / "custom").mkdir()
     (tmp_path / "custom" / "broken.py").write_text("import not_a_module_anywhere\n")
@@ -211,5 +211,5 @@ def test_data_docs_open_offline(tmp_path: Path) -> None:
 
 def test_offline_rewrite_refuses_an_unknown_cdn_asset(tmp_path: Path) -> None:
     (tmp_path / "index.html").write_text('<script src="https://cdn.example.com/new-lib.js"></script>')
-    with pytest.raises(Exception, match="new-lib.js"):
+    with pytest.raises(OfflineDocsError, match=r"new-lib\.js"):
         make_docs_offline(tmp_path)
