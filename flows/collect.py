@@ -1,28 +1,63 @@
-"""Collect flow: changed annotations out of Label Studio -> current table -> agreement, consensus, annotator tiers."""
+"""Collect flows: annotations out of Label Studio -> quality -> Great Expectations gate -> versioned dataset in MLflow."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.utilities.annotations import quote
 
+from integrations.great_expectations import GreatExpectations
 from integrations.label_studio import LabelStudioClient
+from integrations.mlflow_tracking import MLflowTracking
 from integrations.object_store import ObjectStore
-from integrations.settings import LabelStudioSettings, S3Settings, load_settings
+from integrations.settings import LabelStudioSettings, MLflowSettings, S3Settings, load_settings
 from tasks.annotation_store import AnnotationStore
 from tasks.collect import (
     collect_changes,
     judge_annotations,
+    load_current,
     load_gold,
+    read_batch,
     recorded_project,
     route_back,
     tasks_to_route,
+    write_batch,
 )
+from tasks.publish import publish_dataset
 from tasks.quality_report import markdown, write_quality_report
+from tasks.registry import DatasetRegistry
 from tasks.spec import ProjectSpec, load_spec
+from tasks.validate import DEFAULT_EXPECTATIONS_DIR, ValidationFailed, ValidationSummary, run_validation
+
+
+def expectations_dir(spec: ProjectSpec, spec_path: str | None) -> Path:
+    """The spec's suite folder (relative to the spec file), or labelflow's own `expectations/`."""
+    if spec.validation.expectations is None:
+        return DEFAULT_EXPECTATIONS_DIR
+    folder = Path(spec.validation.expectations)
+    if not folder.is_absolute() and spec_path:
+        folder = Path(spec_path).resolve().parent / folder
+    return folder
+
+
+@flow(name="labelflow-collect")
+def collect(spec_path: str, full: bool = False) -> dict[str, Any]:
+    """Collect, judge, validate and register one spec's annotations: the whole stage as subflows."""
+    spec = load_spec(spec_path)
+    collected = collect_annotations(spec_path, full=full)
+    validation = validate_batch(spec_path, collected["batch"])
+    summary = {**collected, "validation": validation}
+    if validation.get("skipped"):
+        summary["dataset"] = {"published": False, "reason": f"validation skipped: {validation['skipped']}"}
+    elif spec.dataset is None:
+        summary["dataset"] = {"published": False, "reason": "the spec has no `dataset` section"}
+    else:
+        summary["dataset"] = register_dataset(spec_path, collected["batch"], validation)
+    return summary
 
 
 @flow(name="labelflow-collect-annotations")
@@ -50,11 +85,23 @@ def collect_spec(
         stats.deleted_tasks,
     )
     gold = load_gold(q_store, q_spec)
-    report = judge_annotations(q_table, q_spec, quote(gold))
+    tasks, annotations = load_current(q_table)
+    report = judge_annotations(quote(tasks), quote(annotations), q_spec, quote(gold))
     routes = tasks_to_route(report, spec)
     routed = route_back(q_ls, q_table, quote(routes)) if routes else 0
     run_name = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     location = write_quality_report(q_store, q_spec, quote(report), quote(stats.as_dict()), run_name)
+    label_studio_url = f"{ls.settings.base_url}/projects/{project_id}"
+    meta = {
+        "project": spec.name,
+        "project_id": project_id,
+        "label_studio_url": label_studio_url,
+        "watermark": stats.watermark or table.watermark().updated_at,
+        "collected_at": run_name,
+        "quality": report.metrics,
+        "batch_uri": location,
+    }
+    write_batch(q_store, location, quote(tasks), quote(annotations), quote(meta))
     create_markdown_artifact(
         key=f"quality-{spec.slug}"[:100].lower(),
         markdown=markdown(spec, report, stats.as_dict(), routed, location),
@@ -63,10 +110,89 @@ def collect_spec(
     return {
         "project": spec.name,
         "project_id": project_id,
-        "label_studio_url": f"{ls.settings.base_url}/projects/{project_id}",
+        "label_studio_url": label_studio_url,
         "collection": stats.as_dict(),
         "quality": report.metrics,
         "annotators": report.annotators.to_dict("records"),
         "routed_back": routed,
         "report": location,
+        "batch": location,
     }
+
+
+@flow(name="labelflow-validate-batch")
+def validate_batch(spec_path: str, batch_uri: str) -> dict[str, Any]:
+    """Run the Great Expectations gate on a collected batch; the flow fails when the batch does not pass."""
+    spec = load_spec(spec_path)
+    store = ObjectStore(load_settings(S3Settings))
+    validator = GreatExpectations(expectations_dir(spec, spec_path), examples=spec.validation.examples)
+    _, tables = read_batch(store, batch_uri)
+    run_name = batch_uri.rstrip("/").rsplit("/", 1)[-1]
+    summary = run_validation(
+        quote(store),
+        quote(spec),
+        quote(validator),
+        quote(tables["annotations"]),
+        quote(tables["consensus"]),
+        quote(tables["tasks"]),
+        run_name,
+    )
+    create_markdown_artifact(
+        key=f"validation-{spec.slug}"[:100].lower(),
+        markdown=validation_markdown(spec, summary),
+        description=f"labelflow validation for {spec.name}",
+    )
+    if not summary.success:
+        raise ValidationFailed(summary)
+    get_run_logger().info(summary.text())
+    return summary.as_dict()
+
+
+@flow(name="labelflow-register-dataset")
+def register_dataset(spec_path: str, batch_uri: str, validation: dict[str, Any]) -> dict[str, Any]:
+    """Publish a validated batch as a new immutable dataset version in MLflow (only when its content changed)."""
+    spec = load_spec(spec_path)
+    store = ObjectStore(load_settings(S3Settings))
+    registry = DatasetRegistry(store, MLflowTracking(load_settings(MLflowSettings)))
+    meta, tables = read_batch(store, batch_uri)
+    summary = ValidationSummary(**validation)
+    result = publish_dataset(quote(store), quote(registry), quote(spec), quote(tables), quote(meta), quote(summary))
+    logger = get_run_logger()
+    if result["published"]:
+        logger.info(
+            "published %s version %d (%d rows) at %s",
+            result["dataset"],
+            result["version"],
+            result["rows"],
+            result["location"],
+        )
+    else:
+        logger.info("no new version of %s: %s", result["dataset"], result["reason"])
+    return result
+
+
+def validation_markdown(spec: ProjectSpec, summary: ValidationSummary) -> str:
+    """The Prefect artifact for a validation: verdict, failed expectations with examples, links to the full result."""
+    lines = [f"# Validation of {spec.name}: {'passed' if summary.success else 'FAILED'}", ""]
+    if summary.skipped:
+        return "\n".join([*lines, f"Skipped: {summary.skipped}"])
+    lines += [
+        f"{summary.evaluated - len(summary.failed)} of {summary.evaluated} expectations met; rows: "
+        + ", ".join(f"{k} {v}" for k, v in summary.rows.items()),
+        "",
+        f"Full result: `{summary.result_uri}`  ",
+        f"Data Docs (open offline): `{summary.docs_index}`",
+        "",
+    ]
+    if summary.failed:
+        lines += [
+            "| table | column | expectation | from | unexpected | guards | examples |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for f in summary.failed:
+            examples = "; ".join(str(e) for e in (f.get("examples") or [])[:3]).replace("|", "/")
+            lines.append(
+                f"| {f['batch']} | {f.get('column') or ''} | {f['type']} | {f['origin']} | "
+                f"{f.get('unexpected_count')} of {f.get('element_count')} | {f['notes']} | {examples} |"
+            )
+    return "\n".join(lines)

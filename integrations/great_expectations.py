@@ -195,8 +195,8 @@ class GreatExpectations:
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
-        built = {b.name: [self.build_expectation(d) for d in b.expectations] for b in batches}  # fail before running
         logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        built = {b.name: [self.build_expectation(d) for d in b.expectations] for b in batches}  # fail before running
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         for site in list(context.get_site_names()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import boto3
@@ -163,6 +164,29 @@ class ObjectStore:
                 body.close()
         except (ClientError, BotoCoreError) as exc:
             raise _wrap(f"get s3://{bucket}/{key}", exc) from exc
+
+    def upload_file(self, bucket: str, key: str, path: Path, content_type: str = "application/octet-stream") -> str:
+        """Stream a local file into one object (multipart when large); return its ETag."""
+        try:
+            result = self._fast.fput_object(bucket, key, str(path), content_type=content_type)
+        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+            raise _wrap(f"upload s3://{bucket}/{key}", exc) from exc
+        return str(result.etag).strip('"')
+
+    def download_file(self, bucket: str, key: str, path: Path) -> None:
+        """Stream one object into a local file."""
+        try:
+            self._fast.fget_object(bucket, key, str(path))
+        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+            raise _wrap(f"download s3://{bucket}/{key}", exc) from exc
+
+    def stat(self, bucket: str, key: str) -> StoredObject:
+        """Size and ETag of one object."""
+        try:
+            info = self._fast.stat_object(bucket, key)
+        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+            raise _wrap(f"stat s3://{bucket}/{key}", exc) from exc
+        return StoredObject(bucket=bucket, key=key, size=int(info.size or 0), etag=(info.etag or "").strip('"'))
 
     def delete(self, bucket: str, key: str) -> None:
         """Delete one object (no error if it is already gone)."""

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -201,19 +201,37 @@ def collect(
     full: Annotated[bool, typer.Option(help="Re-read every task (also notices tasks deleted in Label Studio)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON")] = False,
 ) -> None:
-    """Collect new, edited and deleted annotations, then measure agreement, build consensus and score annotators."""
+    """Collect annotations, judge quality, validate the batch and publish a new dataset version when it changed."""
+    from integrations.great_expectations import OfflineDocsError, SuiteError
     from integrations.label_studio import LabelStudioError
+    from integrations.mlflow_tracking import MLflowError
     from integrations.object_store import ObjectStoreError
     from tasks.collect import CollectError
     from tasks.quality import GoldError
+    from tasks.registry import DatasetIntegrityError
     from tasks.spec import load_spec
+    from tasks.validate import ValidationFailed
 
-    with _reported_failures("collect", CollectError, GoldError, LabelStudioError, ObjectStoreError):
-        load_spec(spec)
-        with prefect_connection():
-            from flows.collect import collect_annotations
+    try:
+        with _reported_failures(
+            "collect",
+            CollectError,
+            GoldError,
+            LabelStudioError,
+            ObjectStoreError,
+            MLflowError,
+            DatasetIntegrityError,
+            OfflineDocsError,
+            bad_input=(SuiteError,),
+        ):
+            load_spec(spec)
+            with prefect_connection():
+                from flows.collect import collect as collect_flow
 
-            summary = collect_annotations(str(spec.resolve()), full=full)
+                summary = collect_flow(str(spec.resolve()), full=full)
+    except ValidationFailed as exc:
+        err_console.print(f"[bold red]validation failed[/bold red]: nothing was published\n{exc}")
+        raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
         return
@@ -247,8 +265,105 @@ def collect(
         )
     console.print(people)
     console.print(f"routed back to Label Studio for another annotation: {summary['routed_back']} tasks")
-    console.print(f"report: {summary['report']}report.html")
+    console.print(f"quality report: {summary['report']}report.html")
+    validation = summary["validation"]
+    if validation.get("skipped"):
+        console.print(f"validation: skipped ({validation['skipped']})")
+    else:
+        console.print(
+            f"validation: [green]passed[/green] {validation['evaluated']} expectations "
+            f"(Data Docs: {validation['docs_index']})"
+        )
+    dataset = summary["dataset"]
+    if dataset.get("published"):
+        console.print(
+            f"[bold green]published[/bold green] dataset [bold]{dataset['dataset']}[/bold] version {dataset['version']}: "
+            f"{dataset['rows']} rows at {dataset['location']}"
+        )
+    elif "version" in dataset:
+        console.print(f"dataset [bold]{dataset['dataset']}[/bold]: no new version ({dataset['reason']})")
+    else:
+        console.print(f"dataset: not published ({dataset['reason']})")
+    if "label_distribution" in dataset:
+        console.print("labels: " + ", ".join(f"{k} {v}" for k, v in dataset["label_distribution"].items()))
+        agreement = summary["quality"].get("mean_task_agreement")
+        console.print(f"mean task agreement: {format_value(agreement)}")
+        console.print(f"MLflow: {dataset['mlflow_url']}")
     console.print(f"Label Studio project: {summary['label_studio_url']}")
+
+
+def _dataset_registry() -> Any:
+    from integrations.mlflow_tracking import MLflowTracking
+    from integrations.object_store import ObjectStore
+    from integrations.settings import MLflowSettings, S3Settings, load_settings
+    from tasks.registry import DatasetRegistry
+
+    return DatasetRegistry(ObjectStore(load_settings(S3Settings)), MLflowTracking(load_settings(MLflowSettings)))
+
+
+@app.command()
+def pull(
+    reference: Annotated[str, typer.Argument(metavar="NAME[:VERSION|latest]", help="Dataset name and version")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the files into")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was pulled as JSON")] = False,
+) -> None:
+    """Download a published dataset version and verify every file's SHA-256 against its manifest."""
+    from integrations.mlflow_tracking import MLflowError
+    from integrations.object_store import ObjectStoreError
+    from tasks.registry import DatasetIntegrityError, DatasetNotFound, parse_reference
+
+    with _reported_failures(
+        "pull", DatasetIntegrityError, ObjectStoreError, MLflowError, bad_input=(DatasetNotFound, ValueError)
+    ):
+        name, version = parse_reference(reference)
+        pulled = _dataset_registry().pull(name, version, out)
+    if as_json:
+        payload = {
+            "name": pulled.name,
+            "version": pulled.version,
+            "files": {k: str(v) for k, v in pulled.files.items()},
+        }
+        typer.echo(json.dumps(payload | {"manifest": pulled.manifest}, indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"{pulled.name} version {pulled.version}: {pulled.manifest['rows']} rows, verified")
+    for column in ("file", "role", "bytes", "sha256"):
+        table.add_column(column)
+    for entry in pulled.manifest["files"]:
+        table.add_row(str(pulled.files[entry["path"]]), entry["role"], str(entry["bytes"]), entry["sha256"][:16] + "…")
+    console.print(table)
+
+
+@app.command()
+def datasets(
+    name: Annotated[str, typer.Argument(help="Dataset name")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON")] = False,
+) -> None:
+    """List the published versions of a dataset."""
+    from integrations.mlflow_tracking import MLflowError
+
+    with _reported_failures("datasets", MLflowError):
+        registry = _dataset_registry()
+        versions = registry.versions(name)
+    rows = [
+        {
+            "version": v.version,
+            "rows": v.tags.get("labelflow.dataset.rows"),
+            "digest": v.digest,
+            "location": v.location,
+            "git_revision": v.tags.get("labelflow.git.revision"),
+            "mlflow_url": registry.tracking.run_url(v.experiment_id, v.run_id),
+        }
+        for v in versions
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"dataset {name}: {len(rows)} published versions")
+    for column in ("version", "rows", "digest", "location", "MLflow"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(str(row["version"]), str(row["rows"]), row["digest"][:12], row["location"], row["mlflow_url"])
+    console.print(table)
 
 
 def _read_bytes(path: str) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,16 +159,24 @@ def load_gold(store: ObjectStore, spec: ProjectSpec) -> pd.DataFrame | None:
     return parse_gold(payload, location.prefix, spec.labels)
 
 
-@task(cache_policy=NO_CACHE)
-def judge_annotations(annotations: AnnotationStore, spec: ProjectSpec, gold: pd.DataFrame | None) -> QualityReport:
-    """Agreement, consensus, flags and annotator scores over the project's current annotation table."""
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
+def load_current(annotations: AnnotationStore) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The project's current (tasks, annotations) tables, with the overlap routing asked for."""
     current = annotations.load()
     tasks = current.tasks.to_pandas()
     routed = annotations.routed()
     if routed:
         asked = tasks["task_id"].map(routed)
         tasks["overlap"] = asked.where(asked.notna(), tasks["overlap"])
-    return judge(tasks, current.annotations.to_pandas(), spec, gold)
+    return tasks, current.annotations.to_pandas()
+
+
+@task(cache_policy=NO_CACHE)
+def judge_annotations(
+    tasks: pd.DataFrame, annotations: pd.DataFrame, spec: ProjectSpec, gold: pd.DataFrame | None
+) -> QualityReport:
+    """Agreement, consensus, flags and annotator scores over the project's current annotation table."""
+    return judge(tasks, annotations, spec, gold)
 
 
 def tasks_to_route(report: QualityReport, spec: ProjectSpec) -> list[tuple[int, int]]:
@@ -197,3 +207,31 @@ def route_back(ls: LabelStudioClient, annotations: AnnotationStore, routes: list
     finally:
         annotations.save_routed(routed)  # what was done is recorded even when a later call fails
     return len(routes)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
+def write_batch(
+    store: ObjectStore, batch_uri: str, tasks: pd.DataFrame, annotations: pd.DataFrame, meta: dict[str, Any]
+) -> str:
+    """Keep the tables this collection judged next to its report: the batch that validation and registration read."""
+    location = S3Location.parse(batch_uri)
+    for name, frame in (("tasks", tasks), ("annotations", annotations)):
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        store.put_bytes(
+            location.bucket, location.join(f"{name}.parquet"), buffer.getvalue(), "application/vnd.apache.parquet"
+        )
+    payload = json.dumps(meta, indent=2, ensure_ascii=False, default=str).encode("utf-8")
+    store.put_bytes(location.bucket, location.join("batch.json"), payload, "application/json")
+    return batch_uri
+
+
+def read_batch(store: ObjectStore, batch_uri: str) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    """A batch's metadata and its tables (consensus, annotations, tasks)."""
+    location = S3Location.parse(batch_uri)
+    meta = json.loads(store.get_bytes(location.bucket, location.join("batch.json")))
+    tables = {
+        name: pd.read_parquet(io.BytesIO(store.get_bytes(location.bucket, location.join(f"{name}.parquet"))))
+        for name in ("consensus", "annotations", "tasks")
+    }
+    return meta, tables

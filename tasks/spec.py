@@ -134,6 +134,21 @@ class DatasetSpec(_Section):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     min_rows_per_class: Annotated[int, Field(ge=0)] = 0
+    location: str | None = None  # s3://bucket/prefix for the version folders; default s3://labelflow-datasets/<name>
+
+    @field_validator("location")
+    @classmethod
+    def _location_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            S3Location.parse(value)
+        return value
+
+
+class ValidationOptions(_Section):
+    """Where the Great Expectations suites are and how much a failure report shows."""
+
+    expectations: str | None = None  # folder of suites; relative to the spec file; default: labelflow's expectations/
+    examples: Annotated[int, Field(ge=1, le=100)] = 5
 
 
 class PrelabelSpec(_Section):
@@ -173,6 +188,7 @@ class ProjectSpec(_Section):
     quality: QualitySpec = Field(default_factory=QualitySpec)
     collect: CollectOptions = Field(default_factory=CollectOptions)
     dataset: DatasetSpec | None = None
+    validation: ValidationOptions = Field(default_factory=ValidationOptions)
     prelabel: PrelabelSpec | None = None
 
     @field_validator("source", mode="before")

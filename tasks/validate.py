@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import tempfile
@@ -46,6 +45,9 @@ class ValidationFailed(RuntimeError):
     def __init__(self, summary: ValidationSummary) -> None:
         super().__init__(summary.text())
         self.summary = summary
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.summary,))
 
 
 @dataclass
@@ -247,9 +249,9 @@ def run_validation(
     batches = batches_to_validate(spec, validator, annotations, consensus, tasks)
     rows = {b.name: len(b.frame) for b in batches}
     suites = {b.name: sorted({d.origin for d in b.expectations}) for b in batches}
-    if rows["consensus"] == 0:
+    if rows["annotations"] == 0:
         return ValidationSummary(
-            success=True, evaluated=0, failed=[], rows=rows, suites=suites, skipped="no finished, unflagged tasks yet"
+            success=True, evaluated=0, failed=[], rows=rows, suites=suites, skipped="no annotations yet"
         )
     docs = Path(tempfile.mkdtemp(prefix="labelflow-datadocs-"))
     try:
@@ -288,13 +290,3 @@ def _content_type(path: Path) -> str:
         ".woff2": "font/woff2",
         ".otf": "font/otf",
     }.get(path.suffix.lower(), "application/octet-stream")
-
-
-def read_batch_tables(store: ObjectStore, batch_uri: str) -> dict[str, pd.DataFrame]:
-    """The tables a collect run wrote for validation and registration (consensus, annotations, tasks)."""
-    location = S3Location.parse(batch_uri)
-    tables = {}
-    for name in ("consensus", "annotations", "tasks"):
-        payload = store.get_bytes(location.bucket, location.join(f"{name}.parquet"))
-        tables[name] = pd.read_parquet(io.BytesIO(payload))
-    return tables

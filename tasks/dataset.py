@@ -1,0 +1,272 @@
+"""Dataset files for one published version: consensus, raw annotations, sources, a training export, a manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.spec import ProjectSpec
+
+MANIFEST = "manifest.json"
+READY_MARKER = "_READY"
+MANIFEST_FORMAT = "labelflow-dataset/1"
+CONSENSUS_COLUMNS = [
+    "task_id",
+    "source_uri",
+    "content_sha256",
+    "text",
+    "image_width",
+    "image_height",
+    "label",
+    "regions",
+    "confidence",
+    "agreement",
+    "annotations",
+    "reviewed",
+    "method",
+    "gold_label",
+]
+EXPORT_FILES = {
+    "text-classification": "train.jsonl",
+    "image-classification": "images.csv",
+    "ner": "train.conll",
+    "object-detection": "coco.json",
+}
+# CJK ideographs, kana and hangul are one token each; other scripts split on whitespace and punctuation.
+TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]|[^\W_]+|[^\w\s]|_", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    """One file of a version: its name in the version folder, size and SHA-256."""
+
+    path: str
+    bytes: int
+    sha256: str
+    role: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Manifest entry."""
+        return {"path": self.path, "bytes": self.bytes, "sha256": self.sha256, "role": self.role}
+
+
+def file_sha256(path: Path, chunk: int = 4 * 1024 * 1024) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, str):
+        return value.item()
+    return value
+
+
+def dataset_rows(published: pd.DataFrame, tasks: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
+    """The consensus dataset: one row per published task with its text or image size, sorted by task id."""
+    info = tasks.drop_duplicates("task_id").set_index("task_id")
+    rows = published.copy()
+    for column in ("text", "image_width", "image_height"):
+        rows[column] = rows["task_id"].map(info[column]) if column in info.columns else None
+    if "regions" not in rows.columns:
+        rows["regions"] = None
+    if spec.modality == "text":
+        rows = rows.drop(columns=["image_width", "image_height"])
+    else:
+        rows = rows.drop(columns=["text"])
+    if spec.task in ("text-classification", "image-classification"):
+        rows = rows.drop(columns=["regions"])
+    else:
+        rows["regions"] = rows["regions"].map(lambda r: _plain(r) if r is not None else [])
+        rows = rows.drop(columns=["label"])
+    keep = [c for c in CONSENSUS_COLUMNS if c in rows.columns]
+    return rows[keep].sort_values("task_id", kind="stable").reset_index(drop=True)
+
+
+def raw_annotations(annotations: pd.DataFrame, task_ids: pd.Series) -> pd.DataFrame:
+    """The raw annotations behind the published tasks, sorted (collection bookkeeping columns dropped)."""
+    rows = annotations[annotations["task_id"].isin(set(task_ids.tolist()))]
+    rows = rows.drop(columns=["seq"], errors="ignore")
+    return rows.sort_values(["task_id", "annotation_id"], kind="stable").reset_index(drop=True)
+
+
+def source_rows(ledger: pd.DataFrame, task_ids: pd.Series) -> pd.DataFrame:
+    """The source objects (bucket, key, ETag, size, SHA-256) each published task was made from."""
+    columns = ["task_id", "bucket", "key", "etag", "size", "sha256"]
+    if ledger.empty:
+        return pd.DataFrame(columns=columns)
+    wanted = set(task_ids.tolist())
+    rows = ledger[(ledger["status"] == "ingested") & ledger["task_id"].isin(wanted)]
+    rows = rows.sort_values(["task_id", "bucket", "key"], kind="stable").drop_duplicates(["bucket", "key", "etag"])
+    return rows[columns].astype({"task_id": "int64", "size": "int64"}).reset_index(drop=True)
+
+
+def _frame_digest(frame: pd.DataFrame) -> bytes:
+    """Order-sensitive content hash of a table that does not depend on the file format's encoding."""
+    digest = hashlib.sha256(json.dumps(list(map(str, frame.columns))).encode())
+    if len(frame):
+        hashable = frame.copy()
+        for column in hashable.columns:
+            if hashable[column].dtype == object:
+                hashable[column] = hashable[column].map(
+                    lambda v: json.dumps(_plain(v), sort_keys=True, ensure_ascii=False, default=str)
+                )
+        digest.update(pd.util.hash_pandas_object(hashable, index=False).to_numpy().tobytes())
+    return digest.digest()
+
+
+def content_digest(consensus: pd.DataFrame, annotations: pd.DataFrame, sources: pd.DataFrame, spec: ProjectSpec) -> str:
+    """SHA-256 over the dataset's content and label set: equal digests mean nothing a trainer uses changed."""
+    digest = hashlib.sha256(f"{MANIFEST_FORMAT}|{spec.task}|{json.dumps(spec.labels, ensure_ascii=False)}".encode())
+    for frame in (consensus, annotations, sources):
+        digest.update(_frame_digest(frame))
+    return digest.hexdigest()
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata(None)  # no pandas/writer metadata that varies between runs
+    pq.write_table(table, path, compression="zstd")
+
+
+def conll_lines(text: str, spans: list[dict[str, Any]]) -> list[str]:
+    """CoNLL/BIO lines ("token TAG") for one text and its character spans."""
+    lines = []
+    ordered = sorted((s for s in spans if s.get("start") is not None), key=lambda s: (s["start"], -s["end"]))
+    for match in TOKEN.finditer(text):
+        tag = "O"
+        for span in ordered:
+            if match.start() < span["end"] and match.end() > span["start"]:
+                tag = ("B-" if match.start() <= span["start"] else "I-") + str(span["label"])
+                break
+        lines.append(f"{match.group(0)} {tag}")
+    return lines
+
+
+def write_training_export(rows: pd.DataFrame, spec: ProjectSpec, folder: Path) -> Path:
+    """The task type's training format: JSONL, image list CSV, CoNLL (BIO) or COCO."""
+    path = folder / EXPORT_FILES[spec.task]
+    if spec.task == "text-classification":
+        with path.open("w", encoding="utf-8") as handle:
+            for task_id, text, label, uri in rows[["task_id", "text", "label", "source_uri"]].itertuples(index=False):
+                record = {"task_id": int(task_id), "text": text, "label": label, "source_uri": uri}
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    elif spec.task == "image-classification":
+        rows[["source_uri", "label", "task_id", "image_width", "image_height"]].to_csv(path, index=False)
+    elif spec.task == "ner":
+        with path.open("w", encoding="utf-8") as handle:
+            for task_id, text, regions in rows[["task_id", "text", "regions"]].itertuples(index=False):
+                handle.write(f"# task_id = {task_id}\n")
+                handle.write("\n".join(conll_lines(text or "", list(regions or []))) + "\n\n")
+    else:
+        categories = [{"id": i, "name": label} for i, label in enumerate(spec.labels, start=1)]
+        category = {c["name"]: c["id"] for c in categories}
+        images, boxes = [], []
+        for task_id, uri, width, height, regions in rows[
+            ["task_id", "source_uri", "image_width", "image_height", "regions"]
+        ].itertuples(index=False):
+            images.append({"id": int(task_id), "file_name": uri, "width": _plain(width), "height": _plain(height)})
+            for region in regions or []:
+                x, y, w, h = (float(region[k]) for k in ("x", "y", "width", "height"))
+                boxes.append(
+                    {
+                        "id": len(boxes) + 1,
+                        "image_id": int(task_id),
+                        "category_id": category[region["label"]],
+                        "bbox": [x, y, w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                    }
+                )
+        coco = {"info": {"description": spec.name}, "images": images, "annotations": boxes, "categories": categories}
+        path.write_text(json.dumps(coco, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@dataclass
+class BuiltDataset:
+    """A version's files in a local folder, ready to upload, and its content digest."""
+
+    folder: Path
+    files: list[DatasetFile]
+    digest: str
+    rows: pd.DataFrame
+    label_distribution: dict[str, int]
+    sources: int
+
+
+def build_dataset(
+    folder: Path,
+    spec: ProjectSpec,
+    published: pd.DataFrame,
+    annotations: pd.DataFrame,
+    tasks: pd.DataFrame,
+    ledger: pd.DataFrame,
+) -> BuiltDataset:
+    """Write consensus.parquet, annotations.parquet, sources.parquet and the training export into `folder`."""
+    rows = dataset_rows(published, tasks, spec)
+    raw = raw_annotations(annotations, rows["task_id"])
+    sources = source_rows(ledger, rows["task_id"])
+    digest = content_digest(rows, raw, sources, spec)
+    written = {
+        "consensus.parquet": ("consensus", rows),
+        "annotations.parquet": ("annotations", raw),
+        "sources.parquet": ("sources", sources),
+    }
+    for name, (_, frame) in written.items():
+        _write_parquet(frame, folder / name)
+    export = write_training_export(rows, spec, folder)
+    roles = {name: role for name, (role, _) in written.items()} | {export.name: "training-export"}
+    files = [
+        DatasetFile(name, (folder / name).stat().st_size, file_sha256(folder / name), role)
+        for name, role in roles.items()
+    ]
+    if "label" in rows.columns:
+        counts = rows["label"].value_counts()
+    else:
+        counts = pd.Series([r["label"] for regions in rows["regions"] for r in regions]).value_counts()
+    distribution = {label: int(counts.get(label, 0)) for label in spec.labels}
+    return BuiltDataset(folder, files, digest, rows, distribution, len(sources))
+
+
+def manifest(
+    name: str, version: int, built: BuiltDataset, spec: ProjectSpec, lineage: dict[str, Any]
+) -> dict[str, Any]:
+    """The version's manifest: every file with size and SHA-256, content digest, counts and lineage."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "version": version,
+        "digest": built.digest,
+        "task": spec.task,
+        "labels": spec.labels,
+        "rows": len(built.rows),
+        "label_distribution": built.label_distribution,
+        "files": [f.as_dict() for f in built.files],
+        "sources": {
+            "file": "sources.parquet",
+            "count": built.sources,
+            "columns": ["task_id", "bucket", "key", "etag", "size", "sha256"],
+        },
+        "lineage": lineage,
+    }

@@ -1,0 +1,144 @@
+"""Register step: build a validated batch's dataset files and publish them as a new version, if anything changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from integrations.object_store import ObjectStore
+from tasks.dataset import build_dataset, manifest
+from tasks.ingest import retry_if_transient
+from tasks.ledger import IngestLedger
+from tasks.registry import DatasetRegistry, pipeline_revision
+from tasks.spec import ProjectSpec, S3Location
+from tasks.validate import ValidationSummary, publishable
+
+DEFAULT_DATASETS_BUCKET = "labelflow-datasets"
+METRIC_NAME = re.compile(r"[A-Za-z0-9_. /-]+")  # what MLflow accepts in a metric name
+
+
+def spec_document(spec: ProjectSpec) -> tuple[bytes, str]:
+    """The spec as YAML (every default made explicit) and its SHA-256."""
+    text = yaml.safe_dump(spec.model_dump(mode="json"), allow_unicode=True, sort_keys=True).encode("utf-8")
+    return text, hashlib.sha256(text).hexdigest()
+
+
+def dataset_base(spec: ProjectSpec) -> S3Location:
+    """Where the dataset's versions live: `dataset.location`, or s3://labelflow-datasets/<name>."""
+    assert spec.dataset is not None
+    if spec.dataset.location:
+        return S3Location.parse(spec.dataset.location)
+    return S3Location(bucket=DEFAULT_DATASETS_BUCKET, prefix=spec.dataset.name)
+
+
+def _read_ledger(store: ObjectStore, spec: ProjectSpec) -> pd.DataFrame:
+    return IngestLedger(store, spec.state_location).read_all().to_pandas()
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
+def publish_dataset(
+    store: ObjectStore,
+    registry: DatasetRegistry,
+    spec: ProjectSpec,
+    tables: dict[str, pd.DataFrame],
+    batch: dict[str, Any],
+    validation: ValidationSummary,
+) -> dict[str, Any]:
+    """Publish the batch as version N+1 unless its content digest equals the latest version's."""
+    if spec.dataset is None:
+        raise ValueError("the spec has no `dataset` section: nothing to register")
+    if not validation.success:
+        raise ValueError("refusing to publish a batch that failed validation")
+    name = spec.dataset.name
+    published = publishable(tables["consensus"])
+    ledger = _read_ledger(store, spec)
+    with tempfile.TemporaryDirectory(prefix="labelflow-dataset-") as scratch:
+        built = build_dataset(Path(scratch), spec, published, tables["annotations"], tables["tasks"], ledger)
+        summary = {
+            "dataset": name,
+            "rows": len(built.rows),
+            "label_distribution": built.label_distribution,
+            "digest": built.digest,
+        }
+        ready = registry.versions(name)
+        if built.rows.empty:
+            return summary | {"published": False, "reason": "no finished task with an unflagged consensus yet"}
+        if ready and ready[-1].digest == built.digest:
+            latest = ready[-1]
+            return summary | {
+                "published": False,
+                "version": latest.version,
+                "reason": f"content unchanged since version {latest.version} (digest {built.digest[:12]})",
+                "location": latest.location,
+                "mlflow_url": registry.tracking.run_url(latest.experiment_id, latest.run_id),
+            }
+        spec_yaml, spec_sha = spec_document(spec)
+        revision = pipeline_revision()
+        tags = {
+            "labelflow.spec.name": spec.name,
+            "labelflow.spec.sha256": spec_sha,
+            "labelflow.task_type": spec.task,
+            "labelflow.label_studio.project_id": str(batch.get("project_id")),
+            "labelflow.label_studio.url": str(batch.get("label_studio_url")),
+            "labelflow.collection.watermark": str(batch.get("watermark")),
+            "labelflow.collection.batch": str(batch.get("batch_uri")),
+            "labelflow.validation.success": str(validation.success).lower(),
+            "labelflow.validation.result": str(validation.result_uri),
+            "labelflow.validation.docs": str(validation.docs_index),
+            "labelflow.git.revision": revision,
+            "mlflow.source.git.commit": revision,
+        }
+        version = registry.begin(name, built.digest, dataset_base(spec), tags)
+        registry.upload(version, built)
+        lineage = {
+            "spec": {"name": spec.name, "sha256": spec_sha},
+            "label_studio": {
+                "project_id": batch.get("project_id"),
+                "url": batch.get("label_studio_url"),
+                "tasks": int(built.rows["task_id"].nunique()),
+                "watermark": batch.get("watermark"),
+            },
+            "collection_batch": batch.get("batch_uri"),
+            "source_locations": spec.source,
+            "validation": {
+                "success": validation.success,
+                "result": validation.result_uri,
+                "docs": validation.docs_index,
+            },
+            "pipeline_revision": revision,
+        }
+        document = manifest(name, version.version, built, spec, lineage)
+        quality = batch.get("quality", {})
+        metrics = {"rows": float(len(built.rows))}
+        metrics |= {
+            f"rows.{label}": float(n) for label, n in built.label_distribution.items() if METRIC_NAME.fullmatch(label)
+        }
+        for key in ("mean_task_agreement", "krippendorff_alpha", "fleiss_kappa", "mean_confidence"):
+            if isinstance(quality.get(key), int | float):
+                metrics[key] = float(quality[key])
+        artifacts = {
+            "spec.yaml": spec_yaml,
+            "validation.json": json.dumps(validation.as_dict(), indent=2, ensure_ascii=False, default=str).encode(),
+            "label_distribution.json": json.dumps(built.label_distribution, ensure_ascii=False, indent=2).encode(),
+        }
+        params = {
+            "task_type": spec.task,
+            "labels": ",".join(spec.labels)[:500],
+            "aggregation": spec.quality.aggregation,
+        }
+        registry.finish(version, document, built.rows, artifacts, params, metrics)
+    return summary | {
+        "published": True,
+        "version": version.version,
+        "location": version.location,
+        "mlflow_url": registry.tracking.run_url(version.experiment_id, version.run_id),
+    }
