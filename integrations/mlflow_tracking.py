@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ from mlflow.tracking import MlflowClient
 from integrations.settings import MLflowSettings
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def _listed(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 class MLflowError(RuntimeError):
@@ -85,7 +90,18 @@ class MLflowTracking:
         """Record a table as the run's dataset input (`mlflow.log_input`): name, digest, schema, profile, source."""
         import mlflow.data
 
-        dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
+        # MLflow infers an object column's type value by value; typed string columns are read from the dtype.
+        typed = frame.copy()
+        for column in typed.columns:
+            if typed[column].dtype == object:
+                values = typed[column].dropna()
+                nested = values.map(lambda v: not isinstance(v, str)).any() if len(values) else False
+                typed[column] = (
+                    typed[column].map(lambda v: None if v is None else json.dumps(v, default=_listed))
+                    if nested
+                    else typed[column]
+                ).astype("string")
+        dataset = mlflow.data.from_pandas(typed, source=source, name=name, digest=digest)
         entity = DatasetInput(dataset=dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
         self.client.log_inputs(run_id, datasets=[entity])
 

@@ -121,13 +121,21 @@ def source_rows(ledger: pd.DataFrame, task_ids: pd.Series) -> pd.DataFrame:
     return rows[columns].astype({"task_id": "int64", "size": "int64"}).reset_index(drop=True)
 
 
+def has_nested_values(column: pd.Series) -> bool:
+    """True for an object column holding lists, arrays or dicts (which need encoding before hashing)."""
+    if column.dtype != object:
+        return False
+    values = column.dropna()
+    return bool(len(values)) and values.map(lambda v: isinstance(v, list | tuple | dict | np.ndarray)).any()
+
+
 def _frame_digest(frame: pd.DataFrame) -> bytes:
     """Order-sensitive content hash of a table that does not depend on the file format's encoding."""
     digest = hashlib.sha256(json.dumps(list(map(str, frame.columns))).encode())
     if len(frame):
         hashable = frame.copy()
         for column in hashable.columns:
-            if hashable[column].dtype == object:
+            if has_nested_values(hashable[column]):
                 hashable[column] = hashable[column].map(
                     lambda v: json.dumps(_plain(v), sort_keys=True, ensure_ascii=False, default=str)
                 )
