@@ -80,10 +80,6 @@ class ValidationRun:
     outcomes: list[ExpectationOutcome]
     results: dict[str, dict[str, Any]]
 
-    def failures(self) -> list[ExpectationOutcome]:
-        """Outcomes that did not pass."""
-        return [o for o in self.outcomes if not o.success]
-
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):

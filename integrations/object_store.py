@@ -22,6 +22,29 @@ NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "NotFound", "404"}
 TRANSIENT_CODES = {"500", "502", "503", "504", "SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"}
 
 
+CONTENT_TYPES = {
+    ".parquet": "application/vnd.apache.parquet",
+    ".json": "application/json",
+    ".jsonl": "application/x-ndjson; charset=utf-8",
+    ".csv": "text/csv; charset=utf-8",
+    ".conll": "text/plain; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css",
+    ".js": "application/javascript",
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+    ".woff2": "font/woff2",
+    ".otf": "font/otf",
+}
+
+
+def content_type_of(path: Path) -> str:
+    """The Content-Type to store a file under, from its suffix."""
+    return CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+
+
 class ObjectStoreError(RuntimeError):
     """An object-store call failed; the message names the bucket/key and the server's answer."""
 

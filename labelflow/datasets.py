@@ -33,7 +33,7 @@ def pull_dataset(
     number = None if version == "latest" else int(str(version).removeprefix("v"))
     resolved = registry.resolve(name, number)
     folder = out or (cache_dir or default_cache_dir()) / name / f"v{resolved.version}"
-    return registry.pull(name, resolved.version, Path(folder))
+    return registry.pull_version(resolved, Path(folder))
 
 
 def load_dataset(

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from integrations.mlflow_tracking import MLflowTracking
-from integrations.object_store import ObjectStore, ObjectStoreError
+from integrations.object_store import ObjectStore, ObjectStoreError, content_type_of
 from tasks.dataset import MANIFEST, READY_MARKER, BuiltDataset, file_sha256
 from tasks.spec import S3Location
 
@@ -29,13 +29,6 @@ TAG = {
 }
 READY = "ready"
 PUBLISHING = "publishing"
-CONTENT_TYPES = {
-    ".parquet": "application/vnd.apache.parquet",
-    ".json": "application/json",
-    ".jsonl": "application/x-ndjson; charset=utf-8",
-    ".csv": "text/csv; charset=utf-8",
-    ".conll": "text/plain; charset=utf-8",
-}
 
 
 class DatasetNotFound(LookupError):
@@ -201,9 +194,7 @@ class DatasetRegistry:
         for entry in built.files:
             key = folder.join(entry.path)
             local = built.folder / entry.path
-            self.store.upload_file(
-                folder.bucket, key, local, CONTENT_TYPES.get(local.suffix, "application/octet-stream")
-            )
+            self.store.upload_file(folder.bucket, key, local, content_type_of(local))
             self._verify(folder.bucket, key, entry.bytes, entry.sha256)
 
     def _verify(self, bucket: str, key: str, size: int, sha256: str) -> None:
@@ -254,7 +245,11 @@ class DatasetRegistry:
     # --- pulling -------------------------------------------------------------------------------------
     def pull(self, name: str, version: int | None, out_dir: Path) -> PulledDataset:
         """Download one version into `out_dir` and verify every file's SHA-256 against its manifest."""
-        found = self.resolve(name, version)
+        return self.pull_version(self.resolve(name, version), out_dir)
+
+    def pull_version(self, found: DatasetVersion, out_dir: Path) -> PulledDataset:
+        """Download a resolved version into `out_dir` and verify every file's SHA-256 against its manifest."""
+        name = found.name
         folder = found.folder
         where = f"{name}:{found.version} ({found.location})"
         try:

@@ -20,7 +20,7 @@ from integrations.great_expectations import (
     ExpectationOutcome,
     GreatExpectations,
 )
-from integrations.object_store import ObjectStore
+from integrations.object_store import ObjectStore, content_type_of
 from tasks.ingest import retry_if_transient
 from tasks.spec import ProjectSpec, S3Location
 
@@ -268,25 +268,10 @@ def run_validation(
         )
         for path in sorted(p for p in docs.rglob("*") if p.is_file()):
             key = f"{base}/docs/{path.relative_to(docs).as_posix()}"
-            store.put_bytes(state.bucket, key, path.read_bytes(), _content_type(path))
+            store.put_bytes(state.bucket, key, path.read_bytes(), content_type_of(path))
         summary.result_uri = f"s3://{state.bucket}/{base}/result.json"
         summary.docs_uri = f"s3://{state.bucket}/{base}/docs/"
         summary.docs_index = f"s3://{state.bucket}/{base}/docs/index.html"
         return summary
     finally:
         shutil.rmtree(docs, ignore_errors=True)
-
-
-def _content_type(path: Path) -> str:
-    return {
-        ".html": "text/html; charset=utf-8",
-        ".css": "text/css",
-        ".js": "application/javascript",
-        ".json": "application/json",
-        ".png": "image/png",
-        ".gif": "image/gif",
-        ".svg": "image/svg+xml",
-        ".ico": "image/x-icon",
-        ".woff2": "font/woff2",
-        ".otf": "font/otf",
-    }.get(path.suffix.lower(), "application/octet-stream")
