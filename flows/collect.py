@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.utilities.annotations import quote
 
+from flows.locks import stage_lock
 from integrations.great_expectations import GreatExpectations
 from integrations.label_studio import LabelStudioClient
 from integrations.mlflow_tracking import MLflowTracking
@@ -33,6 +34,8 @@ from tasks.registry import DatasetRegistry
 from tasks.spec import ProjectSpec, load_spec
 from tasks.validate import DEFAULT_EXPECTATIONS_DIR, ValidationFailed, ValidationSummary, run_validation
 
+COLLECT_TIMEOUT_SECONDS = 4 * 3600
+
 
 def expectations_dir(spec: ProjectSpec, spec_path: str | None) -> Path:
     """The spec's suite folder (relative to the spec file), or labelflow's own `expectations/`."""
@@ -44,11 +47,30 @@ def expectations_dir(spec: ProjectSpec, spec_path: str | None) -> Path:
     return folder
 
 
-@flow(name="labelflow-collect")
-def collect(spec_path: str, full: bool = False) -> dict[str, Any]:
+@flow(
+    name="labelflow-collect",
+    # No flow retries: tasks retry transient errors, a failed validation must not be retried, and the stage is
+    # idempotent (watermark + content digest), so the next run completes what a failed one did not.
+    timeout_seconds=COLLECT_TIMEOUT_SECONDS,
+    persist_result=True,
+)
+def collect(spec_path: str, full: bool = False, dask_address: str | None = None) -> dict[str, Any]:
     """Collect, judge, validate and register one spec's annotations: the whole stage as subflows."""
     spec = load_spec(spec_path)
-    collected = collect_annotations(spec_path, full=full)
+    with stage_lock("collect", spec):
+        return collect_validate_register(spec, spec_path, full, dask_address)
+
+
+def collect_validate_register(
+    spec: ProjectSpec, spec_path: str, full: bool, dask_address: str | None = None
+) -> dict[str, Any]:
+    """The three subflows in order, under the caller's stage lock; judging runs on Dask when given an address."""
+    collecting = collect_annotations
+    if dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        collecting = collect_annotations.with_options(task_runner=DaskTaskRunner(address=dask_address))
+    collected = collecting(spec_path, full=full)
     validation = validate_batch(spec_path, collected["batch"])
     summary = {**collected, "validation": validation}
     if validation.get("skipped"):
@@ -60,7 +82,7 @@ def collect(spec_path: str, full: bool = False) -> dict[str, Any]:
     return summary
 
 
-@flow(name="labelflow-collect-annotations")
+@flow(name="labelflow-collect-annotations", persist_result=True)
 def collect_annotations(spec_path: str, full: bool = False) -> dict[str, Any]:
     """Collect a spec's new annotations and judge their quality; returns the run summary."""
     return collect_spec(load_spec(spec_path), full=full)
@@ -86,7 +108,9 @@ def collect_spec(
     )
     gold = load_gold(q_store, q_spec)
     tasks, annotations = load_current(q_table)
-    report = judge_annotations(quote(tasks), quote(annotations), q_spec, quote(gold))
+    # The one CPU-heavy step, submitted to the flow's task runner: threads by default, a Dask cluster when the
+    # collect flow is given `dask_address` (its inputs are plain tables, so they travel to remote workers).
+    report = judge_annotations.submit(quote(tasks), quote(annotations), q_spec, quote(gold)).result()
     routes = tasks_to_route(report, spec)
     routed = route_back(q_ls, q_table, quote(routes)) if routes else 0
     run_name = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -120,7 +144,7 @@ def collect_spec(
     }
 
 
-@flow(name="labelflow-validate-batch")
+@flow(name="labelflow-validate-batch", persist_result=True)
 def validate_batch(spec_path: str, batch_uri: str) -> dict[str, Any]:
     """Run the Great Expectations gate on a collected batch; the flow fails when the batch does not pass."""
     spec = load_spec(spec_path)
@@ -148,7 +172,7 @@ def validate_batch(spec_path: str, batch_uri: str) -> dict[str, Any]:
     return summary.as_dict()
 
 
-@flow(name="labelflow-register-dataset")
+@flow(name="labelflow-register-dataset", persist_result=True)
 def register_dataset(spec_path: str, batch_uri: str, validation: dict[str, Any]) -> dict[str, Any]:
     """Publish a validated batch as a new immutable dataset version in MLflow (only when its content changed)."""
     spec = load_spec(spec_path)

@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.utilities.annotations import quote
 
+from flows.locks import stage_lock
 from integrations.label_studio import LabelStudioClient
 from integrations.object_store import ObjectStore
 from integrations.settings import LabelStudioSettings, S3Settings, load_settings
@@ -30,11 +31,21 @@ from tasks.ledger import IngestLedger
 from tasks.prelabel import build_predictor
 from tasks.spec import ProjectSpec, load_spec
 
+INGEST_TIMEOUT_SECONDS = 6 * 3600  # 100k+ objects fit comfortably; a hung run is failed, not left running
 
-@flow(name="labelflow-ingest")
+
+@flow(
+    name="labelflow-ingest",
+    # No flow retries: the tasks retry transient errors themselves, and the stage is idempotent, so the next
+    # scheduled or event-triggered run picks up whatever a failed run left.
+    timeout_seconds=INGEST_TIMEOUT_SECONDS,
+    persist_result=True,
+)
 def ingest(spec_path: str, limit: int | None = None) -> dict[str, Any]:
     """Ingest the new objects of a spec's sources into its Label Studio project; returns the run summary."""
-    return ingest_spec(load_spec(spec_path), limit=limit)
+    spec = load_spec(spec_path)
+    with stage_lock("ingest", spec):
+        return ingest_spec(spec, limit=limit)
 
 
 def ingest_spec(

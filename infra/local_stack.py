@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import ipaddress
 import json
 import os
 import secrets
@@ -49,6 +51,7 @@ class StackConfig(BaseSettings):
     weed_master_port: int = 9333
     weed_volume_port: int = 8480
     weed_filer_port: int = 8888
+    listener_port: int = 8700  # `labelflow worker`'s event listener (object-store and Label Studio webhooks)
     start_timeout_seconds: float = 180.0
 
     @field_validator(
@@ -59,6 +62,7 @@ class StackConfig(BaseSettings):
         "weed_master_port",
         "weed_volume_port",
         "weed_filer_port",
+        "listener_port",
     )
     @classmethod
     def _port_range(cls, value: int) -> int:
@@ -97,24 +101,30 @@ class Credentials:
     label_studio_username: str
     label_studio_password: str
     label_studio_token: str
+    listener_token: str = ""  # bearer token the object store and Label Studio send to the event listener
 
     @classmethod
     def placeholder(cls) -> Credentials:
         """Stand-in values for building service definitions when only names, ports and URLs are needed."""
-        return cls(*(["-"] * 5))
+        return cls(*(["-"] * 6))
 
     @classmethod
     def load_or_create(cls, home: Path) -> Credentials:
         """Read the stack's credentials, creating random ones the first time."""
         path = home / "credentials.json"
         if path.is_file():
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
+            creds = cls(**json.loads(path.read_text(encoding="utf-8")))
+            if not creds.listener_token:  # a stack home from before the event listener existed
+                creds = dataclasses.replace(creds, listener_token=secrets.token_hex(20))
+                path.write_text(json.dumps(creds.__dict__, indent=2), encoding="utf-8")
+            return creds
         creds = cls(
             s3_access_key="labelflow",
             s3_secret_key=secrets.token_hex(20),
             label_studio_username="admin@labelflow.local",
             label_studio_password=secrets.token_urlsafe(12),
             label_studio_token=secrets.token_hex(20),
+            listener_token=secrets.token_hex(20),
         )
         home.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -184,6 +194,59 @@ def _base_env() -> dict[str, str]:
     return env
 
 
+# Label Studio 1.23's default SSRF block list (core/utils/io.py: validate_ip).
+LABEL_STUDIO_DEFAULT_BANNED_SUBNETS = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "233.252.0.0/24",
+    "240.0.0.0/4",
+    "255.255.255.255/32",
+    "::/128",
+    "::1/128",
+    "::ffff:0:0/96",
+    "::ffff:0:0:0/96",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001:0000::/32",
+    "2001:20::/28",
+    "2001:db8::/32",
+    "2002::/16",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+]
+
+
+def banned_subnets_except_loopback_host() -> list[str]:
+    """Label Studio's default block list with 127.0.0.1/32 (and only it) carved out of 127.0.0.0/8."""
+    loopback, host = ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network(f"{LOOPBACK}/32")
+    result: list[str] = []
+    for subnet in LABEL_STUDIO_DEFAULT_BANNED_SUBNETS:
+        if ipaddress.ip_network(subnet) == loopback:
+            result.extend(sorted(str(net) for net in loopback.address_exclude(host)))
+        else:
+            result.append(subnet)
+    return result
+
+
+def listener_url(config: StackConfig) -> str:
+    """Base URL of the event listener that `labelflow worker` runs."""
+    return f"http://{LOOPBACK}:{config.listener_port}"
+
+
 def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
     """The four services in start order, each with its command line and environment."""
     data = config.data_dir
@@ -229,7 +292,17 @@ def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
             "-webdav=false",
             "-admin.ui=false",
         ],
-        env=_base_env(),
+        # The filer posts every create/update/delete to the event listener (`labelflow worker`), which turns new
+        # objects in a spec's sources into debounced ingest runs. Delivery is asynchronous: measured here, writes
+        # go on at full speed while no listener runs (events are then dropped; the ingest schedule catches up).
+        env={
+            **_base_env(),
+            "WEED_NOTIFICATION_WEBHOOK_ENABLED": "true",
+            "WEED_NOTIFICATION_WEBHOOK_ENDPOINT": f"{listener_url(config)}/hooks/seaweedfs",
+            "WEED_NOTIFICATION_WEBHOOK_BEARER_TOKEN": creds.listener_token,
+            "WEED_NOTIFICATION_WEBHOOK_TIMEOUT_SECONDS": "5",
+            "WEED_NOTIFICATION_WEBHOOK_MAX_RETRIES": "2",
+        },
     )
 
     ls_url = f"http://{LOOPBACK}:{config.label_studio_port}"
@@ -251,6 +324,11 @@ def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
             # SSRF protection stays ON. Storages created without an explicit endpoint fall back to this
             # operator-set endpoint, which Label Studio trusts; every user-supplied URL is still checked.
             "S3_ENDPOINT": s3_url,
+            # ... against Label Studio's own list of reserved networks minus exactly 127.0.0.1, so that its webhooks
+            # reach the event listener on this machine; 127.0.0.2-255, private networks, link-local (cloud metadata)
+            # and the rest stay refused.
+            "USE_DEFAULT_BANNED_SUBNETS": "false",
+            "USER_ADDITIONAL_BANNED_SUBNETS": ",".join(banned_subnets_except_loopback_host()),
             "HOME": str(data / "label-studio"),
         }
     )
@@ -332,6 +410,35 @@ def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
     return [weed, label_studio, mlflow, prefect]
 
 
+WORK_POOL = "labelflow"
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+def build_worker_service(config: StackConfig) -> Service:
+    """The optional fifth service: `labelflow worker` (Prefect process worker + event listener)."""
+    url = listener_url(config)
+    env = _base_env()
+    env.update({"LABELFLOW_HOME": str(config.home), "LABELFLOW_PROJECT_DIR": str(PROJECT_DIR)})
+    return Service(
+        name="worker",
+        title="Prefect worker + event listener",
+        url=url,
+        health_url=f"{url}/health",
+        ports={"listener": config.listener_port},
+        command=[
+            _bin("labelflow"),
+            "worker",
+            "--pool",
+            WORK_POOL,
+            "--port",
+            str(config.listener_port),
+            "--project-dir",
+            str(PROJECT_DIR),
+        ],
+        env=env,
+    )
+
+
 def connection_env(config: StackConfig, creds: Credentials) -> dict[str, str]:
     """The connection variables other labelflow commands read when the user exported nothing."""
     return {
@@ -342,6 +449,8 @@ def connection_env(config: StackConfig, creds: Credentials) -> dict[str, str]:
         "LABEL_STUDIO_API_KEY": creds.label_studio_token,
         "MLFLOW_TRACKING_URI": f"http://{LOOPBACK}:{config.mlflow_port}",
         "PREFECT_API_URL": f"http://{LOOPBACK}:{config.prefect_port}/api",
+        "LABELFLOW_LISTENER_URL": listener_url(config),
+        "LABELFLOW_LISTENER_TOKEN": creds.listener_token,
     }
 
 
@@ -528,11 +637,19 @@ class LocalStack:
             time.sleep(0.5)
         return ready
 
-    def up(self, echo: Callable[[str], None] = lambda _: None) -> list[UpReport]:
+    def _services(self, creds: Credentials, with_worker: bool = False) -> list[Service]:
+        """The four servers, plus the worker when asked for or already started."""
+        services = build_services(self.config, creds)
+        if with_worker or self._read_state("worker") is not None:
+            services.append(build_worker_service(self.config))
+        return services
+
+    def up(self, echo: Callable[[str], None] = lambda _: None, with_worker: bool = False) -> list[UpReport]:
         """Start every service that is not running, wait for health, publish the connection file."""
         self.config.home.mkdir(parents=True, exist_ok=True)
         creds = Credentials.load_or_create(self.config.home)
-        services = build_services(self.config, creds)
+        services = self._services(creds, with_worker)
+        servers = [s for s in services if s.name != "worker"]
         running = [s for s in services if self._process(s.name) is not None]
         to_start = [s for s in services if s not in running]
         busy = [
@@ -553,16 +670,23 @@ class LocalStack:
             (self.config.data_dir / sub).mkdir(parents=True, exist_ok=True)
 
         started_at: dict[str, float] = {}
-        for service in to_start:
+        for service in [s for s in to_start if s.name != "worker"]:
             echo(f"starting {service.name} ...")
             started_at[service.name] = time.monotonic()
             self._start(service)
         for service in running:
             started_at[service.name] = time.monotonic()
-        durations = self._wait_healthy(services, started_at)
+        durations = self._wait_healthy(servers, started_at)
 
         self._after_start(creds)
-        self._write_stack_file(creds, services)
+        self._write_stack_file(creds, servers)
+        worker = [s for s in to_start if s.name == "worker"]
+        if worker:  # after the stack file: the worker reads its connection settings from it
+            echo("starting worker ...")
+            started_at["worker"] = time.monotonic()
+            self._start(worker[0])
+        if any(s.name == "worker" for s in services):
+            durations.update(self._wait_healthy([s for s in services if s.name == "worker"], started_at))
         names_started = {s.name for s in to_start}
         return [
             UpReport(
@@ -644,7 +768,7 @@ class LocalStack:
     def down(self) -> dict[str, str]:
         """Stop exactly the processes this stack started; report what happened to each."""
         outcome: dict[str, str] = {}
-        for service in reversed(build_services(self.config, Credentials.placeholder())):
+        for service in reversed(self._services(Credentials.placeholder())):
             proc = self._process(service.name)
             state_file = self._state_path(service.name)
             if proc is None:
@@ -659,7 +783,7 @@ class LocalStack:
     def status(self) -> list[ServiceStatus]:
         """Each service: whether its process runs, whether its health check passes, its URL and log."""
         result = []
-        for service in build_services(self.config, Credentials.placeholder()):
+        for service in self._services(Credentials.placeholder()):
             proc = self._process(service.name)
             if proc is None:
                 running, healthy, detail = False, False, "not running"

@@ -327,6 +327,28 @@ class LabelStudioClient:
             ).content
         )
 
+    def webhooks(self, project_id: int) -> list[dict[str, Any]]:
+        """The project's webhooks."""
+        return self._request("GET", "/api/webhooks/", "list webhooks", params={"project": project_id}).json()
+
+    def ensure_webhook(self, project_id: int, url: str, actions: list[str], headers: dict[str, str]) -> int:
+        """Create (or repair) the project's webhook to `url` for `actions`; returns its id."""
+        body = {
+            "project": project_id,
+            "url": url,
+            "send_payload": True,
+            "send_for_all_actions": False,
+            "headers": headers,
+            "is_active": True,
+            "actions": actions,
+        }
+        for hook in self.webhooks(project_id):
+            if hook.get("url") == url and hook.get("project") == project_id:
+                if sorted(hook.get("actions") or []) != sorted(actions) or hook.get("headers") != headers:
+                    self._request("PATCH", f"/api/webhooks/{hook['id']}/", "update webhook", json=body)
+                return int(hook["id"])
+        return int(self._request("POST", "/api/webhooks/", "create webhook", json=body).json()["id"])
+
     def resolve_uri(self, task_id: int, uri: str) -> httpx.Response:
         """Fetch what Label Studio serves for a storage URI inside a task (follows its presigned redirect)."""
         encoded = base64.urlsafe_b64encode(uri.encode()).decode()

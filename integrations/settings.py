@@ -141,6 +141,21 @@ class PrefectSettings(_ServiceSettings):
         return str(self.api_url).rstrip("/")
 
 
+class ListenerSettings(_ServiceSettings):
+    """labelflow's event listener: the URL webhooks are sent to and the bearer token they must carry."""
+
+    model_config = SettingsConfigDict(env_prefix="LABELFLOW_LISTENER_")
+    service_name: ClassVar[str] = "event listener"
+
+    url: AnyHttpUrl  # as Label Studio and the object store reach it (not necessarily where it binds)
+    token: SecretStr
+
+    @property
+    def base_url(self) -> str:
+        """URL without a trailing slash."""
+        return str(self.url).rstrip("/")
+
+
 SettingsT = TypeVar("SettingsT", bound=_ServiceSettings)
 CONNECTION_SETTINGS: tuple[type[_ServiceSettings], ...] = (
     S3Settings,

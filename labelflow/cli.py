@@ -52,6 +52,9 @@ def up(
     prefect_port: Annotated[
         int | None, typer.Option(help="Prefect port [env LABELFLOW_STACK_PREFECT_PORT; 4200]")
     ] = None,
+    with_worker: Annotated[
+        bool, typer.Option(help="Also start `labelflow worker` (runs deployments, listens for webhooks)")
+    ] = False,
 ) -> None:
     """Start the local stack (SeaweedFS S3, Label Studio, MLflow, Prefect) on 127.0.0.1; idempotent."""
     stack = _stack(
@@ -59,7 +62,7 @@ def up(
     )
     began = time.monotonic()
     try:
-        reports = stack.up(echo=lambda line: console.print(f"[dim]{line}[/dim]"))
+        reports = stack.up(echo=lambda line: console.print(f"[dim]{line}[/dim]"), with_worker=with_worker)
     except StackError as exc:
         err_console.print(f"[bold red]labelflow up failed[/bold red]: {exc}")
         raise typer.Exit(1) from None
@@ -189,10 +192,6 @@ def ingest(
     console.print("seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["seconds"].items()))
     console.print(f"Label Studio project: {summary['label_studio_url']}")
     console.print(f"quarantine report: {summary['quarantine_report']}")
-
-
-if __name__ == "__main__":
-    app()
 
 
 @app.command()
@@ -436,3 +435,112 @@ def simulate(
     console.print(
         f"{result['annotations_created']} annotations created on {result['tasks_with_truth']} tasks with a known truth"
     )
+
+
+@app.command()
+def deploy(
+    spec: Annotated[Path, typer.Argument(help="Labeling project spec (YAML)")],
+    ingest_every: Annotated[str, typer.Option(help="Ingest schedule: 30s, 10m, 2h, 1d or off")] = "10m",
+    collect_every: Annotated[str, typer.Option(help="Collect + validate + register schedule, or off")] = "30m",
+    pipeline_every: Annotated[str, typer.Option(help="Whole-pipeline schedule, or off")] = "off",
+    pool: Annotated[str | None, typer.Option(help="Work pool [default: the one in prefect.yaml]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was registered as JSON")] = False,
+) -> None:
+    """Register this spec's ingest, collect and pipeline deployments (from prefect.yaml) with their schedules."""
+    import httpx
+
+    from infra.local_stack import PROJECT_DIR
+    from labelflow.orchestration import DeployError, deploy_spec, parse_every
+    from tasks.spec import load_spec
+
+    with _reported_failures("deploy", httpx.HTTPError, bad_input=(DeployError,)):
+        project_spec = load_spec(spec)
+        every = {
+            "ingest": parse_every(ingest_every),
+            "collect": parse_every(collect_every),
+            "pipeline": parse_every(pipeline_every),
+        }
+        with prefect_connection() as prefect:
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                deployed = deploy_spec(client, project_spec, spec, every, PROJECT_DIR, pool)
+    ui = prefect.url.removesuffix("/api")
+    if as_json:
+        rows = [
+            {
+                "stage": d.stage,
+                "deployment": d.deployment,
+                "id": str(d.deployment_id),
+                "every_seconds": d.every and d.every.total_seconds(),
+            }
+            for d in deployed
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"deployments for {project_spec.name}")
+    for column in ("stage", "deployment", "schedule", "URL"):
+        table.add_column(column)
+    for d in deployed:
+        table.add_row(
+            d.stage,
+            d.deployment,
+            f"every {d.every}" if d.every else "none",
+            f"{ui}/deployments/deployment/{d.deployment_id}",
+        )
+    console.print(table)
+    console.print(
+        "Runs need a worker: `labelflow worker` (or `labelflow up --with-worker`); it also turns new objects in the "
+        "sources and new annotations into runs. Run one now: "
+        f"`prefect deployment run '{deployed[0].deployment}'`"
+    )
+
+
+@app.command()
+def worker(
+    pool: Annotated[str, typer.Option(help="Work pool to take flow runs from")] = "labelflow",
+    host: Annotated[str, typer.Option(help="Address the event listener binds to")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Event listener port [the stack's 8700]")] = 8700,
+    debounce: Annotated[float, typer.Option(help="Seconds a triggered run waits, gathering more events")] = 15.0,
+    listen: Annotated[bool, typer.Option(help="Run the event listener (webhooks -> runs)")] = True,
+    project_dir: Annotated[Path | None, typer.Option(help="Checkout the flows run from [this one]")] = None,
+) -> None:
+    """Run a Prefect worker for the pool and the event listener that triggers runs from webhooks."""
+    import logging
+
+    from prefect.client.orchestration import get_client
+
+    from infra.local_stack import PROJECT_DIR
+    from integrations.label_studio import LabelStudioClient
+    from integrations.object_store import ObjectStore
+    from integrations.settings import LabelStudioSettings, ListenerSettings, S3Settings, load_settings
+    from labelflow.orchestration import build_listener, ensure_work_pool, serve_until_stopped, start_prefect_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    directory = (project_dir or PROJECT_DIR).resolve()
+    with _reported_failures("worker", OSError), prefect_connection() as prefect, get_client(sync_client=True) as client:
+        ensure_work_pool(client, pool)
+        server, listener = None, None
+        if listen:
+            settings = load_settings(ListenerSettings)
+            listener = build_listener(
+                client,
+                settings.base_url,
+                settings.token.get_secret_value(),
+                ObjectStore(load_settings(S3Settings)),
+                LabelStudioClient(load_settings(LabelStudioSettings)),
+                debounce,
+            )
+            server = listener.server(host, port)  # bind before starting anything: a busy port fails here
+        process = start_prefect_worker(pool, directory, prefect.url)
+        if server is None:
+            raise typer.Exit(process.wait())
+        listener.start()
+        err_console.print(f"labelflow worker: pool {pool}, event listener on http://{host}:{port}/hooks/ ...")
+        code = serve_until_stopped(server, process, listener.stop)
+    raise typer.Exit(code)
+
+
+if __name__ == "__main__":
+    app()

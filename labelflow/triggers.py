@@ -1,0 +1,397 @@
+"""Event-driven runs: object-store and Label Studio webhooks become debounced Prefect deployment runs.
+
+The listener receives
+- `POST /hooks/seaweedfs`: the SeaweedFS filer's webhook notification (the local stack),
+- `POST /hooks/s3`: S3 event notifications as MinIO's webhook target or AWS SNS deliver them (production),
+- `POST /hooks/label-studio`: Label Studio's project webhooks (annotation created / updated / deleted),
+
+maps each event to the deployments `labelflow deploy` registered (new object under a spec's source -> that spec's
+ingest deployment; annotation in a spec's project -> its collect deployment) and creates flow runs through a
+debouncer, so a burst of events becomes a handful of runs. Schedules stay the safety net for lost webhooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote_plus
+from uuid import UUID
+
+logger = logging.getLogger("labelflow.triggers")
+
+INGEST_FLOW = "labelflow-ingest"
+COLLECT_FLOW = "labelflow-collect"
+LABEL_STUDIO_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"]
+# Flow-run states in which a run has not started yet: another event needs no new run while one of these waits.
+NOT_STARTED = {"SCHEDULED", "PENDING"}
+
+
+@dataclass(frozen=True)
+class ObjectEvent:
+    """An object was created or overwritten."""
+
+    bucket: str
+    key: str
+
+
+def parse_seaweedfs_event(payload: dict[str, Any]) -> list[ObjectEvent]:
+    """Files created or updated under /buckets/<bucket>/ (directories, deletes and internal entries ignored)."""
+    if payload.get("event_type") not in {"create", "update", "rename"}:
+        return []
+    entry = (payload.get("message") or {}).get("new_entry") or {}
+    if entry.get("is_directory"):
+        return []
+    path = str(payload.get("key") or "")
+    if payload.get("event_type") == "rename":
+        parent = (payload.get("message") or {}).get("new_parent_path") or ""
+        path = f"{parent.rstrip('/')}/{entry.get('name', '')}"
+    parts = path.split("/", 3)  # "", "buckets", bucket, key
+    if len(parts) < 4 or parts[1] != "buckets" or not parts[3]:
+        return []
+    bucket, key = parts[2], parts[3]
+    if bucket.startswith(".") or key.startswith(".uploads/") or "/.uploads/" in key:
+        return []  # SeaweedFS' own metadata and in-progress multipart parts
+    return [ObjectEvent(bucket, key)]
+
+
+def parse_s3_event(payload: dict[str, Any]) -> list[ObjectEvent]:
+    """ObjectCreated records of an S3 event notification (MinIO webhook, AWS S3 direct or wrapped by SNS)."""
+    if payload.get("Type") == "Notification" and isinstance(payload.get("Message"), str):
+        with contextlib.suppress(json.JSONDecodeError):
+            payload = json.loads(payload["Message"])
+    events = []
+    for record in payload.get("Records") or []:
+        if not str(record.get("eventName", "")).startswith(("ObjectCreated", "s3:ObjectCreated")):
+            continue
+        s3 = record.get("s3") or {}
+        bucket = (s3.get("bucket") or {}).get("name")
+        key = (s3.get("object") or {}).get("key")
+        if bucket and key:
+            events.append(ObjectEvent(bucket, unquote_plus(key)))  # S3 URL-encodes keys in notifications
+    return events
+
+
+def parse_label_studio_event(payload: dict[str, Any]) -> int | None:
+    """The project id of an annotation webhook, or None for other actions."""
+    if payload.get("action") not in LABEL_STUDIO_ACTIONS:
+        return None
+    project = payload.get("project")
+    if isinstance(project, dict) and project.get("id") is not None:
+        return int(project["id"])
+    for item in [payload.get("annotation"), *(payload.get("annotations") or []), payload.get("task")]:
+        if isinstance(item, dict) and item.get("project") is not None:
+            return int(item["project"])
+    return None
+
+
+@dataclass(frozen=True)
+class Route:
+    """One deployment an event can start, and the spec it is for."""
+
+    deployment_id: UUID
+    deployment: str  # "flow/name"
+    spec_path: str
+    project: str
+
+
+@dataclass
+class Routes:
+    """Which deployment each bucket prefix and each Label Studio project starts."""
+
+    sources: list[tuple[str, str, Route]] = field(default_factory=list)  # (bucket, prefix, ingest route)
+    projects: dict[int, Route] = field(default_factory=dict)  # Label Studio project id -> collect route
+
+    def for_object(self, event: ObjectEvent) -> list[Route]:
+        """Ingest routes whose source contains the object (one per spec)."""
+        found = {
+            route.deployment_id: route
+            for bucket, prefix, route in self.sources
+            if bucket == event.bucket and event.key.startswith(prefix)
+        }
+        return list(found.values())
+
+    def for_project(self, project_id: int) -> Route | None:
+        """The collect route of a Label Studio project."""
+        return self.projects.get(project_id)
+
+
+@dataclass
+class _Pending:
+    run_id: UUID
+    due: float  # monotonic time the run is scheduled for
+    absorbed: int = 0
+
+
+class Debouncer:
+    """At most one not-yet-started run per route: the first event schedules a run `window` seconds ahead, and
+    every event until it starts is absorbed into it; an event after it started schedules the next one."""
+
+    def __init__(
+        self,
+        window_seconds: float,
+        submit: Callable[[Route, datetime, str], UUID],
+        run_state: Callable[[UUID], str | None],
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.window = window_seconds
+        self._submit = submit
+        self._run_state = run_state
+        self._clock = clock
+        self._now = now
+        self._pending: dict[UUID, _Pending] = {}
+        self._lock = threading.Lock()
+        self.events = 0
+        self.runs: list[UUID] = []
+
+    def offer(self, route: Route, source: str = "event") -> UUID | None:
+        """Account for one event; returns the id of a run it created, or None when it was absorbed."""
+        with self._lock:
+            self.events += 1
+            pending = self._pending.get(route.deployment_id)
+            if pending is not None:
+                if self._clock() < pending.due:
+                    pending.absorbed += 1
+                    return None
+                # Past its start time: absorb only while the run truly has not started (worker busy or down).
+                if (self._run_state(pending.run_id) or "").upper() in NOT_STARTED:
+                    pending.absorbed += 1
+                    return None
+            run_id = self._submit(route, self._now() + timedelta(seconds=self.window), source)
+            self._pending[route.deployment_id] = _Pending(run_id=run_id, due=self._clock() + self.window)
+            self.runs.append(run_id)
+            return run_id
+
+
+class PrefectRuns:
+    """Creates and inspects flow runs of labelflow's deployments through the Prefect API."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client  # a sync PrefectClient (get_client(sync_client=True)), already entered
+
+    def submit(self, route: Route, when: datetime, source: str) -> UUID:
+        """Schedule one run of the route's deployment at `when`, tagged with what triggered it."""
+        from prefect.states import Scheduled
+
+        run = self.client.create_flow_run_from_deployment(
+            route.deployment_id,
+            state=Scheduled(scheduled_time=when),
+            tags=["labelflow", f"trigger:{source}"],
+        )
+        logger.info("scheduled %s for %s at %s (trigger: %s)", route.deployment, route.project, when, source)
+        return run.id
+
+    def state(self, run_id: UUID) -> str | None:
+        """The run's state type, e.g. SCHEDULED, RUNNING, COMPLETED."""
+        run = self.client.read_flow_run(run_id)
+        return run.state.type.value if run.state else None
+
+    def labelflow_deployments(self) -> list[tuple[UUID, str, str, dict[str, Any]]]:
+        """(id, flow name, deployment name, parameters) of every deployment `labelflow deploy` registered."""
+        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+
+        deployments = self.client.read_deployments(
+            deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=["labelflow", "labelflow:spec"])),
+            limit=200,
+        )
+        flows = {f.id: f.name for f in self.client.read_flows(limit=200)}
+        return [(d.id, flows.get(d.flow_id, "?"), d.name, dict(d.parameters or {})) for d in deployments]
+
+
+def build_routes(
+    deployments: Iterable[tuple[UUID, str, str, dict[str, Any]]],
+    load_spec: Callable[[str], Any],
+    project_id_of: Callable[[Any], int | None],
+) -> Routes:
+    """Routes from the registered deployments: their spec's sources (ingest) and recorded project (collect)."""
+    routes = Routes()
+    for deployment_id, flow_name, name, parameters in deployments:
+        spec_path = parameters.get("spec_path")
+        if flow_name not in {INGEST_FLOW, COLLECT_FLOW} or not spec_path:
+            continue
+        try:
+            spec = load_spec(spec_path)
+        except Exception as exc:  # a spec deleted or broken since it was deployed: skip it, keep the others
+            logger.warning("deployment %s/%s: cannot load %s: %s", flow_name, name, spec_path, exc)
+            continue
+        route = Route(deployment_id, f"{flow_name}/{name}", spec_path, spec.name)
+        if flow_name == INGEST_FLOW:
+            routes.sources.extend((source.bucket, source.prefix, route) for source in spec.sources)
+        else:
+            project_id = project_id_of(spec)
+            if project_id is not None:
+                routes.projects[project_id] = route
+    return routes
+
+
+class EventListener:
+    """Receives webhooks, answers at once, and turns events into debounced runs on a background thread."""
+
+    def __init__(
+        self,
+        token: str,
+        debouncer: Debouncer,
+        load_routes: Callable[[], Routes],
+        refresh_seconds: float = 30.0,
+        on_routes: Callable[[Routes], None] = lambda _: None,
+    ) -> None:
+        self.token = token
+        self.debouncer = debouncer
+        self._load_routes = load_routes
+        self._on_routes = on_routes
+        self.refresh_seconds = refresh_seconds
+        self.routes = Routes()
+        self._routes_at = float("-inf")
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._stop = threading.Event()
+        self.counts: dict[str, int] = {"received": 0, "unrouted": 0, "runs": 0, "errors": 0}
+        self._thread = threading.Thread(target=self._dispatch_loop, name="labelflow-dispatch", daemon=True)
+
+    # --- receiving (HTTP threads) ----------------------------------------------------------------
+    def authorized(self, header: str | None) -> bool:
+        """Bearer token check (also accepts the bare token, as some senders omit the scheme)."""
+        given = (header or "").removeprefix("Bearer ").strip()
+        return bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
+
+    def accept(self, source: str, payload: Any) -> int:
+        """Parse one webhook body and queue its events; returns how many events it carried."""
+        if source == "label-studio":
+            project_id = parse_label_studio_event(payload)
+            items: list[Any] = [project_id] if project_id is not None else []
+        elif source == "seaweedfs":
+            items = parse_seaweedfs_event(payload)
+        elif source == "s3":
+            items = parse_s3_event(payload)
+        else:
+            raise KeyError(source)
+        for item in items:
+            self._queue.put((source, item))
+        self.counts["received"] += len(items)
+        return len(items)
+
+    # --- dispatching (one background thread) -----------------------------------------------------
+    def start(self) -> None:
+        """Load the routes and start dispatching."""
+        self.refresh(force=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop dispatching (queued events are dropped; the schedules catch up)."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait until every queued event is dispatched (for tests and benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def refresh(self, force: bool = False) -> None:
+        """Reload routes from Prefect when stale (or forced); keep the old ones if that fails."""
+        if not force and time.monotonic() - self._routes_at < self.refresh_seconds:
+            return
+        self._routes_at = time.monotonic()
+        try:
+            self.routes = self._load_routes()
+            self._on_routes(self.routes)
+        except Exception as exc:
+            self.counts["errors"] += 1
+            logger.warning("could not refresh routes: %s", exc)
+
+    def _routes_for(self, source: str, item: Any) -> list[Route]:
+        if source == "label-studio":
+            route = self.routes.for_project(item)
+            return [route] if route else []
+        return self.routes.for_object(item)
+
+    def _dispatch_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                source, item = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                self.refresh()
+                continue
+            try:
+                routes = self._routes_for(source, item)
+                if not routes:  # maybe deployed or first ingested a moment ago: look again, at most every 2 s
+                    if time.monotonic() - self._routes_at > 2.0:
+                        self.refresh(force=True)
+                    routes = self._routes_for(source, item)
+                if not routes:
+                    self.counts["unrouted"] += 1
+                for route in routes:
+                    if self.debouncer.offer(route, source) is not None:
+                        self.counts["runs"] += 1
+            except Exception as exc:
+                self.counts["errors"] += 1
+                logger.exception("dispatching %s event failed: %s", source, exc)
+            finally:
+                self._queue.task_done()
+                self.refresh()
+
+    # --- HTTP ------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """What `GET /health` answers."""
+        return {
+            "status": "ok",
+            **self.counts,
+            "queued": self._queue.qsize(),
+            "ingest_routes": len(self.routes.sources),
+            "collect_routes": len(self.routes.projects),
+        }
+
+    def server(self, host: str, port: int) -> ThreadingHTTPServer:
+        """An HTTP server bound to host:port serving the hooks and /health."""
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self, status: HTTPStatus, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") == "/health":
+                    self._reply(HTTPStatus.OK, listener.health())
+                else:
+                    self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+            def do_POST(self) -> None:
+                source = self.path.rstrip("/").removeprefix("/hooks/")
+                if source not in {"seaweedfs", "s3", "label-studio"}:
+                    self._reply(HTTPStatus.NOT_FOUND, {"error": f"unknown hook {self.path}"})
+                    return
+                if not listener.authorized(self.headers.get("Authorization")):
+                    self._reply(HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong bearer token"})
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    payload = json.loads(self.rfile.read(length) or b"{}")
+                except json.JSONDecodeError as exc:
+                    self._reply(HTTPStatus.BAD_REQUEST, {"error": f"body is not JSON: {exc}"})
+                    return
+                if not isinstance(payload, dict):
+                    self._reply(HTTPStatus.BAD_REQUEST, {"error": "body must be a JSON object"})
+                    return
+                self._reply(HTTPStatus.ACCEPTED, {"events": listener.accept(source, payload)})
+
+            def log_message(self, format: str, *args: Any) -> None:
+                logger.debug("%s %s", self.address_string(), format % args)
+
+        server = ThreadingHTTPServer((host, port), Handler)
+        server.daemon_threads = True
+        return server
