@@ -1,4 +1,4 @@
-# The two commands a newcomer needs:  `make demo`  (set up, start the local stack, run the main job)
+# The two commands a newcomer needs:  `make demo`  (set up, start the local stack, run the demo end to end)
 #                                      `make test`  (set up, lint, run every test against the real local stack)
 # Everything is installed into this checkout: uv (if not already on PATH) into .tools/, the locked
 # environment into .venv/, Label Studio's own environment into .labelflow/venvs/ on first `labelflow up`.
@@ -21,8 +21,7 @@ setup: $(if $(filter .tools/bin/uv,$(UV)),.tools/bin/uv)
 	$(UV) sync --frozen
 
 demo: setup
-	$(UV) run labelflow up
-	$(UV) run labelflow smoke
+	$(UV) run labelflow demo
 
 test: setup
 	$(UV) run ruff check .

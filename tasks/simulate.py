@@ -6,6 +6,7 @@ import random
 import re
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,6 +157,7 @@ def run(
     limit: int | None = None,
     seed: int = 0,
     workers: int = 4,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Have the simulated annotators annotate the project's tasks through the API; returns what was done."""
     if spec.task not in CLASSIFICATION:
@@ -187,9 +189,13 @@ def run(
     if limit is not None:
         work.items = work.items[:limit]
 
+    done = iter(range(1, len(work.items) + 1))  # next() on a range iterator is atomic under the GIL
+
     def annotate(item: tuple[int, SimulatedAnnotator, str, float]) -> None:
         task_id, annotator, label, lead = item
         ls.create_annotation(task_id, classification_result(from_name, to_name, label), user_ids[annotator.email], lead)
+        if progress is not None:
+            progress(next(done), len(work.items))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(annotate, work.items))
