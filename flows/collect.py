@@ -110,7 +110,8 @@ def collect_spec(
     tasks, annotations = load_current(q_table)
     # The one CPU-heavy step, submitted to the flow's task runner: threads by default, a Dask cluster when the
     # collect flow is given `dask_address` (its inputs are plain tables, so they travel to remote workers).
-    report = judge_annotations.submit(quote(tasks), quote(annotations), q_spec, quote(gold)).result()
+    # Unquoted: Dask serializes Prefect's `quote` wrapper as a bare tuple; DataFrames are not walked anyway.
+    report = judge_annotations.submit(tasks, annotations, spec, gold).result()
     routes = tasks_to_route(report, spec)
     routed = route_back(q_ls, q_table, quote(routes)) if routes else 0
     run_name = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")

@@ -780,6 +780,19 @@ class LocalStack:
         (self.config.home / STACK_FILE_NAME).unlink(missing_ok=True)
         return outcome
 
+    def running(self, name: str) -> bool:
+        """Whether this stack's process for `name` is alive."""
+        return self._process(name) is not None
+
+    def stop(self, name: str) -> str:
+        """Stop one service this stack started (e.g. the worker); the others keep running."""
+        proc = self._process(name)
+        self._state_path(name).unlink(missing_ok=True)
+        if proc is None:
+            return "not running"
+        _stop_process_tree(proc)
+        return "stopped"
+
     def status(self) -> list[ServiceStatus]:
         """Each service: whether its process runs, whether its health check passes, its URL and log."""
         result = []

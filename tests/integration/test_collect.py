@@ -210,3 +210,33 @@ def test_annotation_outside_the_label_set_is_kept_and_flagged(
     row = rows.set_index("annotation_id").loc[annotation_id]
     assert row["label"] == "sarcastic" and "not in the spec's label set" in row["problem"]
     assert summary["quality"]["invalid_annotations"] == 1 and summary["quality"]["flagged_tasks"] == 1
+
+
+def test_collect_flow_with_a_dask_task_runner_on_a_local_cluster(
+    object_store: ObjectStore, label_studio: LabelStudioClient, prefect_api: str, tmp_path: Path, unique_name: str
+) -> None:
+    """The judging step runs on a Dask worker process; the result equals the thread runner's."""
+    from distributed import Client, LocalCluster, get_task_stream
+
+    from flows.collect import collect as collect_flow
+
+    path, spec = make_project(object_store, tmp_path, unique_name, 12, dataset={"name": unique_name})
+    summary = collect(path)
+    run(label_studio, spec, project_id_of(summary), build_annotators([1.0, 0.9, 0.8], 0), None, None, None, None, 1)
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+        get_task_stream(client) as stream,
+    ):
+        result = collect_flow(str(path), dask_address=cluster.scheduler_address)
+        worker_addresses = set(client.scheduler_info()["workers"])
+    ran_on_dask = [t for t in stream.data if str(t["key"]).startswith("judge_annotations")]
+    assert ran_on_dask, [t["key"] for t in stream.data]
+    assert {t["worker"] for t in ran_on_dask} <= worker_addresses
+    assert result["dataset"]["published"] and result["dataset"]["rows"] == 12
+    assert result["quality"]["finished_tasks"] == 12
+    # The thread runner judges the same annotations the same way (no new version: same content digest).
+    again = collect_flow(str(path))
+    assert again["dataset"]["published"] is False and again["dataset"]["version"] == 1
+    assert again["quality"]["mean_task_agreement"] == pytest.approx(result["quality"]["mean_task_agreement"])

@@ -1,0 +1,178 @@
+"""Webhook parsing, routing and debouncing (pure logic: a fake clock, no server)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+
+from infra.local_stack import banned_subnets_except_loopback_host
+from labelflow.orchestration import STAGES, DeployError, parse_every, read_templates
+from labelflow.triggers import (
+    Debouncer,
+    ObjectEvent,
+    Route,
+    build_routes,
+    parse_label_studio_event,
+    parse_s3_event,
+    parse_seaweedfs_event,
+)
+from tasks.spec import parse_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def seaweed(event_type: str, key: str, directory: bool = False) -> dict:
+    entry = {"name": key.rsplit("/", 1)[-1], "is_directory": directory} if directory else {"name": key}
+    return {"event_type": event_type, "key": key, "message": {"new_entry": entry}}
+
+
+def test_seaweedfs_events_keep_only_new_files_in_buckets() -> None:
+    assert parse_seaweedfs_event(seaweed("create", "/buckets/raw/a/中文 x.txt")) == [ObjectEvent("raw", "a/中文 x.txt")]
+    assert parse_seaweedfs_event(seaweed("update", "/buckets/raw/b.png")) == [ObjectEvent("raw", "b.png")]
+    assert parse_seaweedfs_event(seaweed("create", "/buckets/raw/a", directory=True)) == []
+    assert parse_seaweedfs_event({"event_type": "delete", "key": "/buckets/raw/a.txt", "message": {}}) == []
+    assert parse_seaweedfs_event(seaweed("create", "/buckets/.system/owners/admin")) == []
+    assert parse_seaweedfs_event(seaweed("create", "/buckets/raw/.uploads/x/0001.part")) == []
+    assert parse_seaweedfs_event(seaweed("create", "/topics/x")) == []
+
+
+def test_s3_events_from_minio_and_sns() -> None:
+    record = {
+        "eventName": "s3:ObjectCreated:Put",
+        "s3": {"bucket": {"name": "raw"}, "object": {"key": "a/b+c%E4%B8%AD.txt"}},
+    }
+    removed = {"eventName": "s3:ObjectRemoved:Delete", "s3": {"bucket": {"name": "raw"}, "object": {"key": "x"}}}
+    assert parse_s3_event({"Records": [record, removed]}) == [ObjectEvent("raw", "a/b c中.txt")]
+    aws = {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "raw"}, "object": {"key": "k.png"}}}
+    sns = {"Type": "Notification", "Message": json.dumps({"Records": [aws]})}
+    assert parse_s3_event(sns) == [ObjectEvent("raw", "k.png")]
+    assert parse_s3_event({"Type": "SubscriptionConfirmation", "SubscribeURL": "https://sns"}) == []
+
+
+def test_label_studio_events_name_the_project() -> None:
+    assert parse_label_studio_event({"action": "ANNOTATION_CREATED", "project": {"id": 7}, "annotation": {}}) == 7
+    assert parse_label_studio_event({"action": "ANNOTATION_UPDATED", "task": {"project": 9}}) == 9
+    assert parse_label_studio_event({"action": "ANNOTATIONS_DELETED", "annotations": [{"project": 3}]}) == 3
+    assert parse_label_studio_event({"action": "TASKS_CREATED", "project": {"id": 7}}) is None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make_debouncer(window: float, states: dict[UUID, str]) -> tuple[Debouncer, FakeClock, list[tuple]]:
+    clock = FakeClock()
+    submitted: list[tuple] = []
+
+    def submit(route: Route, when: datetime, source: str) -> UUID:
+        run_id = uuid4()
+        submitted.append((route.project, when, source, run_id))
+        states[run_id] = "SCHEDULED"
+        return run_id
+
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    debouncer = Debouncer(window, submit, states.get, clock=clock, now=lambda: base + timedelta(seconds=clock.t))
+    return debouncer, clock, submitted
+
+
+def route(name: str) -> Route:
+    return Route(uuid4(), f"labelflow-ingest/{name}", f"/specs/{name}.yaml", name)
+
+
+def test_a_burst_of_10000_events_becomes_a_handful_of_runs() -> None:
+    states: dict[UUID, str] = {}
+    debouncer, clock, submitted = make_debouncer(15.0, states)
+    reviews = route("reviews")
+    for i in range(10_000):  # 400 uploads a second for 25 s; each run starts (RUNNING) when it is due
+        clock.t = 1000.0 + i / 400
+        for _project, when, _, run_id in submitted:
+            if datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=clock.t) >= when:
+                states[run_id] = "RUNNING"
+        debouncer.offer(reviews, "seaweedfs")
+    assert debouncer.events == 10_000
+    assert len(submitted) == 2  # t=0 (due at 15 s) and t=15 s (due at 30 s)
+    assert submitted[0][1] == datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=1015)
+
+
+def test_no_pile_up_while_the_worker_is_down_and_projects_are_independent() -> None:
+    states: dict[UUID, str] = {}
+    debouncer, clock, submitted = make_debouncer(10.0, states)
+    a, b = route("a"), route("b")
+    assert debouncer.offer(a) is not None
+    assert debouncer.offer(b) is not None  # another project gets its own run at once
+    clock.t += 3600  # an hour later the first run still waits for a worker: events join it
+    assert debouncer.offer(a) is None
+    first = submitted[0][3]
+    states[first] = "COMPLETED"
+    assert debouncer.offer(a) is not None  # once it ran, the next event schedules the next run
+    assert len(submitted) == 3
+
+
+def test_routes_from_deployments() -> None:
+    spec = parse_spec(
+        {
+            "name": "Reviews",
+            "source": ["s3://raw/reviews/", "s3://raw2/"],
+            "task": "text-classification",
+            "labels": ["a", "b"],
+        }
+    )
+    ingest_id, collect_id, pipeline_id = uuid4(), uuid4(), uuid4()
+    deployments = [
+        (ingest_id, "labelflow-ingest", spec.slug, {"spec_path": "/s.yaml"}),
+        (collect_id, "labelflow-collect", spec.slug, {"spec_path": "/s.yaml"}),
+        (pipeline_id, "labelflow-pipeline", spec.slug, {"spec_path": "/s.yaml"}),
+        (uuid4(), "labelflow-ingest", "broken", {"spec_path": "/missing.yaml"}),
+    ]
+
+    def load(path: str):
+        if path == "/missing.yaml":
+            raise FileNotFoundError(path)
+        return spec
+
+    routes = build_routes(deployments, load, lambda s: 42)
+    assert [r.deployment_id for r in routes.for_object(ObjectEvent("raw", "reviews/1.txt"))] == [ingest_id]
+    assert [r.deployment_id for r in routes.for_object(ObjectEvent("raw2", "x/1.txt"))] == [ingest_id]
+    assert routes.for_object(ObjectEvent("raw", "other/1.txt")) == []
+    assert routes.for_project(42).deployment_id == collect_id
+    assert routes.for_project(41) is None
+
+
+def test_parse_every() -> None:
+    assert parse_every("10m") == timedelta(minutes=10)
+    assert parse_every("30s") == timedelta(seconds=30)
+    assert parse_every("2h") == timedelta(hours=2)
+    assert parse_every("off") is None
+    for bad in ("10", "5 minutes", "0m", "-1h"):
+        with pytest.raises(DeployError):
+            parse_every(bad)
+
+
+def test_prefect_yaml_declares_every_stage() -> None:
+    templates = read_templates(ROOT / "prefect.yaml")
+    assert set(STAGES) <= set(templates)
+    for stage in STAGES:
+        module, func = templates[stage].entrypoint.split(":")
+        assert (ROOT / module).is_file()
+        assert f"def {func}(" in (ROOT / module).read_text()
+        assert templates[stage].work_pool == "labelflow"
+
+
+def test_label_studio_may_reach_only_127_0_0_1() -> None:
+    banned = [ipaddress.ip_network(n) for n in banned_subnets_except_loopback_host()]
+
+    def blocked(ip: str) -> bool:
+        return any(ipaddress.ip_address(ip) in net for net in banned)
+
+    assert not blocked("127.0.0.1")
+    for ip in ("127.0.0.2", "127.255.255.255", "10.0.0.1", "169.254.169.254", "192.168.1.1", "::1"):
+        assert blocked(ip), ip
