@@ -301,7 +301,11 @@ def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
             "WEED_NOTIFICATION_WEBHOOK_ENDPOINT": f"{listener_url(config)}/hooks/seaweedfs",
             "WEED_NOTIFICATION_WEBHOOK_BEARER_TOKEN": creds.listener_token,
             "WEED_NOTIFICATION_WEBHOOK_TIMEOUT_SECONDS": "5",
-            "WEED_NOTIFICATION_WEBHOOK_MAX_RETRIES": "2",
+            # No retries: with the listener down, retries with back-off built a backlog (measured: events of a
+            # 400-object upload still queued minutes later, delaying the events that came after the listener
+            # started). An undelivered event is cheap to lose: the ingest schedule picks its object up.
+            "WEED_NOTIFICATION_WEBHOOK_MAX_RETRIES": "0",
+            "WEED_NOTIFICATION_WEBHOOK_WORKERS": "8",
         },
     )
 
