@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra.local_stack import LocalStack, StackConfig, StackError
+from infra.local_stack import WORK_POOL, LocalStack, StackConfig, StackError
 from integrations.settings import SettingsError
 from labelflow.runtime import prefect_connection
 
@@ -498,7 +498,7 @@ def deploy(
 
 @app.command()
 def worker(
-    pool: Annotated[str, typer.Option(help="Work pool to take flow runs from")] = "labelflow",
+    pool: Annotated[str, typer.Option(help="Work pool to take flow runs from")] = WORK_POOL,
     host: Annotated[str, typer.Option(help="Address the event listener binds to")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Event listener port [the stack's 8700]")] = 8700,
     debounce: Annotated[float, typer.Option(help="Seconds a triggered run waits, gathering more events")] = 15.0,

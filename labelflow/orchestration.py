@@ -19,12 +19,12 @@ from uuid import UUID
 
 import yaml
 
+from infra.local_stack import WORK_POOL
 from tasks.spec import ProjectSpec
 
 logger = logging.getLogger("labelflow.orchestration")
 
 STAGES = ("ingest", "collect", "pipeline")  # deployment names in prefect.yaml that `labelflow deploy` copies
-DEFAULT_POOL = "labelflow"
 _EVERY = re.compile(r"^(\d+)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -68,7 +68,7 @@ def read_templates(prefect_yaml: Path) -> dict[str, DeploymentTemplate]:
                 entrypoint=entry["entrypoint"],
                 description=entry.get("description", ""),
                 tags=list(entry.get("tags") or []),
-                work_pool=(entry.get("work_pool") or {}).get("name") or DEFAULT_POOL,
+                work_pool=(entry.get("work_pool") or {}).get("name") or WORK_POOL,
             )
         except (KeyError, TypeError) as exc:
             raise DeployError(f"{prefect_yaml}: a deployment lacks {exc}") from None
@@ -121,10 +121,11 @@ def deploy_spec(
     templates = read_templates(project_dir / "prefect.yaml")
     spec_path = spec_path.resolve()
     result = []
+    for work_pool in {pool or templates[stage].work_pool for stage in STAGES}:
+        ensure_work_pool(client, work_pool)
     for stage in STAGES:
         template = templates[stage]
         work_pool = pool or template.work_pool
-        ensure_work_pool(client, work_pool)
         file_part, func = template.entrypoint.rsplit(":", 1)
         absolute_entrypoint = f"{project_dir / file_part}:{func}"
         flow_name = load_flow_arguments_from_entrypoint(absolute_entrypoint, arguments={"name"}).get("name")
@@ -160,7 +161,7 @@ def worker_environment(project_dir: Path) -> dict[str, str]:
     from labelflow.runtime import TELEMETRY_OFF
 
     env = {**os.environ, **TELEMETRY_OFF, "LABELFLOW_PROJECT_DIR": str(project_dir)}
-    env.setdefault("LABELFLOW_HOME", str(Path(env.get("LABELFLOW_HOME") or project_dir / ".labelflow").resolve()))
+    env.setdefault("LABELFLOW_HOME", str((project_dir / ".labelflow").resolve()))
     return env
 
 

@@ -153,7 +153,6 @@ class Debouncer:
         self._pending: dict[UUID, _Pending] = {}
         self._lock = threading.Lock()
         self.events = 0
-        self.runs: list[UUID] = []
 
     def offer(self, route: Route, source: str = "event") -> UUID | None:
         """Account for one event; returns the id of a run it created, or None when it was absorbed."""
@@ -170,7 +169,6 @@ class Debouncer:
                     return None
             run_id = self._submit(route, self._now() + timedelta(seconds=self.window), source)
             self._pending[route.deployment_id] = _Pending(run_id=run_id, due=self._clock() + self.window)
-            self.runs.append(run_id)
             return run_id
 
 
@@ -199,14 +197,21 @@ class PrefectRuns:
 
     def labelflow_deployments(self) -> list[tuple[UUID, str, str, dict[str, Any]]]:
         """(id, flow name, deployment name, parameters) of every deployment `labelflow deploy` registered."""
-        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags, FlowFilter, FlowFilterName
 
-        deployments = self.client.read_deployments(
-            deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=["labelflow", "labelflow:spec"])),
-            limit=200,
-        )
-        flows = {f.id: f.name for f in self.client.read_flows(limit=200)}
-        return [(d.id, flows.get(d.flow_id, "?"), d.name, dict(d.parameters or {})) for d in deployments]
+        # Only the two flows events can start, by name: a server with many flows must not push them out of a page.
+        flow_filter = FlowFilter(name=FlowFilterName(any_=[INGEST_FLOW, COLLECT_FLOW]))
+        flows = {f.id: f.name for f in self.client.read_flows(flow_filter=flow_filter)}
+        tags = DeploymentFilter(tags=DeploymentFilterTags(all_=["labelflow", "labelflow:spec"]))
+        found, page = [], 200  # the API's largest page
+        while True:
+            batch = self.client.read_deployments(
+                flow_filter=flow_filter, deployment_filter=tags, limit=page, offset=len(found)
+            )
+            found.extend(batch)
+            if len(batch) < page:
+                break
+        return [(d.id, flows.get(d.flow_id, "?"), d.name, dict(d.parameters or {})) for d in found]
 
 
 def build_routes(
@@ -290,12 +295,6 @@ class EventListener:
         """Stop dispatching (queued events are dropped; the schedules catch up)."""
         self._stop.set()
         self._thread.join(timeout=10)
-
-    def drain(self, timeout: float = 10.0) -> None:
-        """Wait until every queued event is dispatched (for tests and benchmarks)."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.05)
 
     def refresh(self, force: bool = False) -> None:
         """Reload routes from Prefect when stale (or forced); keep the old ones if that fails."""
