@@ -51,7 +51,8 @@ class StackConfig(BaseSettings):
     weed_master_port: int = 9333
     weed_volume_port: int = 8480
     weed_filer_port: int = 8888
-    listener_port: int = 8700  # `labelflow worker`'s event listener (object-store and Label Studio webhooks)
+    listener_port: int = 8700  # the event listener (`labelflow listen`: object-store and Label Studio webhooks)
+    worker_health_port: int = 8701  # health check of `labelflow worker` (`labelflow up --with-worker`)
     start_timeout_seconds: float = 180.0
 
     @field_validator(
@@ -63,6 +64,7 @@ class StackConfig(BaseSettings):
         "weed_volume_port",
         "weed_filer_port",
         "listener_port",
+        "worker_health_port",
     )
     @classmethod
     def _port_range(cls, value: int) -> int:
@@ -243,12 +245,12 @@ def banned_subnets_except_loopback_host() -> list[str]:
 
 
 def listener_url(config: StackConfig) -> str:
-    """Base URL of the event listener that `labelflow worker` runs."""
+    """Base URL of the stack's event listener (`labelflow listen`)."""
     return f"http://{LOOPBACK}:{config.listener_port}"
 
 
 def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
-    """The four services in start order, each with its command line and environment."""
+    """The five services in start order (the event listener first), each with its command line and environment."""
     data = config.data_dir
     s3_url = f"http://{LOOPBACK}:{config.s3_port}"
     s3_config = config.home / "seaweedfs-s3.json"
@@ -292,20 +294,25 @@ def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
             "-webdav=false",
             "-admin.ui=false",
         ],
-        # The filer posts every create/update/delete to the event listener (`labelflow worker`), which turns new
-        # objects in a spec's sources into debounced ingest runs. Delivery is asynchronous: measured here, writes
-        # go on at full speed while no listener runs (events are then dropped; the ingest schedule catches up).
+        # The filer posts new and changed objects under /buckets/ to the event listener, which turns those in a
+        # spec's sources into debounced ingest runs. Delivery is asynchronous, so writes never wait for it, but it
+        # is serial (one event at a time until it succeeds or fails for good) and SeaweedFS reads a retry count
+        # of 0 as "the default, 3" (3 + 6 + 12 s of back-off per event). With no listener running, a few hundred
+        # uploads queued for hours ahead of every later event. Hence: the listener is a stack service that runs
+        # whenever SeaweedFS does, one retry after 1 s, and only the events the listener uses. A lost event is
+        # cheap: the ingest schedule picks its object up.
         env={
             **_base_env(),
             "WEED_NOTIFICATION_WEBHOOK_ENABLED": "true",
             "WEED_NOTIFICATION_WEBHOOK_ENDPOINT": f"{listener_url(config)}/hooks/seaweedfs",
             "WEED_NOTIFICATION_WEBHOOK_BEARER_TOKEN": creds.listener_token,
             "WEED_NOTIFICATION_WEBHOOK_TIMEOUT_SECONDS": "5",
-            # No retries: with the listener down, retries with back-off built a backlog (measured: events of a
-            # 400-object upload still queued minutes later, delaying the events that came after the listener
-            # started). An undelivered event is cheap to lose: the ingest schedule picks its object up.
-            "WEED_NOTIFICATION_WEBHOOK_MAX_RETRIES": "0",
-            "WEED_NOTIFICATION_WEBHOOK_WORKERS": "8",
+            "WEED_NOTIFICATION_WEBHOOK_MAX_RETRIES": "1",
+            "WEED_NOTIFICATION_WEBHOOK_BACKOFF_SECONDS": "1",
+            "WEED_NOTIFICATION_WEBHOOK_MAX_BACKOFF_SECONDS": "1",
+            # Lists are whitespace-separated in SeaweedFS's environment configuration.
+            "WEED_NOTIFICATION_WEBHOOK_EVENT_TYPES": "create update rename",
+            "WEED_NOTIFICATION_WEBHOOK_PATH_PREFIXES": "/buckets/",
         },
     )
 
@@ -411,31 +418,48 @@ def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
         env=prefect_env,
         healthy_when=lambda r: r.status_code == 200 and r.text.strip() == "true",
     )
-    return [weed, label_studio, mlflow, prefect]
+    return [build_listener_service(config, creds), weed, label_studio, mlflow, prefect]
 
 
 WORK_POOL = "labelflow"
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
-def build_worker_service(config: StackConfig) -> Service:
-    """The optional fifth service: `labelflow worker` (Prefect process worker + event listener)."""
+def build_listener_service(config: StackConfig, creds: Credentials) -> Service:
+    """`labelflow listen`: webhooks from the filer and Label Studio -> debounced runs; up whenever SeaweedFS is."""
     url = listener_url(config)
+    env = _base_env()
+    env.update(connection_env(config, creds))  # its own settings: it may start before the stack file exists
+    env["LABELFLOW_HOME"] = str(config.home)
+    return Service(
+        name="listener",
+        title="Event listener (webhooks -> runs)",
+        url=url,
+        health_url=f"{url}/health",
+        ports={"http": config.listener_port},
+        command=[_bin("labelflow"), "listen", "--port", str(config.listener_port)],
+        env=env,
+    )
+
+
+def build_worker_service(config: StackConfig) -> Service:
+    """The optional sixth service: `labelflow worker`, a Prefect process worker for the stack's work pool."""
+    url = f"http://{LOOPBACK}:{config.worker_health_port}"
     env = _base_env()
     env.update({"LABELFLOW_HOME": str(config.home), "LABELFLOW_PROJECT_DIR": str(PROJECT_DIR)})
     return Service(
         name="worker",
-        title="Prefect worker + event listener",
+        title="Prefect worker",
         url=url,
         health_url=f"{url}/health",
-        ports={"listener": config.listener_port},
+        ports={"health": config.worker_health_port},
         command=[
             _bin("labelflow"),
             "worker",
             "--pool",
             WORK_POOL,
-            "--port",
-            str(config.listener_port),
+            "--health-port",
+            str(config.worker_health_port),
             "--project-dir",
             str(PROJECT_DIR),
         ],
@@ -642,7 +666,7 @@ class LocalStack:
         return ready
 
     def _services(self, creds: Credentials, with_worker: bool = False) -> list[Service]:
-        """The four servers, plus the worker when asked for or already started."""
+        """The listener and the four servers, plus the worker when asked for or already started."""
         services = build_services(self.config, creds)
         if with_worker or self._read_state("worker") is not None:
             services.append(build_worker_service(self.config))

@@ -53,10 +53,10 @@ def up(
         int | None, typer.Option(help="Prefect port [env LABELFLOW_STACK_PREFECT_PORT; 4200]")
     ] = None,
     with_worker: Annotated[
-        bool, typer.Option(help="Also start `labelflow worker` (runs deployments, listens for webhooks)")
+        bool, typer.Option(help="Also start `labelflow worker` (runs the deployments' flow runs)")
     ] = False,
 ) -> None:
-    """Start the local stack (SeaweedFS S3, Label Studio, MLflow, Prefect) on 127.0.0.1; idempotent."""
+    """Start the local stack (event listener, SeaweedFS S3, Label Studio, MLflow, Prefect) on 127.0.0.1; idempotent."""
     stack = _stack(
         home, s3_port=s3_port, label_studio_port=label_studio_port, mlflow_port=mlflow_port, prefect_port=prefect_port
     )
@@ -490,8 +490,8 @@ def deploy(
         )
     console.print(table)
     console.print(
-        "Runs need a worker: `labelflow worker` (or `labelflow up --with-worker`); it also turns new objects in the "
-        "sources and new annotations into runs. Run one now: "
+        "Runs need a worker: `labelflow worker` (or `labelflow up --with-worker`). The event listener (`labelflow "
+        "listen`, part of the local stack) turns new objects in the sources and new annotations into runs. Run one now: "
         f"`prefect deployment run '{deployed[0].deployment}'`"
     )
 
@@ -499,47 +499,63 @@ def deploy(
 @app.command()
 def worker(
     pool: Annotated[str, typer.Option(help="Work pool to take flow runs from")] = WORK_POOL,
-    host: Annotated[str, typer.Option(help="Address the event listener binds to")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Event listener port [the stack's 8700]")] = 8700,
-    debounce: Annotated[float, typer.Option(help="Seconds a triggered run waits, gathering more events")] = 15.0,
-    listen: Annotated[bool, typer.Option(help="Run the event listener (webhooks -> runs)")] = True,
+    health_port: Annotated[
+        int | None, typer.Option(help="Serve Prefect's worker health check on 127.0.0.1:PORT/health [off]")
+    ] = None,
     project_dir: Annotated[Path | None, typer.Option(help="Checkout the flows run from [this one]")] = None,
 ) -> None:
-    """Run a Prefect worker for the pool and the event listener that triggers runs from webhooks."""
-    import logging
+    """Run a Prefect process worker for the pool (creating the pool if needed); flows run from the checkout."""
+    import os
 
     from prefect.client.orchestration import get_client
 
     from infra.local_stack import PROJECT_DIR
-    from integrations.label_studio import LabelStudioClient
-    from integrations.object_store import ObjectStore
-    from integrations.settings import LabelStudioSettings, ListenerSettings, S3Settings, load_settings
-    from labelflow.orchestration import build_listener, ensure_work_pool, serve_until_stopped, start_prefect_worker
+    from labelflow.orchestration import ensure_work_pool, prefect_worker_command, worker_environment
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     directory = (project_dir or PROJECT_DIR).resolve()
     with _reported_failures("worker", OSError), prefect_connection() as prefect, get_client(sync_client=True) as client:
         ensure_work_pool(client, pool)
-        server, listener = None, None
-        if listen:
-            settings = load_settings(ListenerSettings)
-            listener = build_listener(
-                client,
-                settings.base_url,
-                settings.token.get_secret_value(),
-                ObjectStore(load_settings(S3Settings)),
-                LabelStudioClient(load_settings(LabelStudioSettings)),
-                debounce,
-            )
-            server = listener.server(host, port)  # bind before starting anything: a busy port fails here
-        process = start_prefect_worker(pool, directory, prefect.url)
-        if server is None:
-            raise typer.Exit(process.wait())
-        listener.start()
-        err_console.print(f"labelflow worker: pool {pool}, event listener on http://{host}:{port}/hooks/ ...")
-        code = serve_until_stopped(server, process, listener.stop)
-    raise typer.Exit(code)
+    env = worker_environment(directory) | {"PREFECT_API_URL": prefect.url}
+    if health_port:
+        env |= {"PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1", "PREFECT_WORKER_WEBSERVER_PORT": str(health_port)}
+    command = prefect_worker_command(pool, health_port)
+    err_console.print(f"labelflow worker: pool {pool}, flows from {directory}")
+    os.chdir(directory)
+    os.execve(command[0], command, env)  # the worker replaces this process: signals and exit code are its own
+
+
+@app.command()
+def listen(
+    host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 in a container)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port [the stack's 8700]")] = 8700,
+    debounce: Annotated[float, typer.Option(help="Seconds a triggered run waits, gathering more events")] = 15.0,
+) -> None:
+    """Turn object-store and Label Studio webhooks into debounced ingest and collect runs of deployed specs."""
+    import logging
+
+    from prefect.client.orchestration import get_client
+
+    from integrations.label_studio import LabelStudioClient
+    from integrations.object_store import ObjectStore
+    from integrations.settings import LabelStudioSettings, ListenerSettings, S3Settings, load_settings
+    from labelflow.orchestration import build_listener, serve_until_stopped
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    with _reported_failures("listen", OSError), prefect_connection(), get_client(sync_client=True) as client:
+        settings = load_settings(ListenerSettings)
+        listener = build_listener(
+            client,
+            settings.base_url,
+            settings.token.get_secret_value(),
+            ObjectStore(load_settings(S3Settings)),
+            LabelStudioClient(load_settings(LabelStudioSettings)),
+            debounce,
+        )
+        server = listener.server(host, port)  # a busy port fails here, before anything starts
+        listener.start()  # servers still starting are fine: routes are retried
+        err_console.print(f"labelflow listen: http://{host}:{port}/hooks/{{seaweedfs,s3,label-studio}}")
+        serve_until_stopped(server, listener.stop)
 
 
 @app.command()

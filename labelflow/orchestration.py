@@ -1,4 +1,4 @@
-"""Per-spec deployments from prefect.yaml, the work pool, and the worker process with its event listener."""
+"""Per-spec deployments from prefect.yaml, the work pool, the worker command and the event listener's wiring."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -165,45 +164,26 @@ def worker_environment(project_dir: Path) -> dict[str, str]:
     return env
 
 
-def start_prefect_worker(pool: str, project_dir: Path, api_url: str) -> subprocess.Popen[bytes]:
-    """`prefect worker start` for the pool, as a child process running flows from the project directory."""
+def prefect_worker_command(pool: str, health_port: int | None) -> list[str]:
+    """`prefect worker start` for the pool, with Prefect's own health check when a port is given."""
     prefect = Path(sys.executable).parent / "prefect"
-    env = worker_environment(project_dir) | {"PREFECT_API_URL": api_url}
     command = [str(prefect), "worker", "start", "--pool", pool, "--type", "process", "--name", f"labelflow-{pool}"]
-    return subprocess.Popen(command, env=env, cwd=project_dir)
+    return command + (["--with-healthcheck"] if health_port else [])
 
 
-def serve_until_stopped(server: Any, worker: subprocess.Popen[bytes] | None, on_stop: Callable[[], None]) -> int:
-    """Serve the listener until SIGINT/SIGTERM or the worker dies; returns the exit code."""
-    stopping = threading.Event()
-    worker_died = threading.Event()
+def serve_until_stopped(server: Any, on_stop: Callable[[], None]) -> None:
+    """Serve the listener until SIGINT/SIGTERM, then stop dispatching and close the socket."""
 
     def stop(*_: Any) -> None:
-        stopping.set()
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-
-    def watch_worker() -> None:
-        if worker is not None and worker.wait() is not None and not stopping.is_set():
-            logger.error("the Prefect worker exited with code %s; stopping", worker.returncode)
-            worker_died.set()
-            stop()
-
-    threading.Thread(target=watch_worker, daemon=True).start()
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
         on_stop()
         server.server_close()
-        if worker is not None and worker.poll() is None:
-            worker.terminate()
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-    return 1 if worker_died.is_set() else 0
 
 
 def build_listener(client: Any, listener_url: str, token: str, store: Any, ls: Any, debounce_seconds: float) -> Any:

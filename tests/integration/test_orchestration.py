@@ -25,7 +25,11 @@ from tests.integration.conftest import RunningStack
 
 @pytest.fixture(scope="module")
 def worker(local_stack: RunningStack) -> Iterator[None]:
-    """`labelflow worker` as the stack runs it (`labelflow up --with-worker`); stopped after if started here."""
+    """`labelflow worker` as the stack runs it (`labelflow up --with-worker`); stopped after if started here.
+
+    It starts on a stack that has been up (with its event listener) all along, as after `labelflow up` + later
+    `labelflow worker`: the filer's notifications must still arrive promptly.
+    """
     already = local_stack.stack.running("worker")
     local_stack.stack.up(with_worker=True)
     yield
@@ -120,7 +124,7 @@ def test_uploads_trigger_one_debounced_ingest_and_an_annotation_triggers_collect
         assert 1 <= len(triggered) <= 3, [r.name for r in triggered]  # 61 events, a handful of runs
         assert done[0].state.name == "Completed"
 
-        # The worker registered the project's webhook once ingest recorded the project.
+        # The stack's event listener registered the project's webhook once ingest recorded the project.
         hooks = wait_for(lambda: label_studio.webhooks(project_id), 60, "the Label Studio webhook")
         assert hooks[0]["url"].endswith("/hooks/label-studio")
         for task_id in label_studio.task_ids(project_id)[:2]:

@@ -66,7 +66,7 @@ def test_ports_must_leave_room_for_grpc() -> None:
 def test_services_bind_loopback_and_switch_telemetry_off(config: StackConfig) -> None:
     creds = Credentials.load_or_create(config.home)
     services = {s.name: s for s in build_services(config, creds)}
-    assert set(services) == {"s3", "label-studio", "mlflow", "prefect"}
+    assert set(services) == {"listener", "s3", "label-studio", "mlflow", "prefect"}
     for service in services.values():
         assert service.url.startswith("http://127.0.0.1:")
         assert service.env["DO_NOT_TRACK"] == "true"
@@ -82,6 +82,26 @@ def test_services_bind_loopback_and_switch_telemetry_off(config: StackConfig) ->
     assert ls_env["S3_ENDPOINT"] == f"http://127.0.0.1:{config.s3_port}"
 
 
+def test_the_filer_notifies_a_listener_that_starts_with_it(config: StackConfig) -> None:
+    creds = Credentials.load_or_create(config.home)
+    services = build_services(config, creds)
+    assert services[0].name == "listener", "the listener starts first, so the filer never queues refused events"
+    listener, weed = services[0], services[1]
+    assert listener.command[-3:] == ["listen", "--port", str(config.listener_port)]
+    assert listener.env["LABELFLOW_LISTENER_TOKEN"] == creds.listener_token
+    assert listener.env["PREFECT_API_URL"] == f"http://127.0.0.1:{config.prefect_port}/api"
+    env = weed.env
+    assert env["WEED_NOTIFICATION_WEBHOOK_ENDPOINT"] == f"{listener.url}/hooks/seaweedfs"
+    assert env["WEED_NOTIFICATION_WEBHOOK_BEARER_TOKEN"] == creds.listener_token
+    # SeaweedFS reads a retry count <= 0 as its default of 3 with 3-30 s back-off, and delivers one event at a time:
+    # a refused event must cost about a second, not twenty.
+    assert int(env["WEED_NOTIFICATION_WEBHOOK_MAX_RETRIES"]) == 1
+    assert int(env["WEED_NOTIFICATION_WEBHOOK_BACKOFF_SECONDS"]) == 1
+    assert int(env["WEED_NOTIFICATION_WEBHOOK_MAX_BACKOFF_SECONDS"]) == 1
+    assert env["WEED_NOTIFICATION_WEBHOOK_PATH_PREFIXES"].split() == ["/buckets/"]
+    assert "delete" not in env["WEED_NOTIFICATION_WEBHOOK_EVENT_TYPES"].split()
+
+
 def test_connection_env_carries_every_variable(config: StackConfig) -> None:
     env = connection_env(config, Credentials.load_or_create(config.home))
     assert env["PREFECT_API_URL"] == f"http://127.0.0.1:{config.prefect_port}/api"
@@ -91,7 +111,7 @@ def test_connection_env_carries_every_variable(config: StackConfig) -> None:
 
 def test_status_of_a_stack_never_started(config: StackConfig) -> None:
     statuses = LocalStack(config).status()
-    assert [s.running for s in statuses] == [False] * 4
+    assert [s.running for s in statuses] == [False] * 5
     assert not (config.home / "credentials.json").exists(), "status must not create state"
 
 

@@ -19,7 +19,15 @@ def load_compose() -> dict:
 
 def test_every_expected_service_is_present() -> None:
     services = load_compose()["services"]
-    for name in ("minio", "postgres", "label-studio", "prefect-server", "prefect-worker", "mlflow"):
+    for name in (
+        "minio",
+        "postgres",
+        "label-studio",
+        "prefect-server",
+        "prefect-worker",
+        "labelflow-listener",
+        "mlflow",
+    ):
         assert name in services, f"{name} missing from {COMPOSE}"
 
 
@@ -47,6 +55,19 @@ def test_worker_gets_every_connection_variable_the_code_reads() -> None:
     assert worker_env["LABEL_STUDIO_URL"].startswith("http://label-studio:")
     assert worker_env["MLFLOW_TRACKING_URI"].startswith("http://mlflow:")
     assert worker_env["PREFECT_API_URL"].startswith("http://prefect-server:")
+
+
+def test_minio_and_label_studio_reach_the_listener_service() -> None:
+    services = load_compose()["services"]
+    listener = services["labelflow-listener"]
+    env = listener["environment"]
+    assert set(connection_variables()) <= set(env)
+    port = listener["entrypoint"][listener["entrypoint"].index("--port") + 1]
+    assert env["LABELFLOW_LISTENER_URL"] == f"http://labelflow-listener:{port}"  # what Label Studio's webhooks call
+    minio = services["minio"]["environment"]
+    assert minio["MINIO_NOTIFY_WEBHOOK_ENDPOINT_LABELFLOW"] == f"{env['LABELFLOW_LISTENER_URL']}/hooks/s3"
+    assert env["LABELFLOW_LISTENER_TOKEN"] == "${LABELFLOW_LISTENER_TOKEN}"
+    assert "LABELFLOW_LISTENER_TOKEN" in minio["MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_LABELFLOW"]
 
 
 def test_services_share_postgres_and_minio() -> None:
