@@ -119,6 +119,7 @@ def test_status_json_gives_urls_and_credentials(local_stack: RunningStack) -> No
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
     assert {s["name"]: s["healthy"] for s in payload["services"]} == {
+        "listener": True,
         "s3": True,
         "label-studio": True,
         "mlflow": True,
@@ -140,10 +141,11 @@ def test_killed_service_shows_unhealthy_and_up_restarts_only_it(local_stack: Run
     assert result.exit_code == 1
     after_kill = {s.name: s for s in stack.status()}
     assert not after_kill["s3"].healthy and not after_kill["s3"].running
-    assert all(after_kill[name].healthy for name in ("label-studio", "mlflow", "prefect"))
+    assert all(after_kill[name].healthy for name in ("listener", "label-studio", "mlflow", "prefect"))
 
     reports = {r.name: r.action for r in stack.up()}
     assert reports == {
+        "listener": "already running",
         "s3": "started",
         "label-studio": "already running",
         "mlflow": "already running",
