@@ -507,6 +507,7 @@ def worker(
     """Run a Prefect process worker for the pool (creating the pool if needed); flows run from the checkout."""
     import os
 
+    import httpx
     from prefect.client.orchestration import get_client
 
     from infra.local_stack import PROJECT_DIR
@@ -514,7 +515,10 @@ def worker(
 
     directory = (project_dir or PROJECT_DIR).resolve()
     with _reported_failures("worker", OSError), prefect_connection() as prefect, get_client(sync_client=True) as client:
-        ensure_work_pool(client, pool)
+        try:
+            ensure_work_pool(client, pool)
+        except httpx.HTTPError as exc:
+            raise ConnectionError(f"cannot reach the Prefect server at {prefect.url}: {exc}") from exc
     env = worker_environment(directory) | {"PREFECT_API_URL": prefect.url}
     if health_port:
         env |= {"PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1", "PREFECT_WORKER_WEBSERVER_PORT": str(health_port)}
