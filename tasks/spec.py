@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from xml.etree import ElementTree
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 TaskType = Literal["text-classification", "image-classification", "ner", "object-detection"]
 MODALITY: dict[str, Literal["text", "image"]] = {
@@ -49,6 +49,15 @@ class S3Location(BaseModel):
 
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
+
+
+def _parsable_s3_uri(value: str) -> str:
+    """Refuse what `S3Location.parse` cannot read; keep the text as written."""
+    S3Location.parse(value)
+    return value
+
+
+S3Uri = Annotated[str, AfterValidator(_parsable_s3_uri)]
 
 
 class _Section(BaseModel):
@@ -93,7 +102,7 @@ class QualitySpec(_Section):
     min_agreement: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
     aggregation: Literal["majority", "dawid-skene"] = "majority"
     tie_policy: Literal["flag", "first", "random"] = "flag"
-    gold: str | None = None
+    gold: S3Uri | None = None
     tiers: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
         default_factory=lambda: {"trainee": 0.0, "qualified": 0.8, "expert": 0.95}
     )
@@ -108,10 +117,8 @@ class QualitySpec(_Section):
     @field_validator("gold")
     @classmethod
     def _gold_uri(cls, value: str | None) -> str | None:
-        if value is not None:
-            S3Location.parse(value)
-            if not value.endswith((".csv", ".jsonl", ".ndjson")):
-                raise ValueError("gold must be an s3:// URI of a .csv or .jsonl file")
+        if value is not None and not value.endswith((".csv", ".jsonl", ".ndjson")):
+            raise ValueError("gold must be an s3:// URI of a .csv or .jsonl file")
         return value
 
     @field_validator("tiers")
@@ -134,14 +141,7 @@ class DatasetSpec(_Section):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     min_rows_per_class: Annotated[int, Field(ge=0)] = 0
-    location: str | None = None  # s3://bucket/prefix for the version folders; default s3://labelflow-datasets/<name>
-
-    @field_validator("location")
-    @classmethod
-    def _location_uri(cls, value: str | None) -> str | None:
-        if value is not None:
-            S3Location.parse(value)
-        return value
+    location: S3Uri | None = None  # s3://bucket/prefix for the version folders; default s3://labelflow-datasets/<name>
 
 
 class ValidationOptions(_Section):
@@ -182,7 +182,7 @@ class ProjectSpec(_Section):
     label_config: str | None = None
     overlap: Annotated[int, Field(ge=1, le=50)] = 1
     instructions: str | None = None
-    state: str | None = None
+    state: S3Uri | None = None
     ingest: IngestOptions = Field(default_factory=IngestOptions)
     storage: StorageOptions = Field(default_factory=StorageOptions)
     quality: QualitySpec = Field(default_factory=QualitySpec)
@@ -213,13 +213,6 @@ class ProjectSpec(_Section):
         if duplicates:
             raise ValueError(f"duplicate labels: {duplicates}")
         return labels
-
-    @field_validator("state")
-    @classmethod
-    def _state_uri(cls, value: str | None) -> str | None:
-        if value is not None:
-            S3Location.parse(value)
-        return value
 
     @field_validator("label_config")
     @classmethod
