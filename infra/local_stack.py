@@ -446,7 +446,7 @@ def build_worker_service(config: StackConfig) -> Service:
     """The optional sixth service: `labelflow worker`, a Prefect process worker for the stack's work pool."""
     url = f"http://{LOOPBACK}:{config.worker_health_port}"
     env = _base_env()
-    env.update({"LABELFLOW_HOME": str(config.home), "LABELFLOW_PROJECT_DIR": str(PROJECT_DIR)})
+    env["LABELFLOW_HOME"] = str(config.home)  # `--project-dir` sets LABELFLOW_PROJECT_DIR for the flow runs
     return Service(
         name="worker",
         title="Prefect worker",
