@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -64,8 +64,7 @@ def up(
     try:
         reports = stack.up(echo=lambda line: console.print(f"[dim]{line}[/dim]"), with_worker=with_worker)
     except StackError as exc:
-        err_console.print(f"[bold red]labelflow up failed[/bold red]: {exc}")
-        raise typer.Exit(1) from None
+        raise _fail("labelflow up failed", exc, 1) from None
     table = Table(title=f"labelflow local stack ({stack.config.home})")
     for column in ("service", "state", "ready in", "url"):
         table.add_column(column)
@@ -291,15 +290,6 @@ def collect(
     console.print(f"Label Studio project: {summary['label_studio_url']}")
 
 
-def _dataset_registry() -> Any:
-    from integrations.mlflow_tracking import MLflowTracking
-    from integrations.object_store import ObjectStore
-    from integrations.settings import MLflowSettings, S3Settings, load_settings
-    from tasks.registry import DatasetRegistry
-
-    return DatasetRegistry(ObjectStore(load_settings(S3Settings)), MLflowTracking(load_settings(MLflowSettings)))
-
-
 @app.command()
 def pull(
     reference: Annotated[str, typer.Argument(metavar="NAME[:VERSION|latest]", help="Dataset name and version")],
@@ -309,13 +299,14 @@ def pull(
     """Download a published dataset version and verify every file's SHA-256 against its manifest."""
     from integrations.mlflow_tracking import MLflowError
     from integrations.object_store import ObjectStoreError
+    from labelflow.datasets import dataset_registry
     from tasks.registry import DatasetIntegrityError, DatasetNotFound, parse_reference
 
     with _reported_failures(
         "pull", DatasetIntegrityError, ObjectStoreError, MLflowError, bad_input=(DatasetNotFound, ValueError)
     ):
         name, version = parse_reference(reference)
-        pulled = _dataset_registry().pull(name, version, out)
+        pulled = dataset_registry().pull(name, version, out)
     if as_json:
         payload = {
             "name": pulled.name,
@@ -339,9 +330,10 @@ def datasets(
 ) -> None:
     """List the published versions of a dataset."""
     from integrations.mlflow_tracking import MLflowError
+    from labelflow.datasets import dataset_registry
 
     with _reported_failures("datasets", MLflowError):
-        registry = _dataset_registry()
+        registry = dataset_registry()
         versions = registry.versions(name)
     rows = [
         {

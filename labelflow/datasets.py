@@ -18,6 +18,13 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LABELFLOW_CACHE") or Path.home() / ".cache" / "labelflow" / "datasets")
 
 
+def dataset_registry(s3: S3Settings | None = None, mlflow: MLflowSettings | None = None) -> DatasetRegistry:
+    """The published datasets on the given (default: the configured) object store and MLflow server."""
+    return DatasetRegistry(
+        ObjectStore(s3 or load_settings(S3Settings)), MLflowTracking(mlflow or load_settings(MLflowSettings))
+    )
+
+
 def pull_dataset(
     name: str,
     version: int | str = "latest",
@@ -27,9 +34,7 @@ def pull_dataset(
     mlflow: MLflowSettings | None = None,
 ) -> PulledDataset:
     """Download one version into `out` (default: the cache), verify every SHA-256, return its files and manifest."""
-    registry = DatasetRegistry(
-        ObjectStore(s3 or load_settings(S3Settings)), MLflowTracking(mlflow or load_settings(MLflowSettings))
-    )
+    registry = dataset_registry(s3, mlflow)
     number = None if version == "latest" else int(str(version).removeprefix("v"))
     resolved = registry.resolve(name, number)
     folder = out or (cache_dir or default_cache_dir()) / name / f"v{resolved.version}"
