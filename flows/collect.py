@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -32,19 +31,9 @@ from tasks.publish import publish_dataset
 from tasks.quality_report import markdown, write_quality_report
 from tasks.registry import DatasetRegistry
 from tasks.spec import ProjectSpec, load_spec
-from tasks.validate import DEFAULT_EXPECTATIONS_DIR, ValidationFailed, ValidationSummary, run_validation
+from tasks.validate import ValidationFailed, ValidationSummary, expectations_dir, run_validation
 
 COLLECT_TIMEOUT_SECONDS = 4 * 3600
-
-
-def expectations_dir(spec: ProjectSpec, spec_path: str | None) -> Path:
-    """The spec's suite folder (relative to the spec file), or labelflow's own `expectations/`."""
-    if spec.validation.expectations is None:
-        return DEFAULT_EXPECTATIONS_DIR
-    folder = Path(spec.validation.expectations)
-    if not folder.is_absolute() and spec_path:
-        folder = Path(spec_path).resolve().parent / folder
-    return folder
 
 
 @flow(

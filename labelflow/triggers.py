@@ -130,7 +130,6 @@ class Routes:
 class _Pending:
     run_id: UUID
     due: float  # monotonic time the run is scheduled for
-    absorbed: int = 0
 
 
 class Debouncer:
@@ -161,11 +160,9 @@ class Debouncer:
             pending = self._pending.get(route.deployment_id)
             if pending is not None:
                 if self._clock() < pending.due:
-                    pending.absorbed += 1
                     return None
                 # Past its start time: absorb only while the run truly has not started (worker busy or down).
                 if (self._run_state(pending.run_id) or "").upper() in NOT_STARTED:
-                    pending.absorbed += 1
                     return None
             run_id = self._submit(route, self._now() + timedelta(seconds=self.window), source)
             self._pending[route.deployment_id] = _Pending(run_id=run_id, due=self._clock() + self.window)

@@ -25,6 +25,18 @@ from tasks.ingest import retry_if_transient
 from tasks.spec import ProjectSpec, S3Location
 
 DEFAULT_EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "expectations"
+
+
+def expectations_dir(spec: ProjectSpec, spec_path: str | None) -> Path:
+    """The spec's suite folder (relative to the spec file), or labelflow's own `expectations/`."""
+    if spec.validation.expectations is None:
+        return DEFAULT_EXPECTATIONS_DIR
+    folder = Path(spec.validation.expectations)
+    if not folder.is_absolute() and spec_path:
+        folder = Path(spec_path).resolve().parent / folder
+    return folder
+
+
 REGION_FIELDS = {
     "label": "region_label",
     "start": "span_start",
