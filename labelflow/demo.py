@@ -71,11 +71,12 @@ def png_to_ink(payload: bytes) -> np.ndarray:
 def reviews_sample(count: int, seed: int) -> tuple[list[tuple[str, bytes, str]], tuple[list[str], list[str]]]:
     """`count` of the bundled Chinese reviews as UTF-8 .txt objects (key, bytes, label) and the rest as a test set."""
     lines = (files("labelflow") / "demo_data" / "reviews_zh.jsonl").read_text(encoding="utf-8").splitlines()
-    rows = [json.loads(line) for line in lines if line.strip()]
+    rows = [(i, json.loads(line)) for i, line in enumerate(line for line in lines if line.strip())]
     random.Random(seed).shuffle(rows)
     chosen, rest = rows[:count], rows[count:]
-    uploads = [(f"reviews/review-{i:04d}.txt", r["text"].encode("utf-8"), r["label"]) for i, r in enumerate(chosen)]
-    return uploads, ([r["text"] for r in rest], [r["label"] for r in rest])
+    # Keys name the line of the corpus, so a key means the same review whatever --texts and --seed were.
+    uploads = [(f"reviews/review-{i:04d}.txt", r["text"].encode("utf-8"), r["label"]) for i, r in chosen]
+    return uploads, ([r["text"] for _, r in rest], [r["label"] for _, r in rest])
 
 
 def demo_specs(images: int, texts: int, seed: int) -> tuple[list[DemoProject], dict[str, list[tuple[str, bytes, str]]]]:
@@ -110,10 +111,15 @@ def demo_specs(images: int, texts: int, seed: int) -> tuple[list[DemoProject], d
     return projects, uploads
 
 
-def train_and_score(
-    project: DemoProject, rows: pd.DataFrame, labels: pd.Series, read_object: Callable[[str], bytes]
-) -> float:
-    """Train a small scikit-learn model on the pulled rows with `labels`; accuracy on the held-out true labels."""
+def training_inputs(project: DemoProject, rows: pd.DataFrame, read_object: Callable[[str], bytes]) -> Any:
+    """The model inputs of the pulled rows: pixel features of each digit image (read once), or the review texts."""
+    if project.key == "digits":
+        return digit_features(np.stack([png_to_ink(read_object(uri)) for uri in rows["source_uri"]]))
+    return rows["text"].astype(str).tolist()
+
+
+def train_and_score(project: DemoProject, inputs: Any, labels: pd.Series) -> float:
+    """Train a small scikit-learn model on `inputs` with `labels`; accuracy on the held-out true labels."""
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.naive_bayes import MultinomialNB
@@ -121,11 +127,10 @@ def train_and_score(
 
     test_x, test_y = project.test_set
     if project.key == "digits":
-        features = digit_features(np.stack([png_to_ink(read_object(uri)) for uri in rows["source_uri"]]))
-        model = LogisticRegression(max_iter=2000).fit(features, labels.astype(str).to_numpy())
+        model = LogisticRegression(max_iter=2000)
     else:  # characters and character pairs: no word segmentation needed for Chinese
         model = make_pipeline(CountVectorizer(analyzer="char", ngram_range=(1, 2)), MultinomialNB())
-        model.fit(rows["text"].astype(str).tolist(), labels.astype(str).to_numpy())
+    model.fit(inputs, labels.astype(str).to_numpy())
     return float((model.predict(test_x) == np.asarray(test_y)).mean())
 
 
@@ -214,11 +219,14 @@ def run_demo(console: Console, workdir: Path, images: int, texts: int, seed: int
 
                 project.results["rows"] = len(rows)
                 project.results["version"] = rows.attrs["labelflow"]["version"]
+                # This run's sample only: an earlier demo with other --images/--texts/--seed may have published
+                # objects that are in this run's held-out test set.
                 merged = rows.merge(project.truth, on="source_uri", suffixes=("", "_true"))
                 project.results["consensus_accuracy"] = float((merged["label"] == merged["label_true"]).mean())
-                project.results["accuracy"] = train_and_score(project, rows, rows["label"], read_object)
-                truth_labels = rows[["source_uri"]].merge(project.truth, on="source_uri", how="left")["label"]
-                project.results["accuracy_true_labels"] = train_and_score(project, rows, truth_labels, read_object)
+                project.results["trained_on"] = len(merged)
+                inputs = training_inputs(project, merged, read_object)
+                project.results["accuracy"] = train_and_score(project, inputs, merged["label"])
+                project.results["accuracy_true_labels"] = train_and_score(project, inputs, merged["label_true"])
                 project.results["test_size"] = len(project.test_set[1])
     ls.close()
     return projects
@@ -249,7 +257,8 @@ def report(console: Console, projects: list[DemoProject], prefect_ui: str) -> No
         console.print(
             f"  mean agreement between annotators: {format_value(quality.get('mean_task_agreement'))}; "
             f"consensus ({project.spec['quality']['aggregation']}) matches the true label on "
-            f"{project.results['consensus_accuracy']:.1%} of {project.results['rows']} published rows"
+            f"{project.results['consensus_accuracy']:.1%} of the {project.results['trained_on']} published rows "
+            f"of this sample ({project.results['rows']} in the version)"
         )
         console.print(
             f"  validation: {collected['validation'].get('evaluated', 0)} expectations passed; dataset "
@@ -258,7 +267,8 @@ def report(console: Console, projects: list[DemoProject], prefect_ui: str) -> No
         )
         console.print(
             f"  [bold green]model accuracy[/bold green] on {project.results['test_size']} held-out examples: "
-            f"[bold]{project.results['accuracy']:.1%}[/bold] (trained on the consensus labels; the same model "
+            f"[bold]{project.results['accuracy']:.1%}[/bold] (trained on the consensus labels of "
+            f"{project.results['trained_on']} rows; the same model "
             f"trained on the true labels of the same rows: {project.results['accuracy_true_labels']:.1%})"
         )
         console.print(f"  Label Studio project: {collected['label_studio_url']}")

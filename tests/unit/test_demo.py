@@ -1,0 +1,46 @@
+"""The demo's sample data and model code, without servers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from labelflow.demo import DemoProject, demo_specs, digit_features, png_to_ink, train_and_score, training_inputs
+from tasks.spec import parse_spec
+
+
+def test_uploaded_digit_pngs_give_back_the_pixels_the_test_set_is_made_of() -> None:
+    from sklearn.datasets import load_digits
+
+    projects, uploads = demo_specs(images=100, texts=50, seed=0)
+    digits = load_digits()
+    by_name = {f"digits/digit-{i:04d}.png": i for i in range(len(digits.target))}
+    for key, payload, label in uploads["digits"][:20]:
+        index = by_name[key]
+        assert label == str(digits.target[index])
+        recovered = digit_features(png_to_ink(payload)[None])[0]
+        expected = digit_features((digits.images[index] * 255 / 16)[None])[0]
+        assert np.abs(recovered - expected).max() < 0.01
+    digits_project = next(p for p in projects if p.key == "digits")
+    assert len(uploads["digits"]) == 100 and len(digits_project.test_set[1]) == len(digits.target) - 100
+
+
+def test_demo_specs_are_valid_and_the_reviews_are_chinese_with_their_labels() -> None:
+    projects, uploads = demo_specs(images=100, texts=50, seed=0)
+    for project in projects:
+        spec = parse_spec(project.spec)
+        assert spec.quality.aggregation == "dawid-skene" and spec.overlap == 3
+        assert set(project.truth["label"]) <= set(spec.labels)
+    reviews = uploads["reviews"]
+    assert len(reviews) == 50 and {label for _, _, label in reviews} == {"positive", "negative"}
+    assert all(any("\u4e00" <= ch <= "\u9fff" for ch in payload.decode("utf-8")) for _, payload, _ in reviews)
+
+
+def test_a_model_trained_on_true_digit_labels_beats_chance_by_far() -> None:
+    projects, uploads = demo_specs(images=300, texts=50, seed=0)
+    project: DemoProject = next(p for p in projects if p.key == "digits")
+    payloads = {f"s3://labelflow-demo/{key}": payload for key, payload, _ in uploads["digits"]}
+    rows = pd.DataFrame({"source_uri": list(payloads)})
+    inputs = training_inputs(project, rows, payloads.__getitem__)
+    accuracy = train_and_score(project, inputs, project.truth.set_index("source_uri").loc[rows["source_uri"], "label"])
+    assert accuracy > 0.85  # ten classes: chance is 0.1
