@@ -795,16 +795,7 @@ class LocalStack:
 
     def down(self) -> dict[str, str]:
         """Stop exactly the processes this stack started; report what happened to each."""
-        outcome: dict[str, str] = {}
-        for service in reversed(self._services(Credentials.placeholder())):
-            proc = self._process(service.name)
-            state_file = self._state_path(service.name)
-            if proc is None:
-                outcome[service.name] = "not running"
-            else:
-                _stop_process_tree(proc)
-                outcome[service.name] = "stopped"
-            state_file.unlink(missing_ok=True)
+        outcome = {s.name: self.stop(s.name) for s in reversed(self._services(Credentials.placeholder()))}
         (self.config.home / STACK_FILE_NAME).unlink(missing_ok=True)
         return outcome
 
@@ -815,11 +806,10 @@ class LocalStack:
     def stop(self, name: str) -> str:
         """Stop one service this stack started (e.g. the worker); the others keep running."""
         proc = self._process(name)
+        if proc is not None:
+            _stop_process_tree(proc)
         self._state_path(name).unlink(missing_ok=True)
-        if proc is None:
-            return "not running"
-        _stop_process_tree(proc)
-        return "stopped"
+        return "not running" if proc is None else "stopped"
 
     def status(self) -> list[ServiceStatus]:
         """Each service: whether its process runs, whether its health check passes, its URL and log."""
