@@ -238,7 +238,12 @@ def build_routes(
 
 
 class EventListener:
-    """Receives webhooks, answers at once, and turns events into debounced runs on a background thread."""
+    """Receives webhooks, answers at once, and turns events into debounced runs on a background thread.
+
+    An event is matched against routes loaded after it arrived: one that matches nothing in older routes waits
+    ("parked") for the next refresh, since its deployment may have been registered a moment before its upload.
+    Refreshes happen at most every `min_refresh_seconds`, and every `refresh_seconds` regardless.
+    """
 
     def __init__(
         self,
@@ -247,17 +252,25 @@ class EventListener:
         load_routes: Callable[[], Routes],
         refresh_seconds: float = 30.0,
         on_routes: Callable[[Routes], None] = lambda _: None,
+        min_refresh_seconds: float = 2.0,
+        max_parked: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.token = token
         self.debouncer = debouncer
         self._load_routes = load_routes
         self._on_routes = on_routes
         self.refresh_seconds = refresh_seconds
+        self.min_refresh_seconds = min_refresh_seconds
+        self.max_parked = max_parked
+        self._clock = clock
         self.routes = Routes()
-        self._routes_at = float("-inf")
-        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._attempted_at = float("-inf")  # when the last refresh started, successful or not
+        self._loaded_at = float("-inf")  # when the refresh that produced `self.routes` started
+        self._queue: queue.Queue[tuple[str, Any, float]] = queue.Queue()
+        self._parked: list[tuple[str, Any, float]] = []
         self._stop = threading.Event()
-        self.counts: dict[str, int] = {"received": 0, "unrouted": 0, "runs": 0, "errors": 0}
+        self.counts: dict[str, int] = {"received": 0, "unrouted": 0, "runs": 0, "errors": 0, "dropped": 0}
         self._thread = threading.Thread(target=self._dispatch_loop, name="labelflow-dispatch", daemon=True)
 
     # --- receiving (HTTP threads) ----------------------------------------------------------------
@@ -277,8 +290,9 @@ class EventListener:
             items = parse_s3_event(payload)
         else:
             raise KeyError(source)
+        received_at = self._clock()
         for item in items:
-            self._queue.put((source, item))
+            self._queue.put((source, item, received_at))
         self.counts["received"] += len(items)
         return len(items)
 
@@ -293,17 +307,39 @@ class EventListener:
         self._stop.set()
         self._thread.join(timeout=10)
 
-    def refresh(self, force: bool = False) -> None:
-        """Reload routes from Prefect when stale (or forced); keep the old ones if that fails."""
-        if not force and time.monotonic() - self._routes_at < self.refresh_seconds:
-            return
-        self._routes_at = time.monotonic()
+    def refresh(self, force: bool = False) -> bool:
+        """Reload routes from Prefect when stale (or forced); keep the old ones if that fails. True if reloaded."""
+        started = self._clock()
+        if not force and started - self._attempted_at < self.refresh_seconds:
+            return False
+        self._attempted_at = started
         try:
-            self.routes = self._load_routes()
-            self._on_routes(self.routes)
+            routes = self._load_routes()
         except Exception as exc:
             self.counts["errors"] += 1
             logger.warning("could not refresh routes: %s", exc)
+            return False
+        self.routes, self._loaded_at = routes, started
+        try:
+            self._on_routes(routes)
+        except Exception as exc:
+            self.counts["errors"] += 1
+            logger.warning("after refreshing routes: %s", exc)
+        return True
+
+    def step(self, timeout: float = 1.0) -> None:
+        """Dispatch one queued event (waiting up to `timeout` for one), then retry parked events and refresh."""
+        try:
+            source, item, received_at = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            pass
+        else:
+            try:
+                self._dispatch(source, item, received_at)
+            finally:
+                self._queue.task_done()
+        self._retry_parked()
+        self.refresh()
 
     def _routes_for(self, source: str, item: Any) -> list[Route]:
         if source == "label-studio":
@@ -311,42 +347,50 @@ class EventListener:
             return [route] if route else []
         return self.routes.for_object(item)
 
+    def _dispatch(self, source: str, item: Any, received_at: float) -> None:
+        try:
+            routes = self._routes_for(source, item)
+            if not routes and self._loaded_at <= received_at:  # routes not newer than the event: look again later
+                if len(self._parked) < self.max_parked:
+                    self._parked.append((source, item, received_at))
+                else:  # routes unreachable for long under a flood of events: the schedules catch up
+                    self.counts["dropped"] += 1
+                return
+            if not routes:
+                self.counts["unrouted"] += 1
+            for route in routes:
+                if self.debouncer.offer(route, source) is not None:
+                    self.counts["runs"] += 1
+        except Exception as exc:
+            self.counts["errors"] += 1
+            logger.exception("dispatching %s event failed: %s", source, exc)
+
+    def _retry_parked(self) -> None:
+        """Reload routes for parked events (at most every `min_refresh_seconds`) and dispatch those now covered."""
+        if not self._parked or self._clock() - self._attempted_at < self.min_refresh_seconds:
+            return
+        if not self.refresh(force=True):
+            return  # Prefect unreachable: they stay parked for the next attempt
+        parked, self._parked = self._parked, []
+        for source, item, received_at in parked:
+            self._dispatch(source, item, received_at)
+
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                source, item = self._queue.get(timeout=1.0)
-            except queue.Empty:
-                self.refresh()
-                continue
-            try:
-                routes = self._routes_for(source, item)
-                if not routes:  # maybe deployed or first ingested a moment ago: look again, at most every 2 s
-                    if time.monotonic() - self._routes_at > 2.0:
-                        self.refresh(force=True)
-                    routes = self._routes_for(source, item)
-                if not routes:
-                    self.counts["unrouted"] += 1
-                for route in routes:
-                    if self.debouncer.offer(route, source) is not None:
-                        self.counts["runs"] += 1
-            except Exception as exc:
-                self.counts["errors"] += 1
-                logger.exception("dispatching %s event failed: %s", source, exc)
-            finally:
-                self._queue.task_done()
-                self.refresh()
+            self.step(timeout=0.2 if self._parked else 1.0)
 
-    # --- HTTP ------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         """What `GET /health` answers."""
         return {
             "status": "ok",
             **self.counts,
             "queued": self._queue.qsize(),
+            "parked": len(self._parked),
             "ingest_routes": len(self.routes.sources),
             "collect_routes": len(self.routes.projects),
         }
 
+    # --- HTTP ------------------------------------------------------------------------------------
     def server(self, host: str, port: int) -> ThreadingHTTPServer:
         """An HTTP server bound to host:port serving the hooks and /health."""
         listener = self

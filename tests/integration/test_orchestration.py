@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 import yaml
 
@@ -73,14 +74,28 @@ def runs_of(client: Any, deployment_id: UUID) -> list[Any]:
     )
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, stack: RunningStack | None = None) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise AssertionError(
+        f"timed out after {timeout:.0f} s waiting for {what}" + (listener_state(stack) if stack else "")
+    )
+
+
+def listener_state(stack: RunningStack) -> str:
+    """The event listener's counters and last log lines, for a failure message."""
+    config = stack.stack.config
+    try:
+        health = httpx.get(f"http://127.0.0.1:{config.listener_port}/health", timeout=5).text
+    except httpx.HTTPError as exc:
+        health = f"unreachable: {exc}"
+    log = stack.stack.log_path("listener")
+    tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:] if log.is_file() else []
+    return f"\nlistener /health: {health}\nlistener log:\n" + "\n".join(tail)
 
 
 def finished(runs: list[Any], tag: str) -> list[Any]:
@@ -105,6 +120,7 @@ def test_uploads_trigger_one_debounced_ingest_and_an_annotation_triggers_collect
     label_studio: LabelStudioClient,
     mlflow_tracking: MLflowTracking,
     unique_name: str,
+    local_stack: RunningStack,
 ) -> None:
     spec_path = write_spec(tmp_path, unique_name, unique_name)
     object_store.ensure_bucket(unique_name)
@@ -115,7 +131,10 @@ def test_uploads_trigger_one_debounced_ingest_and_an_annotation_triggers_collect
         object_store.put_bytes(unique_name, "elsewhere/x.txt", b"outside the source: no run")
         ingest_id = deployed["ingest"].deployment_id
         done = wait_for(
-            lambda: finished(runs_of(prefect_client, ingest_id), "trigger:seaweedfs"), 180, "a triggered ingest run"
+            lambda: finished(runs_of(prefect_client, ingest_id), "trigger:seaweedfs"),
+            180,
+            "a triggered ingest run",
+            local_stack,
         )
         spec = load_spec(spec_path)
         project_id = recorded_project.fn(object_store, spec)
@@ -125,12 +144,17 @@ def test_uploads_trigger_one_debounced_ingest_and_an_annotation_triggers_collect
         assert done[0].state.name == "Completed"
 
         # The stack's event listener registered the project's webhook once ingest recorded the project.
-        hooks = wait_for(lambda: label_studio.webhooks(project_id), 60, "the Label Studio webhook")
+        hooks = wait_for(lambda: label_studio.webhooks(project_id), 60, "the Label Studio webhook", local_stack)
         assert hooks[0]["url"].endswith("/hooks/label-studio")
         for task_id in label_studio.task_ids(project_id)[:2]:
             label_studio.create_annotation(task_id, classification_result("label", "text", "pos"))
         collect_id = deployed["collect"].deployment_id
-        wait_for(lambda: finished(runs_of(prefect_client, collect_id), "trigger:label-studio"), 240, "a collect run")
+        wait_for(
+            lambda: finished(runs_of(prefect_client, collect_id), "trigger:label-studio"),
+            240,
+            "a collect run",
+            local_stack,
+        )
         registry = DatasetRegistry(object_store, mlflow_tracking)
         versions = registry.versions(unique_name)
         assert [v.version for v in versions] == [1]

@@ -14,8 +14,10 @@ from infra.local_stack import banned_subnets_except_loopback_host
 from labelflow.orchestration import STAGES, DeployError, parse_every, read_templates
 from labelflow.triggers import (
     Debouncer,
+    EventListener,
     ObjectEvent,
     Route,
+    Routes,
     build_routes,
     parse_label_studio_event,
     parse_s3_event,
@@ -115,6 +117,68 @@ def test_no_pile_up_while_the_worker_is_down_and_projects_are_independent() -> N
     states[first] = "COMPLETED"
     assert debouncer.offer(a) is not None  # once it ran, the next event schedules the next run
     assert len(submitted) == 3
+
+
+def make_listener(routes_by_call: list[Routes | Exception]) -> tuple[EventListener, FakeClock, list[tuple], list]:
+    """A listener on a fake clock whose successive route loads return (or raise) the given values."""
+    debouncer, clock, submitted = make_debouncer(15.0, {})
+    loads: list[float] = []
+
+    def load_routes() -> Routes:
+        loads.append(clock.t)
+        value = routes_by_call[min(len(loads), len(routes_by_call)) - 1]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    listener = EventListener("token", debouncer, load_routes, refresh_seconds=30.0, clock=clock)
+    listener.refresh(force=True)
+    return listener, clock, submitted, loads
+
+
+def upload(listener: EventListener, bucket: str, key: str) -> None:
+    listener.accept("seaweedfs", seaweed("create", f"/buckets/{bucket}/{key}"))
+
+
+def test_an_upload_right_after_a_refresh_still_finds_a_deployment_registered_just_before_it() -> None:
+    # The race seen on CI: the periodic refresh ran a moment before `labelflow deploy` registered the spec,
+    # and the uploads that followed within the 2 s refresh limit were counted as unrouted and lost.
+    reviews = route("reviews")
+    deployed = Routes(sources=[("raw", "texts/", reviews)])
+    listener, clock, submitted, loads = make_listener([Routes(), deployed])
+    clock.t += 0.5  # deploy, then 60 uploads, all within 2 s of the refresh that predates the deployment
+    for i in range(60):
+        upload(listener, "raw", f"texts/{i}.txt")
+    for _ in range(60):
+        listener.step(timeout=0)
+    assert submitted == [] and listener.health()["parked"] == 60 and len(loads) == 1  # waiting, not lost
+    clock.t += 1.6  # the 2 s limit has passed: one reload covers them all
+    listener.step(timeout=0)
+    assert len(loads) == 2 and listener.health()["parked"] == 0
+    assert [s[0] for s in submitted] == ["reviews"]  # one debounced run for the burst
+    assert listener.counts == {"received": 60, "unrouted": 0, "runs": 1, "errors": 0, "dropped": 0}
+
+
+def test_uploads_nowhere_are_unrouted_after_one_reload_and_events_wait_while_prefect_is_down() -> None:
+    reviews = route("reviews")
+    listener, clock, submitted, loads = make_listener(
+        [Routes(), ConnectionRefusedError("prefect down"), Routes(sources=[("raw", "", reviews)])]
+    )
+    upload(listener, "mlflow", "artifacts/model.pkl")
+    upload(listener, "raw", "a.txt")
+    listener.step(timeout=0)
+    listener.step(timeout=0)
+    clock.t += 2.5
+    listener.step(timeout=0)  # the reload fails: nothing is decided, nothing lost
+    assert listener.health()["parked"] == 2 and listener.counts["errors"] == 1 and submitted == []
+    clock.t += 2.5
+    listener.step(timeout=0)
+    assert listener.health()["parked"] == 0 and [s[0] for s in submitted] == ["reviews"]
+    assert listener.counts["unrouted"] == 1  # the MLflow artifact: no spec reads that bucket
+    upload(listener, "mlflow", "artifacts/other.pkl")  # routes are newer than nothing: decided against them
+    listener.step(timeout=0)
+    assert listener.counts["unrouted"] == 1 and listener.health()["parked"] == 1  # ... only once reloaded
+    assert len(loads) == 3
 
 
 def test_routes_from_deployments() -> None:
