@@ -270,7 +270,7 @@ class EventListener:
         self._queue: queue.Queue[tuple[str, Any, float]] = queue.Queue()
         self._parked: list[tuple[str, Any, float]] = []
         self._stop = threading.Event()
-        self.counts: dict[str, int] = {"received": 0, "unrouted": 0, "runs": 0, "errors": 0, "dropped": 0}
+        self.counts: dict[str, int] = {"received": 0, "unrouted": 0, "runs": 0, "errors": 0, "dropped": 0, "reloads": 0}
         self._thread = threading.Thread(target=self._dispatch_loop, name="labelflow-dispatch", daemon=True)
 
     # --- receiving (HTTP threads) ----------------------------------------------------------------
@@ -320,6 +320,7 @@ class EventListener:
             logger.warning("could not refresh routes: %s", exc)
             return False
         self.routes, self._loaded_at = routes, started
+        self.counts["reloads"] += 1
         try:
             self._on_routes(routes)
         except Exception as exc:
