@@ -697,14 +697,20 @@ class LocalStack:
         for sub in ("seaweedfs", "label-studio", "mlflow", "prefect"):
             (self.config.data_dir / sub).mkdir(parents=True, exist_ok=True)
 
-        started_at: dict[str, float] = {}
-        for service in [s for s in to_start if s.name != "worker"]:
+        started_at: dict[str, float] = {s.name: time.monotonic() for s in running}
+        durations: dict[str, float] = {}
+        for service in [s for s in to_start if s.name not in {"worker", "s3"}]:
             echo(f"starting {service.name} ...")
             started_at[service.name] = time.monotonic()
             self._start(service)
-        for service in running:
-            started_at[service.name] = time.monotonic()
-        durations = self._wait_healthy(servers, started_at)
+        weed = [s for s in to_start if s.name == "s3"]
+        if weed:  # the filer notifies from its first write on: start it once the listener answers (~10 s, while
+            # the slow servers start), or its first events go nowhere and leak in its dead-letter queue
+            durations.update(self._wait_healthy([s for s in servers if s.name == "listener"], started_at))
+            echo(f"starting {weed[0].name} ...")
+            started_at[weed[0].name] = time.monotonic()
+            self._start(weed[0])
+        durations.update(self._wait_healthy([s for s in servers if s.name not in durations], started_at))
 
         self._after_start(creds)
         self._write_stack_file(creds, servers)

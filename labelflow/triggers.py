@@ -298,8 +298,7 @@ class EventListener:
 
     # --- dispatching (one background thread) -----------------------------------------------------
     def start(self) -> None:
-        """Load the routes and start dispatching."""
-        self.refresh(force=True)
+        """Start dispatching; routes load on that thread (events wait for them), so the hooks answer at once."""
         self._thread.start()
 
     def stop(self) -> None:
