@@ -102,6 +102,39 @@ def test_the_filer_notifies_a_listener_that_starts_with_it(config: StackConfig) 
     assert "delete" not in env["WEED_NOTIFICATION_WEBHOOK_EVENT_TYPES"].split()
 
 
+def test_up_starts_seaweedfs_only_once_the_listener_answers(
+    config: StackConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The filer notifies from its first write on; events that meet a closed port are lost (and leak in SeaweedFS's
+    # dead-letter queue). The slow servers start meanwhile, so this costs `up` no time.
+    stack = LocalStack(config)
+    calls: list[tuple[str, object]] = []
+
+    def healthy(services: list[Service], started: dict[str, float]) -> dict[str, float]:
+        assert all(s.name in started for s in services)
+        calls.append(("healthy", [s.name for s in services]))
+        return {s.name: 1.0 for s in services}
+
+    monkeypatch.setattr(stack, "_start", lambda service: calls.append(("start", service.name)))
+    monkeypatch.setattr(stack, "_wait_healthy", healthy)
+    monkeypatch.setattr(stack, "ensure_label_studio_env", lambda echo: None)
+    monkeypatch.setattr(stack, "_after_start", lambda creds: None)
+    monkeypatch.setattr("infra.local_stack.port_is_free", lambda port: True)
+    reports = stack.up()
+    assert calls == [
+        ("start", "listener"),
+        ("start", "label-studio"),
+        ("start", "mlflow"),
+        ("start", "prefect"),
+        ("healthy", ["listener"]),
+        ("start", "s3"),
+        ("healthy", ["s3", "label-studio", "mlflow", "prefect"]),
+    ]
+    assert {r.name: r.action for r in reports} == dict.fromkeys(
+        ["listener", "s3", "label-studio", "mlflow", "prefect"], "started"
+    )
+
+
 def test_connection_env_carries_every_variable(config: StackConfig) -> None:
     env = connection_env(config, Credentials.load_or_create(config.home))
     assert env["PREFECT_API_URL"] == f"http://127.0.0.1:{config.prefect_port}/api"
