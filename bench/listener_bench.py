@@ -103,6 +103,7 @@ def main() -> None:
         intervals = {stage: parse_every("off") for stage in ("ingest", "collect", "pipeline")}
         deployed = {d.stage: d for d in deploy_spec(client, load_spec(spec_path), spec_path, intervals, PROJECT_DIR)}
         ingest_id = deployed["ingest"].deployment_id
+        ingest_runs = DeploymentFilter(id=DeploymentFilterId(any_=[ingest_id]))
         try:
             before = health(url)
             began = time.perf_counter()
@@ -120,17 +121,13 @@ def main() -> None:
             watcher.join()
             first_run_s = first_run[0]
             settle_s, after = settle(url, before["received"], n)
-            runs = client.read_flow_runs(
-                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[ingest_id])), limit=200
-            )
+            runs = client.read_flow_runs(deployment_filter=ingest_runs, limit=200)
             print(f"2. labelflow deploy, then {n:,} uploads into its source at once ({upload_s:.1f} s):")
             print(f"   the first run was scheduled {first_run_s:.1f} s after the first upload")
             print(f"   runs from the burst: {len(runs)}; unrouted +{after['unrouted'] - before['unrouted']:,}")
             print(f"   route reloads: {after['reloads'] - before['reloads']}; settled {settle_s:.1f} s after the burst")
         finally:
-            for run in client.read_flow_runs(
-                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[ingest_id])), limit=200
-            ):
+            for run in client.read_flow_runs(deployment_filter=ingest_runs, limit=200):
                 client.delete_flow_run(run.id)  # no worker needs to take them: nothing to ingest here
             for d in deployed.values():
                 client.delete_deployment(d.deployment_id)
