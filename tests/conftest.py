@@ -1,4 +1,4 @@
-"""The real local stack, started once per test session with the same machinery as `labelflow up`."""
+"""Shared fixtures: the real local stack, started once per test session with the same machinery as `labelflow up`."""
 
 from __future__ import annotations
 
@@ -35,10 +35,13 @@ class RunningStack:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test in this folder is an integration test."""
+    """Tests under tests/integration need the stack; tests under tests/security are the hostile cases."""
     for item in items:
-        if "tests/integration" in str(item.fspath):
+        path = str(item.fspath)
+        if "tests/integration" in path:
             item.add_marker(pytest.mark.integration)
+        if "tests/security" in path:
+            item.add_marker(pytest.mark.security)
 
 
 @pytest.fixture(scope="session")
