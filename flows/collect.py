@@ -27,7 +27,7 @@ from tasks.collect import (
     tasks_to_route,
     write_batch,
 )
-from tasks.publish import publish_dataset
+from tasks.publish import check_dataset_owner, publish_dataset
 from tasks.quality_report import markdown, write_quality_report
 from tasks.registry import DatasetRegistry
 from tasks.spec import ProjectSpec, load_spec
@@ -54,6 +54,12 @@ def collect_validate_register(
     spec: ProjectSpec, spec_path: str, full: bool, dask_address: str | None = None
 ) -> dict[str, Any]:
     """The three subflows in order, under the caller's stage lock; judging runs on Dask when given an address."""
+    if spec.dataset is not None:
+        # Another project's dataset is refused here, not after collecting, judging and validating the batch.
+        registry = DatasetRegistry(
+            ObjectStore(load_settings(S3Settings)), MLflowTracking(load_settings(MLflowSettings))
+        )
+        check_dataset_owner(quote(registry), quote(spec))
     collecting = collect_annotations
     if dask_address:
         from prefect_dask import DaskTaskRunner

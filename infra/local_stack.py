@@ -12,10 +12,11 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ import psutil
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infra.health_wait import HealthWait, HealthWaitError, WaitPolicy, Watched
+from infra.seaweedfs_security import TLS_DIR_NAME, ensure_grpc_tls, seaweedfs_security_env, tls_files
 from integrations.object_store import ObjectStore, ObjectStoreError
 from integrations.settings import STACK_FILE_NAME, S3Settings, labelflow_home
 
@@ -51,9 +54,12 @@ class StackConfig(BaseSettings):
     weed_master_port: int = 9333
     weed_volume_port: int = 8480
     weed_filer_port: int = 8888
+    weed_admin_port: int = 23646  # SeaweedFS's admin server binds even with its UI off: pinned, never moved
     listener_port: int = 8700  # the event listener (`labelflow listen`: object-store and Label Studio webhooks)
     worker_health_port: int = 8701  # health check of `labelflow worker` (`labelflow up --with-worker`)
-    start_timeout_seconds: float = 180.0
+    # A starting service is waited for while it makes progress (its log grows or it uses CPU), up to a cap.
+    start_stall_seconds: float = 120.0
+    start_max_seconds: float = 1200.0
 
     @field_validator(
         "s3_port",
@@ -63,6 +69,7 @@ class StackConfig(BaseSettings):
         "weed_master_port",
         "weed_volume_port",
         "weed_filer_port",
+        "weed_admin_port",
         "listener_port",
         "worker_health_port",
     )
@@ -93,6 +100,40 @@ class StackConfig(BaseSettings):
         """Label Studio's own virtual environment (its pins clash with the pipeline's)."""
         return self.home / "venvs" / "label-studio"
 
+    @property
+    def seaweedfs_tls_dir(self) -> Path:
+        """SeaweedFS's private CA, certificate and key for mutual TLS on its gRPC ports."""
+        return self.home / TLS_DIR_NAME
+
+    def with_ports(self, recorded: dict[str, dict[str, int]]) -> StackConfig:
+        """This configuration with the ports a stack recorded when it started its services (by service name)."""
+        fields = {
+            ("s3", "s3"): "s3_port",
+            ("s3", "master"): "weed_master_port",
+            ("s3", "volume"): "weed_volume_port",
+            ("s3", "filer"): "weed_filer_port",
+            ("s3", "admin"): "weed_admin_port",
+            ("label-studio", "http"): "label_studio_port",
+            ("mlflow", "http"): "mlflow_port",
+            ("prefect", "http"): "prefect_port",
+            ("listener", "http"): "listener_port",
+            ("worker", "health"): "worker_health_port",
+        }
+        update = {
+            name: int(recorded[service][role])
+            for (service, role), name in fields.items()
+            if isinstance(recorded.get(service), dict) and isinstance(recorded[service].get(role), int)
+        }
+        return self.model_copy(update=update)
+
+
+# Read-only S3 identity for Label Studio's storage connections: its key sits in Label Studio's database.
+S3_READER_ACCESS_KEY = "labelflow-storage-reader"
+
+
+def _new_secret() -> str:
+    return secrets.token_hex(20)
+
 
 @dataclass(frozen=True)
 class Credentials:
@@ -104,35 +145,65 @@ class Credentials:
     label_studio_password: str
     label_studio_token: str
     listener_token: str = ""  # bearer token the object store and Label Studio send to the event listener
+    s3_reader_access_key: str = ""  # read and list only: what Label Studio's storage connections use
+    s3_reader_secret_key: str = ""
+    # SeaweedFS's JWT keys: volume writes and reads (signed by the master), filer writes and reads (by the gateway).
+    seaweed_jwt_write_key: str = ""
+    seaweed_jwt_read_key: str = ""
+    seaweed_filer_jwt_write_key: str = ""
+    seaweed_filer_jwt_read_key: str = ""
 
     @classmethod
     def placeholder(cls) -> Credentials:
         """Stand-in values for building service definitions when only names, ports and URLs are needed."""
-        return cls(*(["-"] * 6))
+        return cls(*(["-"] * len(dataclasses.fields(cls))))
+
+    def _with_missing_keys(self) -> Credentials:
+        """Keys added by later labelflow versions, generated for a stack home that predates them."""
+        missing: dict[str, str] = {
+            name: _new_secret()
+            for name in (
+                "listener_token",
+                "s3_reader_secret_key",
+                "seaweed_jwt_write_key",
+                "seaweed_jwt_read_key",
+                "seaweed_filer_jwt_write_key",
+                "seaweed_filer_jwt_read_key",
+            )
+            if not getattr(self, name)
+        }
+        if not self.s3_reader_access_key:
+            missing["s3_reader_access_key"] = S3_READER_ACCESS_KEY
+        return dataclasses.replace(self, **missing) if missing else self
 
     @classmethod
     def load_or_create(cls, home: Path) -> Credentials:
-        """Read the stack's credentials, creating random ones the first time."""
+        """Read the stack's credentials, creating random ones the first time (and keys added since)."""
         path = home / "credentials.json"
         if path.is_file():
-            creds = cls(**json.loads(path.read_text(encoding="utf-8")))
-            if not creds.listener_token:  # a stack home from before the event listener existed
-                creds = dataclasses.replace(creds, listener_token=secrets.token_hex(20))
-                path.write_text(json.dumps(creds.__dict__, indent=2), encoding="utf-8")
+            stored = cls(**json.loads(path.read_text(encoding="utf-8")))
+            creds = stored._with_missing_keys()
+            if creds != stored or stat.S_IMODE(path.stat().st_mode) != 0o600:
+                _write_private_json(path, creds.__dict__)
             return creds
         creds = cls(
             s3_access_key="labelflow",
-            s3_secret_key=secrets.token_hex(20),
+            s3_secret_key=_new_secret(),
             label_studio_username="admin@labelflow.local",
             label_studio_password=secrets.token_urlsafe(12),
-            label_studio_token=secrets.token_hex(20),
-            listener_token=secrets.token_hex(20),
-        )
+            label_studio_token=_new_secret(),
+        )._with_missing_keys()
         home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(creds.__dict__, handle, indent=2)
+        _write_private_json(path, creds.__dict__)
         return creds
+
+
+def _write_private_json(path: Path, data: Any) -> None:
+    """Write JSON only the owner can read, whatever the umask and the file's previous mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+    path.chmod(0o600)
 
 
 @dataclass
@@ -249,6 +320,18 @@ def listener_url(config: StackConfig) -> str:
     return f"http://{LOOPBACK}:{config.listener_port}"
 
 
+def seaweedfs_tls_files(config: StackConfig) -> tuple[Path, Path, Path]:
+    """Where the stack keeps SeaweedFS's CA, certificate and key (created by `up`)."""
+    return tls_files(config.seaweedfs_tls_dir)
+
+
+# 1: services start with umask 077; 2: Label Studio also saves exports and uploads 0600. A running service started
+# with less is restarted by `up`: its umask and settings are fixed at start.
+FILE_PRIVACY_VERSION = 2
+LABEL_STUDIO_SETTINGS_DIR = Path(__file__).parent / "local" / "label_studio_settings"
+LABEL_STUDIO_SETTINGS_MODULE = "labelflow_label_studio_settings"
+
+
 def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
     """The five services in start order (the event listener first), each with its command line and environment."""
     data = config.data_dir
@@ -268,6 +351,8 @@ def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
             "volume-grpc": config.weed_volume_port + 10000,
             "filer": config.weed_filer_port,
             "filer-grpc": config.weed_filer_port + 10000,
+            "admin": config.weed_admin_port,
+            "admin-grpc": config.weed_admin_port + 10000,
         },
         command=[
             _bin("weed"),
@@ -291,8 +376,16 @@ def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
             f"-volume.port.grpc={config.weed_volume_port + 10000}",
             f"-filer.port={config.weed_filer_port}",
             f"-filer.port.grpc={config.weed_filer_port + 10000}",
+            # The admin server binds even with its UI off; a default port that is taken silently moves (an explicit
+            # one fails instead), so it is pinned like every other port.
+            f"-admin.port={config.weed_admin_port}",
+            f"-admin.port.grpc={config.weed_admin_port + 10000}",
             "-webdav=false",
             "-admin.ui=false",
+            # The master's and filer's HTTP APIs are off: the S3 gateway uses gRPC, and the master's /submit,
+            # /vol/grow and /col/delete took anonymous writes and deleted whole buckets. Volume reads and writes
+            # need a JWT and every gRPC port needs this stack's client certificate (see seaweedfs_security.py).
+            "-disableHttp",
         ],
         # The filer posts new and changed objects under /buckets/ to the event listener, which turns those in a
         # spec's sources into debounced ingest runs. Delivery is asynchronous, so writes never wait for it, but it
@@ -313,6 +406,13 @@ def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
             # Lists are whitespace-separated in SeaweedFS's environment configuration.
             "WEED_NOTIFICATION_WEBHOOK_EVENT_TYPES": "create update rename",
             "WEED_NOTIFICATION_WEBHOOK_PATH_PREFIXES": "/buckets/",
+            **seaweedfs_security_env(
+                seaweedfs_tls_files(config),
+                write_key=creds.seaweed_jwt_write_key,
+                read_key=creds.seaweed_jwt_read_key,
+                filer_write_key=creds.seaweed_filer_jwt_write_key,
+                filer_read_key=creds.seaweed_filer_jwt_read_key,
+            ),
         },
     )
 
@@ -341,6 +441,9 @@ def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
             "USE_DEFAULT_BANNED_SUBNETS": "false",
             "USER_ADDITIONAL_BANNED_SUBNETS": ",".join(banned_subnets_except_loopback_host()),
             "HOME": str(data / "label-studio"),
+            # Label Studio's settings plus FILE_UPLOAD_PERMISSIONS 0o600: Django chmods saved exports 0644 otherwise.
+            "DJANGO_SETTINGS_MODULE": LABEL_STUDIO_SETTINGS_MODULE,
+            "PYTHONPATH": str(LABEL_STUDIO_SETTINGS_DIR),
         }
     )
     label_studio = Service(
@@ -473,6 +576,8 @@ def connection_env(config: StackConfig, creds: Credentials) -> dict[str, str]:
         "LABELFLOW_S3_ENDPOINT_URL": f"http://{LOOPBACK}:{config.s3_port}",
         "LABELFLOW_S3_ACCESS_KEY": creds.s3_access_key,
         "LABELFLOW_S3_SECRET_KEY": creds.s3_secret_key,
+        "LABELFLOW_S3_STORAGE_ACCESS_KEY": creds.s3_reader_access_key,
+        "LABELFLOW_S3_STORAGE_SECRET_KEY": creds.s3_reader_secret_key,
         "LABEL_STUDIO_URL": f"http://{LOOPBACK}:{config.label_studio_port}",
         "LABEL_STUDIO_API_KEY": creds.label_studio_token,
         "MLFLOW_TRACKING_URI": f"http://{LOOPBACK}:{config.mlflow_port}",
@@ -509,6 +614,7 @@ class LocalStack:
 
     def __init__(self, config: StackConfig) -> None:
         self.config = config
+        self._echo: Callable[[str], None] = lambda _: None
 
     # --- files -----------------------------------------------------------------------------------
     def _state_path(self, name: str) -> Path:
@@ -592,12 +698,34 @@ class LocalStack:
                     "name": "labelflow",
                     "credentials": [{"accessKey": creds.s3_access_key, "secretKey": creds.s3_secret_key}],
                     "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                }
+                },
+                {
+                    # Label Studio's storage connections: their keys sit in its database, so they can only read.
+                    "name": "label-studio-storage",
+                    "credentials": [{"accessKey": creds.s3_reader_access_key, "secretKey": creds.s3_reader_secret_key}],
+                    "actions": ["Read", "List"],
+                },
             ]
         }
+        _write_private_json(self.config.home / "seaweedfs-s3.json", identities)
+
+    def make_home_private(self) -> None:
+        """Make everything under the stack home owner-only (a home from an older labelflow had 0644 files)."""
+        home = self.config.home
+        home.chmod(0o700)
+        for entry in home.iterdir():
+            # Label Studio's environment holds no secrets, is large, and may be a link to a shared one.
+            if entry.name == "venvs" or entry.is_symlink():
+                continue
+            _remove_group_and_other_access(entry)
+
+    def _seaweedfs_config_digest(self, service: Service) -> str:
+        """What SeaweedFS reads only when it starts: a running one with another digest is restarted by `up`."""
         path = self.config.home / "seaweedfs-s3.json"
-        path.write_text(json.dumps(identities, indent=2), encoding="utf-8")
-        path.chmod(0o600)
+        identities = path.read_bytes() if path.is_file() else b""
+        weed_env = sorted((k, v) for k, v in service.env.items() if k.startswith("WEED_"))
+        material = json.dumps([service.command, weed_env]).encode() + identities
+        return hashlib.sha256(material).hexdigest()
 
     # --- lifecycle -------------------------------------------------------------------------------
     def _start(self, service: Service) -> None:
@@ -607,7 +735,8 @@ class LocalStack:
         if not (Path(executable).exists() or shutil.which(executable)):
             raise StackError(f"{service.name}: `{executable}` is not installed; run `uv sync` first")
         log = self.log_path(service.name)
-        with log.open("ab") as out:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as out:
             out.write(f"\n=== labelflow: starting {service.name} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
             out.flush()
             proc = subprocess.Popen(
@@ -618,6 +747,9 @@ class LocalStack:
                 env=service.env,
                 cwd=self.config.home,
                 start_new_session=True,
+                # Everything a service writes (Label Studio's database with its stored S3 key and tokens,
+                # SeaweedFS's volumes, MLflow's and Prefect's databases) is readable by its owner only.
+                umask=0o077,
             )
         state = {
             "pid": proc.pid,
@@ -625,8 +757,11 @@ class LocalStack:
             "command": service.command,
             "ports": service.ports,
             "url": service.url,
+            "file_privacy": FILE_PRIVACY_VERSION,  # how its files were made private (see `_up`)
         }
-        self._state_path(service.name).write_text(json.dumps(state, indent=2), encoding="utf-8")
+        if service.name == "s3":
+            state["config_digest"] = self._seaweedfs_config_digest(service)
+        _write_private_json(self._state_path(service.name), state)
 
     def _probe(self, service: Service, timeout: float = 3.0) -> tuple[bool, str]:
         try:
@@ -637,33 +772,40 @@ class LocalStack:
             return True, "healthy"
         return False, f"health check answered HTTP {response.status_code}"
 
+    def _progress(self, name: str) -> tuple[int, int]:
+        """Log size and whole CPU seconds of the service's process tree: either moves while it works."""
+        log = self.log_path(name)
+        size = log.stat().st_size if log.is_file() else 0
+        proc = self._process(name)
+        cpu = 0.0
+        if proc is not None:
+            with contextlib.suppress(psutil.Error):
+                for member in [proc, *proc.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        times = member.cpu_times()
+                        cpu += times.user + times.system
+        return size, int(cpu)
+
     def _wait_healthy(self, services: list[Service], started: dict[str, float]) -> dict[str, float]:
-        """Poll every service until all are healthy; fail naming the first that dies or times out."""
-        pending = {s.name: s for s in services}
-        ready: dict[str, float] = {}
-        deadline = time.monotonic() + self.config.start_timeout_seconds
-        while pending:
-            for name, service in list(pending.items()):
-                if self._process(name) is None:
-                    raise StackError(
-                        f"{name}: the process exited during start-up; see {self.log_path(name)}\n"
-                        f"{_tail(self.log_path(name))}"
-                    )
-                ok, _ = self._probe(service, timeout=2.0)
-                if ok:
-                    ready[name] = time.monotonic() - started[name]
-                    del pending[name]
-            if not pending:
-                break
-            if time.monotonic() > deadline:
-                name = next(iter(pending))
-                _, detail = self._probe(pending[name])
-                raise StackError(
-                    f"{name}: not healthy after {self.config.start_timeout_seconds:.0f} s ({detail}); "
-                    f"see {self.log_path(name)}\n{_tail(self.log_path(name))}"
-                )
-            time.sleep(0.5)
-        return ready
+        """Wait while each service starts and makes progress; fail naming one that died, stalled or hit the cap."""
+        watched = [
+            Watched(
+                name=service.name,
+                healthy=lambda service=service: self._probe(service, timeout=2.0),
+                alive=lambda name=service.name: self._process(name) is not None,
+                progress=lambda name=service.name: self._progress(name),
+                started_at=started[service.name],
+            )
+            for service in services
+        ]
+        policy = WaitPolicy(stall_seconds=self.config.start_stall_seconds, max_seconds=self.config.start_max_seconds)
+        # time.monotonic and time.sleep are looked up now, so a test can substitute a fake clock.
+        wait = HealthWait(policy=policy, clock=time.monotonic, sleep=time.sleep, echo=self._echo)
+        try:
+            return wait.wait(watched)
+        except HealthWaitError as exc:
+            log = self.log_path(exc.name)
+            raise StackError(f"{exc}; see {log}\n{_tail(log)}") from None
 
     def _services(self, creds: Credentials, with_worker: bool = False) -> list[Service]:
         """The listener and the four servers, plus the worker when asked for or already started."""
@@ -674,10 +816,38 @@ class LocalStack:
 
     def up(self, echo: Callable[[str], None] = lambda _: None, with_worker: bool = False) -> list[UpReport]:
         """Start every service that is not running, wait for health, publish the connection file."""
+        with _private_umask():  # the directories `up` creates itself (logs, run, data/...) are owner-only too
+            reports = self._up(echo, with_worker)
+            # Again at the end: SeaweedFS writes its *.vif volume descriptors 0644 whatever the umask.
+            self.make_home_private()
+        return reports
+
+    def _up(self, echo: Callable[[str], None], with_worker: bool) -> list[UpReport]:
+        self._echo = echo
         self.config.home.mkdir(parents=True, exist_ok=True)
+        self.make_home_private()
         creds = Credentials.load_or_create(self.config.home)
+        ensure_grpc_tls(self.config.seaweedfs_tls_dir)
+        self._write_seaweed_identities(creds)
         services = self._services(creds, with_worker)
         servers = [s for s in services if s.name != "worker"]
+        weed_service = next(s for s in services if s.name == "s3")
+        weed_state = self._read_state("s3") or {}
+        if self._process("s3") is not None and weed_state.get("config_digest") != self._seaweedfs_config_digest(
+            weed_service
+        ):
+            # Started by an older labelflow or with other keys: its access control is only read at start.
+            echo("restarting s3 (its security configuration changed) ...")
+            self.stop("s3")
+        for service in services:
+            state = self._read_state(service.name)
+            outdated = state is not None and state.get("file_privacy", 0) < FILE_PRIVACY_VERSION
+            if outdated and self._process(service.name) is not None:
+                # Its umask is fixed at start: until restarted, every file it creates stays readable by other users.
+                echo(
+                    f"restarting {service.name} (started by an older labelflow: its new files were world-readable) ..."
+                )
+                self.stop(service.name)
         running = [s for s in services if self._process(s.name) is not None]
         to_start = [s for s in services if s not in running]
         busy = [
@@ -693,7 +863,6 @@ class LocalStack:
             )
         if any(s.name == "label-studio" for s in to_start):
             self.ensure_label_studio_env(echo)
-        self._write_seaweed_identities(creds)
         for sub in ("seaweedfs", "label-studio", "mlflow", "prefect"):
             (self.config.data_dir / sub).mkdir(parents=True, exist_ok=True)
 
@@ -795,9 +964,8 @@ class LocalStack:
                 "password": creds.label_studio_password,
             },
         }
-        path = self.config.home / STACK_FILE_NAME
-        path.write_text(json.dumps(data, indent=2), encoding="utf-8")
-        path.chmod(0o600)
+        # Created 0600, never briefly world-readable (write_text + chmod left a window).
+        _write_private_json(self.config.home / STACK_FILE_NAME, data)
 
     def down(self) -> dict[str, str]:
         """Stop exactly the processes this stack started; report what happened to each."""
@@ -817,10 +985,21 @@ class LocalStack:
         self._state_path(name).unlink(missing_ok=True)
         return "not running" if proc is None else "stopped"
 
+    def recorded_config(self) -> StackConfig:
+        """This stack's configuration with the ports its running services were started with (run/*.json)."""
+        recorded: dict[str, dict[str, int]] = {}
+        for name in ("listener", "s3", "label-studio", "mlflow", "prefect", "worker"):
+            state = self._read_state(name)
+            if state and isinstance(state.get("ports"), dict):
+                recorded[name] = state["ports"]
+        return self.config.with_ports(recorded)
+
     def status(self) -> list[ServiceStatus]:
         """Each service: whether its process runs, whether its health check passes, its URL and log."""
         result = []
-        for service in self._services(Credentials.placeholder()):
+        # Probe the ports this home's services were started with, not the defaults (another stack may own those).
+        recorded = LocalStack(self.recorded_config())
+        for service in recorded._services(Credentials.placeholder()):
             proc = self._process(service.name)
             if proc is None:
                 running, healthy, detail = False, False, "not running"
@@ -844,15 +1023,41 @@ class LocalStack:
     def connection(self) -> dict[str, Any]:
         """Machine-readable URLs and local credentials (for `status --json`)."""
         creds = Credentials.load_or_create(self.config.home)
+        config = self.recorded_config()
         return {
-            "home": str(self.config.home),
-            "env": connection_env(self.config, creds),
+            "home": str(config.home),
+            "env": connection_env(config, creds),
             "label_studio_login": {
-                "url": f"http://{LOOPBACK}:{self.config.label_studio_port}",
+                "url": f"http://{LOOPBACK}:{config.label_studio_port}",
                 "username": creds.label_studio_username,
                 "password": creds.label_studio_password,
             },
         }
+
+
+@contextlib.contextmanager
+def _private_umask() -> Iterator[None]:
+    """Create files and directories owner-only for the duration (umask 077)."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _remove_group_and_other_access(root: Path) -> None:
+    """chmod go-rwx on a file or a whole tree (symbolic links are left alone, never followed)."""
+    paths = [root]
+    if root.is_dir() and not root.is_symlink():
+        for directory, subdirs, files in os.walk(root):
+            paths.extend(Path(directory, name) for name in [*subdirs, *files])
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):  # a service may remove a file meanwhile
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode) or stat.S_ISSOCK(info.st_mode):
+                continue
+            if info.st_mode & 0o077:
+                path.chmod(stat.S_IMODE(info.st_mode) & ~0o077)
 
 
 def _stop_process_tree(proc: psutil.Process, timeout: float = 15.0) -> None:

@@ -5,15 +5,23 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
+from integrations.errors import AdapterError
 from integrations.settings import LabelStudioSettings, S3Settings
 
+# Reads (GET) that fail with a transport error or a 5xx are repeated after these pauses (seconds): a few seconds
+# of backoff ride out a restart without hiding an outage. Writes are not repeated here (see `import_tasks`).
+READ_RETRY_DELAYS = (0.5, 1.0, 2.0)
+# A server that does not accept the connection within this is reported as unreachable (reads keep `timeout`).
+CONNECT_TIMEOUT_SECONDS = 5.0
 
-class LabelStudioError(RuntimeError):
+
+class LabelStudioError(AdapterError):
     """A Label Studio call failed; the message carries the server's answer and whether a retry can help."""
 
     def __init__(self, message: str, transient: bool = False, status: int | None = None) -> None:
@@ -32,8 +40,9 @@ def _check(response: httpx.Response, action: str) -> httpx.Response:
     elif response.status_code == 403:
         hint = " (the token's user may not do this)"
     transient = response.status_code >= 500 or response.status_code == 429
+    answer = " ".join(response.text[:300].split())  # an HTML error page stays one line
     raise LabelStudioError(
-        f"Label Studio {action}: HTTP {response.status_code}{hint}: {response.text[:300]}",
+        f"Label Studio {action}: HTTP {response.status_code}{hint}: {answer}",
         transient=transient,
         status=response.status_code,
     )
@@ -48,7 +57,7 @@ class LabelStudioClient:
         self._http = httpx.Client(
             base_url=settings.base_url,
             headers={"Authorization": f"Token {settings.api_key.get_secret_value()}"},
-            timeout=timeout,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_SECONDS)),
         )
 
     @functools.cached_property
@@ -61,15 +70,29 @@ class LabelStudioClient:
         )
 
     def _request(self, method: str, path: str, action: str, **kwargs: Any) -> httpx.Response:
-        """One raw API call; connection failures become transient LabelStudioErrors."""
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise LabelStudioError(
-                f"Label Studio {action}: cannot reach {self.settings.base_url}: {type(exc).__name__}: {exc}",
-                transient=True,
-            ) from exc
-        return _check(response, action)
+        """One raw API call; transport errors and 5xx become transient LabelStudioErrors, after backoff for reads."""
+        pauses = READ_RETRY_DELAYS if method == "GET" else ()
+        retries = 0
+        while True:
+            try:
+                return _check(self._http.request(method, path, **kwargs), action)
+            except LabelStudioError as exc:
+                if not exc.transient:
+                    raise
+                error: Exception = exc
+            except httpx.TransportError as exc:
+                error = exc
+            if retries == len(pauses):
+                break
+            time.sleep(pauses[retries])
+            retries += 1
+        retried = f" (retried {retries} times)" if retries else ""
+        if isinstance(error, LabelStudioError):
+            raise LabelStudioError(f"{error}{retried}", transient=True, status=error.status) from error
+        raise LabelStudioError(
+            f"Label Studio {action}: cannot reach {self.settings.base_url}: {type(error).__name__}: {error}{retried}",
+            transient=True,
+        ) from error
 
     def whoami(self) -> dict[str, Any]:
         """The user the token belongs to."""
@@ -178,13 +201,23 @@ class LabelStudioClient:
         response = self._request("POST", "/api/storages/s3", f"connect s3://{bucket}/{prefix}", json=body)
         return int(response.json()["id"])
 
+    def update_s3_import_storage_keys(self, storage_id: int, s3: S3Settings) -> None:
+        """Replace the S3 keys a storage connection reads with (e.g. an admin key by a read-only one)."""
+        body = {"aws_access_key_id": s3.access_key, "aws_secret_access_key": s3.secret_key.get_secret_value()}
+        self._request("PATCH", f"/api/storages/s3/{storage_id}", f"update keys of storage {storage_id}", json=body)
+
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> list[int]:
-        """Create tasks in one request and return their ids."""
-        response = self._http.post(f"/api/projects/{project_id}/import", params={"return_task_ids": "true"}, json=tasks)
+        """Create tasks in one request and return their ids; transport errors and 5xx are transient errors.
+
+        Sent once: after a lost answer the tasks may exist, so only a caller that can look the batch up may retry
+        (`tasks.ingest.import_batch_idempotently`).
+        """
+        action = f"import into project {project_id}"
+        response = self._request(
+            "POST", f"/api/projects/{project_id}/import", action, params={"return_task_ids": "true"}, json=tasks
+        )
         if response.status_code not in (200, 201):
-            raise LabelStudioError(
-                f"import into project {project_id}: HTTP {response.status_code}: {response.text[:300]}"
-            )
+            raise LabelStudioError(f"Label Studio {action}: unexpected HTTP {response.status_code}")
         return [int(task_id) for task_id in response.json().get("task_ids", [])]
 
     # --- users -----------------------------------------------------------------------------------------------

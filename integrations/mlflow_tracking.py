@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
+import requests
 from mlflow.entities import DatasetInput, InputTag, Run
-from mlflow.exceptions import MlflowException
+from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES
+from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
+from integrations.errors import AdapterError
 from integrations.settings import MLflowSettings
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -21,8 +27,89 @@ def _listed(value: Any) -> Any:
     return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
-class MLflowError(RuntimeError):
-    """The tracking server refused or could not be reached; the message says which call."""
+# MLflow's client repeats a failed call 7 times with backoff factor 2 and waits 120 s per try: about 4 minutes
+# before a down server is reported. The flows' task retries already ride out outages, so one MLflow call gives up
+# within seconds. MLflow reads these per request; values an operator sets in the environment win.
+HTTP_REQUEST_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+# The useful end of urllib3's long "Max retries exceeded with url: ... (Caused by ...)" messages.
+_TRANSPORT_REASON = re.compile(r"\[Errno -?\d+\][^'\"()]*|too many \d+ error responses|timed out")
+ReturnT = TypeVar("ReturnT")
+
+
+class MLflowError(AdapterError):
+    """The tracking server refused or could not be reached; the message says which call and whether a retry helps."""
+
+    def __init__(self, message: str, transient: bool | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self._transient = transient
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        """Whether retrying can help: as given, else judged from the MLflow or HTTP error this was raised from."""
+        if self._transient is not None:
+            return self._transient
+        cause = self.__cause__
+        return isinstance(cause, MlflowException | requests.RequestException) and mlflow_error("", "", cause).transient
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    return " ".join(text.split())[:limit]
+
+
+def _transient_status(status: int | None) -> bool:
+    return status is not None and (status >= 500 or status == 429)
+
+
+def mlflow_error(action: str, tracking_uri: str, exc: Exception) -> MLflowError:
+    """A one-line MLflowError for an MLflow or HTTP failure: unreachable, timeouts, 5xx and 429 are transient."""
+    where = f"MLflow {action} at {tracking_uri}"
+    retried = f" (retried {MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()} times)"
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:  # artifact uploads and downloads
+        status = exc.response.status_code
+        suffix = retried if _transient_status(status) else ""
+        message = f"{where}: HTTP {status}: {_one_line(exc.response.text or str(exc))}{suffix}"
+        return MLflowError(message, transient=_transient_status(status), status=status)
+    if isinstance(exc, requests.RequestException):
+        return MLflowError(f"{where}: cannot reach the server: {_transport_reason(str(exc))}{retried}", transient=True)
+    if isinstance(exc, MlflowException):
+        message = str(exc.message)
+        if not isinstance(exc, RestException) and message.startswith("API request to") and " failed with " in message:
+            reason = _transport_reason(message)  # MLflow's wrapper around a connection error or a timeout
+            return MLflowError(f"{where}: cannot reach the server: {reason}{retried}", transient=True)
+        status = exc.get_http_status_code()
+        suffix = retried if _transient_status(status) else ""
+        return MLflowError(
+            f"{where}: HTTP {status} {exc.error_code}: {_one_line(message)}{suffix}",
+            transient=_transient_status(status),
+            status=status,
+        )
+    return MLflowError(f"{where}: {type(exc).__name__}: {_one_line(str(exc))}", transient=False)
+
+
+def _transport_reason(message: str) -> str:
+    found = _TRANSPORT_REASON.search(message)
+    return found.group(0).strip() if found else _one_line(message, 200)
+
+
+def _reported(action: str) -> Callable[[Callable[..., ReturnT]], Callable[..., ReturnT]]:
+    """Method decorator: MLflow's and requests' exceptions leave as one MLflowError saying what failed."""
+
+    def decorate(method: Callable[..., ReturnT]) -> Callable[..., ReturnT]:
+        @functools.wraps(method)
+        def reporting(self: MLflowTracking, *args: Any, **kwargs: Any) -> ReturnT:
+            try:
+                return method(self, *args, **kwargs)
+            except (MlflowException, requests.RequestException) as exc:
+                raise mlflow_error(action, self.settings.tracking_uri, exc) from exc
+
+        return reporting
+
+    return decorate
 
 
 class MLflowTracking:
@@ -30,27 +117,72 @@ class MLflowTracking:
 
     def __init__(self, settings: MLflowSettings) -> None:
         self.settings = settings
+        for name, value in HTTP_REQUEST_SETTINGS.items():
+            os.environ.setdefault(name, value)
         self.client = MlflowClient(tracking_uri=settings.tracking_uri)
 
+    @_reported("ensure experiment")
     def ensure_experiment(self, name: str, tags: dict[str, str] | None = None) -> str:
         """Experiment id for a name, creating the experiment if needed."""
-        try:
-            experiment = self.client.get_experiment_by_name(name)
-            if experiment is not None:
-                return experiment.experiment_id
-            return self.client.create_experiment(name, tags=tags)
-        except MlflowException as exc:
-            raise MLflowError(f"MLflow experiment {name!r} at {self.settings.tracking_uri}: {exc.message}") from exc
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return self.client.create_experiment(name, tags=tags)
 
+    @_reported("find experiment")
     def experiment_id(self, name: str) -> str | None:
         """Id of an existing experiment, or None."""
         experiment = self.client.get_experiment_by_name(name)
         return experiment.experiment_id if experiment is not None else None
 
+    def create_experiment_once(self, name: str, tags: dict[str, str]) -> tuple[str, bool]:
+        """(experiment id, True) when this call created the experiment with `tags`; (id, False) when it existed.
+
+        The server's unique experiment name makes this atomic: of concurrent callers exactly one gets True.
+        """
+        from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+        try:
+            existing = self.client.get_experiment_by_name(name)
+            if existing is not None:
+                return existing.experiment_id, False
+            try:
+                return self.client.create_experiment(name, tags=tags), True
+            except MlflowException as exc:
+                if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                    raise
+            existing = self.client.get_experiment_by_name(name)
+            if existing is None:
+                raise MlflowException(f"experiment {name!r} was reported to exist but is not found")
+            return existing.experiment_id, False
+        except MlflowException as exc:
+            raise MLflowError(f"MLflow experiment {name!r} at {self.settings.tracking_uri}: {exc.message}") from exc
+
+    def experiment_tags(self, experiment_id: str) -> dict[str, str]:
+        """An experiment's tags."""
+        try:
+            return dict(self.client.get_experiment(experiment_id).tags)
+        except MlflowException as exc:
+            raise MLflowError(
+                f"MLflow experiment {experiment_id} at {self.settings.tracking_uri}: {exc.message}"
+            ) from exc
+
+    def set_experiment_tags(self, experiment_id: str, tags: dict[str, str]) -> None:
+        """Set several tags on an experiment."""
+        try:
+            for key, value in tags.items():
+                self.client.set_experiment_tag(experiment_id, key, value)
+        except MlflowException as exc:
+            raise MLflowError(
+                f"MLflow experiment {experiment_id} at {self.settings.tracking_uri}: {exc.message}"
+            ) from exc
+
+    @_reported("experiment artifact location")
     def experiment_artifact_location(self, experiment_id: str) -> str:
         """Where the server stores this experiment's artifacts."""
         return self.client.get_experiment(experiment_id).artifact_location
 
+    @_reported("search runs")
     def search_runs(self, experiment_id: str, filter_string: str = "", max_results: int = 1000) -> list[Run]:
         """Every active run of an experiment matching a filter, following pages."""
         runs: list[Run] = []
@@ -64,15 +196,18 @@ class MLflowTracking:
             if not token:
                 return runs
 
+    @_reported("start run")
     def start_run(self, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
         """Create a run (status RUNNING) with tags; return its id."""
         return self.client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
 
+    @_reported("set run tags")
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         """Set several tags on a run."""
         for key, value in tags.items():
             self.client.set_tag(run_id, key, value)
 
+    @_reported("log params and metrics")
     def log_params_and_metrics(self, run_id: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
         """Log parameters and numeric metrics."""
         for key, value in params.items():
@@ -80,10 +215,12 @@ class MLflowTracking:
         for key, value in metrics.items():
             self.client.log_metric(run_id, key, float(value))
 
+    @_reported("log artifact")
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         """Upload one local file as a run artifact."""
         self.client.log_artifact(run_id, str(path), artifact_path)
 
+    @_reported("log dataset input")
     def log_dataset_input(
         self, run_id: str, frame: pd.DataFrame, name: str, source: str, digest: str, context: str = "training"
     ) -> None:
@@ -105,10 +242,12 @@ class MLflowTracking:
         entity = DatasetInput(dataset=dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
         self.client.log_inputs(run_id, datasets=[entity])
 
+    @_reported("finish run")
     def finish_run(self, run_id: str, status: str = "FINISHED") -> None:
         """End a run with a status (FINISHED, FAILED, KILLED)."""
         self.client.set_terminated(run_id, status=status)
 
+    @_reported("delete run")
     def delete_run(self, run_id: str) -> None:
         """Move a run to the deleted lifecycle stage (hidden from searches and the UI)."""
         self.client.delete_run(run_id)

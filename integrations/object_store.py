@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,15 +12,24 @@ from urllib.parse import urlsplit
 import boto3
 import urllib3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from minio import Minio
 from minio.error import S3Error
 
+from integrations.errors import AdapterError
 from integrations.settings import S3Settings
 
 NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "NotFound", "404"}
 # Errors worth retrying: the server is down, overloaded or briefly unreachable.
 TRANSIENT_CODES = {"500", "502", "503", "504", "SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"}
+# Each call retries a refused connection or a 5xx this often (pauses of about 0, 1 and 2 s) before it is reported:
+# the flows' task retries ride out longer outages, and a down store is reported within about 30 s, not minutes.
+CALL_RETRIES = 3
+CONNECT_TIMEOUT_SECONDS = 5
+READ_TIMEOUT_SECONDS = 30  # between two bytes, not for a whole transfer: large objects are unaffected
+# The useful end of urllib3's and botocore's long transport messages.
+_TRANSPORT_REASON = re.compile(r"\[Errno -?\d+\][^'\"()]*|too many \d+ error responses|timed out")
 
 
 CONTENT_TYPES = {
@@ -45,7 +55,7 @@ def content_type_of(path: Path) -> str:
     return CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
 
 
-class ObjectStoreError(RuntimeError):
+class ObjectStoreError(AdapterError):
     """An object-store call failed; the message names the bucket/key and the server's answer."""
 
     def __init__(self, message: str, transient: bool = False, not_found: bool = False) -> None:
@@ -84,7 +94,25 @@ def _wrap(action: str, exc: Exception) -> ObjectStoreError:
         transient = code in TRANSIENT_CODES or status.startswith("5")
         not_found = code in NOT_FOUND_CODES or status == "404"
         return ObjectStoreError(f"{action}: {code or status}: {message}", transient=transient, not_found=not_found)
-    return ObjectStoreError(f"{action}: {type(exc).__name__}: {exc}", transient=True)
+    if isinstance(exc, urllib3.exceptions.HTTPError | BotoConnectionError | HTTPClientError):
+        reason = f"{_reason_of(exc)} (retried {CALL_RETRIES} times)"
+        return ObjectStoreError(f"{action}: cannot reach the object store{_endpoint_of(exc)}: {reason}", transient=True)
+    return ObjectStoreError(f"{action}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", transient=False)
+
+
+def _endpoint_of(exc: Exception) -> str:
+    """' at scheme://host:port' of a transport error, when the error knows it."""
+    pool = getattr(exc, "pool", None)
+    if pool is not None:
+        return f" at {pool.scheme}://{pool.host}:{pool.port}"
+    endpoint = getattr(exc, "kwargs", {}).get("endpoint_url")
+    return f" at {'/'.join(str(endpoint).split('/')[:3])}" if endpoint else ""
+
+
+def _reason_of(exc: Exception) -> str:
+    underlying = getattr(exc, "kwargs", {}).get("error", "")  # botocore keeps the socket error aside
+    found = _TRANSPORT_REASON.search(f"{exc} {underlying}")
+    return found.group(0).strip() if found else f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
 def _minio_accepts(key: str) -> bool:
@@ -110,8 +138,8 @@ class ObjectStore:
             region=settings.region,
             http_client=urllib3.PoolManager(
                 maxsize=max_connections,
-                timeout=urllib3.Timeout(connect=5, read=60),
-                retries=urllib3.Retry(total=4, backoff_factor=0.5, status_forcelist=[500, 502, 503, 504]),
+                timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS),
+                retries=urllib3.Retry(total=CALL_RETRIES, backoff_factor=0.5, status_forcelist=[500, 502, 503, 504]),
             ),
         )
         self._client = boto3.client(
@@ -124,9 +152,9 @@ class ObjectStore:
                 signature_version="s3v4",
                 s3={"addressing_style": "path"},
                 max_pool_connections=max_connections,
-                retries={"max_attempts": 4, "mode": "standard"},
-                connect_timeout=5,
-                read_timeout=60,
+                retries={"max_attempts": CALL_RETRIES + 1, "mode": "standard"},
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                read_timeout=READ_TIMEOUT_SECONDS,
             ),
         )
 
@@ -210,6 +238,34 @@ class ObjectStore:
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
             raise _wrap(f"stat s3://{bucket}/{key}", exc) from exc
         return StoredObject(bucket=bucket, key=key, size=int(info.size or 0), etag=(info.etag or "").strip('"'))
+
+    def put_conditional(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        if_match: str | None = None,
+        content_type: str = "application/json",
+    ) -> str | None:
+        """Write one object only if none exists (`If-None-Match: *`) or, given `if_match`, only if its ETag is still
+        that one; return the new ETag, or None when the precondition did not hold (another writer got there first).
+        """
+        condition = {"IfMatch": f'"{if_match.strip(chr(34))}"'} if if_match is not None else {"IfNoneMatch": "*"}
+        try:
+            result = self._client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, **condition)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            # 412: the condition failed; 409 (AWS): a concurrent conditional write to the key won; 404: If-Match
+            # on an object deleted meanwhile. Each means another writer holds the key now.
+            if status in (409, 412) or error.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return None
+            if if_match is not None and status == 404:
+                return None
+            raise _wrap(f"conditional put s3://{bucket}/{key}", exc) from exc
+        except BotoCoreError as exc:
+            raise _wrap(f"conditional put s3://{bucket}/{key}", exc) from exc
+        return str(result.get("ETag", "")).strip('"')
 
     def delete(self, bucket: str, key: str) -> None:
         """Delete one object (no error if it is already gone)."""

@@ -96,6 +96,16 @@ class S3Settings(_ServiceSettings):
         return str(self.endpoint_url).rstrip("/")
 
 
+class S3StorageSettings(_ServiceSettings):
+    """The read-only S3 identity Label Studio's storage connections use (their keys sit in its database)."""
+
+    model_config = SettingsConfigDict(env_prefix="LABELFLOW_S3_STORAGE_")
+    service_name: ClassVar[str] = "Label Studio storage (read-only S3 identity)"
+
+    access_key: str
+    secret_key: SecretStr
+
+
 class LabelStudioSettings(_ServiceSettings):
     """Label Studio server and an API token (legacy token or personal access token)."""
 

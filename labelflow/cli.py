@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from infra.local_stack import WORK_POOL, LocalStack, StackConfig, StackError
@@ -41,16 +43,44 @@ HomeOption = Annotated[
 ]
 
 
-@app.command()
+def _ports_epilog() -> str:
+    """Every port the local stack binds on 127.0.0.1, with its variable and default (from StackConfig)."""
+    fields = StackConfig.model_fields
+    rows = [
+        ("S3 (SeaweedFS gateway)", "s3_port"),
+        ("Label Studio", "label_studio_port"),
+        ("MLflow", "mlflow_port"),
+        ("Prefect", "prefect_port"),
+        ("event listener (webhooks)", "listener_port"),
+        ("worker health (--with-worker)", "worker_health_port"),
+        ("SeaweedFS master", "weed_master_port"),
+        ("SeaweedFS volume", "weed_volume_port"),
+        ("SeaweedFS filer", "weed_filer_port"),
+        ("SeaweedFS admin", "weed_admin_port"),
+    ]
+    lines = [f"{title}: {fields[name].default} (env LABELFLOW_STACK_{name.upper()})" for title, name in rows]
+    return (
+        "Ports, all on 127.0.0.1 (a busy port fails `up`; nothing moves):\n\n"
+        + "\n\n".join(lines)
+        + "\n\nSeaweedFS also binds each of its ports +10000 for gRPC (mutual TLS)."
+    )
+
+
+@app.command(epilog=_ports_epilog())
 def up(
     home: HomeOption = None,
-    s3_port: Annotated[int | None, typer.Option(help="S3 port [env LABELFLOW_STACK_S3_PORT; 8333]")] = None,
+    s3_port: Annotated[int | None, typer.Option(help="S3 port (env LABELFLOW_STACK_S3_PORT; default 8333)")] = None,
     label_studio_port: Annotated[
-        int | None, typer.Option(help="Label Studio port [env LABELFLOW_STACK_LABEL_STUDIO_PORT; 8080]")
+        int | None, typer.Option(help="Label Studio port (env LABELFLOW_STACK_LABEL_STUDIO_PORT; default 8080)")
     ] = None,
-    mlflow_port: Annotated[int | None, typer.Option(help="MLflow port [env LABELFLOW_STACK_MLFLOW_PORT; 5000]")] = None,
+    mlflow_port: Annotated[
+        int | None, typer.Option(help="MLflow port (env LABELFLOW_STACK_MLFLOW_PORT; default 5000)")
+    ] = None,
     prefect_port: Annotated[
-        int | None, typer.Option(help="Prefect port [env LABELFLOW_STACK_PREFECT_PORT; 4200]")
+        int | None, typer.Option(help="Prefect port (env LABELFLOW_STACK_PREFECT_PORT; default 4200)")
+    ] = None,
+    listener_port: Annotated[
+        int | None, typer.Option(help="Event listener port (env LABELFLOW_STACK_LISTENER_PORT; default 8700)")
     ] = None,
     with_worker: Annotated[
         bool, typer.Option(help="Also start `labelflow worker` (runs the deployments' flow runs)")
@@ -58,7 +88,12 @@ def up(
 ) -> None:
     """Start the local stack (event listener, SeaweedFS S3, Label Studio, MLflow, Prefect) on 127.0.0.1; idempotent."""
     stack = _stack(
-        home, s3_port=s3_port, label_studio_port=label_studio_port, mlflow_port=mlflow_port, prefect_port=prefect_port
+        home,
+        s3_port=s3_port,
+        label_studio_port=label_studio_port,
+        mlflow_port=mlflow_port,
+        prefect_port=prefect_port,
+        listener_port=listener_port,
     )
     began = time.monotonic()
     try:
@@ -129,8 +164,37 @@ def smoke() -> None:
 
 
 def _fail(kind: str, exc: Exception, code: int) -> typer.Exit:
-    err_console.print(f"[bold red]{kind}[/bold red]: {exc}")
+    # One line at any terminal width (no soft wrapping), and the error's own text is never read as markup.
+    err_console.print(f"[bold red]{kind}[/bold red]: {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(code)
+
+
+class _WithoutTracebacksOf(logging.Formatter):
+    """Prefect's console format, minus the traceback of errors the CLI reports itself in one line."""
+
+    def __init__(self, inner: logging.Formatter | None, expected: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+        self.expected = expected
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not (record.exc_info and isinstance(record.exc_info[1], self.expected)):
+            return self.inner.format(record)
+        exc_info, exc_text = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            return self.inner.format(record)
+        finally:  # other handlers (the Prefect API's run logs) still get the traceback
+            record.exc_info, record.exc_text = exc_info, exc_text
+
+
+def _console_logs_without_tracebacks_of(*expected: type[BaseException]) -> None:
+    """Prefect logs failed tasks and flows with tracebacks on stderr; expected errors keep only their message."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.formatter, _WithoutTracebacksOf):
+            handler.setFormatter(_WithoutTracebacksOf(handler.formatter, expected))
 
 
 @contextmanager
@@ -161,13 +225,14 @@ def ingest(
     """Ingest new objects from the spec's sources into its Label Studio project (incremental, idempotent)."""
     from integrations.label_studio import LabelStudioError
     from integrations.object_store import ObjectStoreError
-    from tasks.spec import load_spec
+    from tasks.spec import SpecError, load_spec
 
     with _reported_failures("ingest", LabelStudioError, ObjectStoreError):
         load_spec(spec)  # fail on a broken spec before any server is contacted
         with prefect_connection():
             from flows.ingest import ingest as ingest_flow
 
+            _console_logs_without_tracebacks_of(SpecError, LabelStudioError, ObjectStoreError)
             summary = ingest_flow(str(spec.resolve()), limit=limit)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -207,7 +272,7 @@ def collect(
     from tasks.collect import CollectError
     from tasks.quality import GoldError
     from tasks.registry import DatasetIntegrityError
-    from tasks.spec import load_spec
+    from tasks.spec import SpecError, load_spec
     from tasks.validate import ValidationFailed
 
     try:
@@ -226,6 +291,15 @@ def collect(
             with prefect_connection():
                 from flows.collect import collect as collect_flow
 
+                _console_logs_without_tracebacks_of(
+                    SpecError,
+                    CollectError,
+                    GoldError,
+                    LabelStudioError,
+                    ObjectStoreError,
+                    MLflowError,
+                    ValidationFailed,
+                )
                 summary = collect_flow(str(spec.resolve()), full=full)
     except ValidationFailed as exc:
         err_console.print(f"[bold red]validation failed[/bold red]: nothing was published\n{exc}")

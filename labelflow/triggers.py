@@ -35,6 +35,14 @@ COLLECT_FLOW = "labelflow-collect"
 LABEL_STUDIO_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"]
 # Flow-run states in which a run has not started yet: another event needs no new run while one of these waits.
 NOT_STARTED = {"SCHEDULED", "PENDING"}
+# Largest webhook body read: Label Studio's bulk-delete events list every annotation, yet stay far below this.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+# A sender gets this long to deliver headers and body: a stalled or slow client must not hold a thread forever.
+READ_TIMEOUT_SECONDS = 10.0
+
+
+class PayloadError(ValueError):
+    """A webhook body that is not what its sender documents; the message is the reason sent back with the 400."""
 
 
 @dataclass(frozen=True)
@@ -45,17 +53,46 @@ class ObjectEvent:
     key: str
 
 
+def _object(value: Any, what: str) -> dict[str, Any]:
+    """`value` when it is a JSON object (missing counts as empty), else a PayloadError naming `what`."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PayloadError(f"{what} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _text(value: Any, what: str) -> str:
+    """`value` when it is a JSON string (missing counts as empty), else a PayloadError naming `what`."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise PayloadError(f"{what} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _project_id(value: Any, what: str) -> int:
+    """A Label Studio project id: a positive JSON integer (no strings, floats or booleans: ids become routes)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
+        raise PayloadError(f"{what} must be a positive integer, got {json.dumps(value)[:50]}")
+    return value
+
+
 def parse_seaweedfs_event(payload: dict[str, Any]) -> list[ObjectEvent]:
     """Files created or updated under /buckets/<bucket>/ (directories, deletes and internal entries ignored)."""
-    if payload.get("event_type") not in {"create", "update", "rename"}:
+    if "event_type" not in payload:
+        raise PayloadError("a SeaweedFS event needs an event_type")
+    event_type = _text(payload.get("event_type"), "event_type")
+    message = _object(payload.get("message"), "message")
+    entry = _object(message.get("new_entry"), "message.new_entry")
+    path = _text(payload.get("key"), "key")
+    if event_type not in {"create", "update", "rename"}:
         return []
-    entry = (payload.get("message") or {}).get("new_entry") or {}
     if entry.get("is_directory"):
         return []
-    path = str(payload.get("key") or "")
-    if payload.get("event_type") == "rename":
-        parent = (payload.get("message") or {}).get("new_parent_path") or ""
-        path = f"{parent.rstrip('/')}/{entry.get('name', '')}"
+    if event_type == "rename":
+        parent = _text(message.get("new_parent_path"), "message.new_parent_path")
+        path = f"{parent.rstrip('/')}/{_text(entry.get('name'), 'message.new_entry.name')}"
     parts = path.split("/", 3)  # "", "buckets", bucket, key
     if len(parts) < 4 or parts[1] != "buckets" or not parts[3]:
         return []
@@ -67,32 +104,52 @@ def parse_seaweedfs_event(payload: dict[str, Any]) -> list[ObjectEvent]:
 
 def parse_s3_event(payload: dict[str, Any]) -> list[ObjectEvent]:
     """ObjectCreated records of an S3 event notification (MinIO webhook, AWS S3 direct or wrapped by SNS)."""
-    if payload.get("Type") == "Notification" and isinstance(payload.get("Message"), str):
-        with contextlib.suppress(json.JSONDecodeError):
-            payload = json.loads(payload["Message"])
+    if payload.get("Type") == "Notification":
+        try:
+            payload = _object(json.loads(_text(payload.get("Message"), "Message")), "Message")
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise PayloadError(f"the SNS Message is not JSON: {exc}") from None
+    elif "Type" in payload:  # SNS subscription confirmations and the like: nothing to ingest
+        return []
+    records = payload.get("Records")
+    if not isinstance(records, list):
+        raise PayloadError("an S3 event notification needs a Records list")
     events = []
-    for record in payload.get("Records") or []:
-        if not str(record.get("eventName", "")).startswith(("ObjectCreated", "s3:ObjectCreated")):
+    for number, record in enumerate(records):
+        record = _object(record, f"Records[{number}]")
+        if not _text(record.get("eventName"), "eventName").startswith(("ObjectCreated", "s3:ObjectCreated")):
             continue
-        s3 = record.get("s3") or {}
-        bucket = (s3.get("bucket") or {}).get("name")
-        key = (s3.get("object") or {}).get("key")
-        if bucket and key:
-            events.append(ObjectEvent(bucket, unquote_plus(key)))  # S3 URL-encodes keys in notifications
+        s3 = _object(record.get("s3"), f"Records[{number}].s3")
+        bucket = _text(_object(s3.get("bucket"), "s3.bucket").get("name"), "s3.bucket.name")
+        key = _text(_object(s3.get("object"), "s3.object").get("key"), "s3.object.key")
+        if not bucket or not key:
+            raise PayloadError(f"Records[{number}] lacks s3.bucket.name or s3.object.key")
+        events.append(ObjectEvent(bucket, unquote_plus(key)))  # S3 URL-encodes keys in notifications
     return events
 
 
 def parse_label_studio_event(payload: dict[str, Any]) -> int | None:
     """The project id of an annotation webhook, or None for other actions."""
-    if payload.get("action") not in LABEL_STUDIO_ACTIONS:
+    if "action" not in payload:
+        raise PayloadError("a Label Studio webhook needs an action")
+    if _text(payload.get("action"), "action") not in LABEL_STUDIO_ACTIONS:
         return None
-    project = payload.get("project")
-    if isinstance(project, dict) and project.get("id") is not None:
-        return int(project["id"])
-    for item in [payload.get("annotation"), *(payload.get("annotations") or []), payload.get("task")]:
-        if isinstance(item, dict) and item.get("project") is not None:
-            return int(item["project"])
-    return None
+    project = _object(payload.get("project"), "project")
+    if project.get("id") is not None:
+        return _project_id(project["id"], "project.id")
+    annotations = payload.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise PayloadError("annotations must be a list")
+    candidates = [
+        ("annotation", payload.get("annotation")),
+        *((f"annotations[{number}]", item) for number, item in enumerate(annotations)),
+        ("task", payload.get("task")),
+    ]
+    for what, item in candidates:
+        found = _object(item, what).get("project")
+        if found is not None:
+            return _project_id(found, f"{what}.project")
+    raise PayloadError(f"{payload['action']} names no project (project.id, annotation.project or task.project)")
 
 
 @dataclass(frozen=True)
@@ -270,7 +327,17 @@ class EventListener:
         self._queue: queue.Queue[tuple[str, Any, float]] = queue.Queue()
         self._parked: list[tuple[str, Any, float]] = []
         self._stop = threading.Event()
-        self.counts: dict[str, int] = {"received": 0, "unrouted": 0, "runs": 0, "errors": 0, "dropped": 0, "reloads": 0}
+        self.counts: dict[str, int] = {
+            "received": 0,
+            "rejected": 0,
+            "unrouted": 0,
+            "runs": 0,
+            "errors": 0,
+            "dropped": 0,
+            "reloads": 0,
+        }
+        self.max_body_bytes = MAX_BODY_BYTES
+        self.read_timeout_seconds = READ_TIMEOUT_SECONDS
         self._thread = threading.Thread(target=self._dispatch_loop, name="labelflow-dispatch", daemon=True)
 
     # --- receiving (HTTP threads) ----------------------------------------------------------------
@@ -280,7 +347,12 @@ class EventListener:
         return bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
 
     def accept(self, source: str, payload: Any) -> int:
-        """Parse one webhook body and queue its events; returns how many events it carried."""
+        """Parse one webhook body and queue its events; returns how many events it carried.
+
+        A body its sender would never produce raises PayloadError (the HTTP answer is a 400 with the reason).
+        """
+        if not isinstance(payload, dict):
+            raise PayloadError("the body must be a JSON object")
         if source == "label-studio":
             project_id = parse_label_studio_event(payload)
             items: list[Any] = [project_id] if project_id is not None else []
@@ -396,6 +468,10 @@ class EventListener:
         listener = self
 
         class Handler(BaseHTTPRequestHandler):
+            @property
+            def timeout(self) -> float:  # type: ignore[override]  # read per connection by StreamRequestHandler
+                return listener.read_timeout_seconds
+
             def _reply(self, status: HTTPStatus, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
@@ -403,6 +479,52 @@ class EventListener:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _reject(self, source: str, status: HTTPStatus, reason: str) -> None:
+                listener.counts["rejected"] += 1
+                logger.warning(
+                    "rejected %s webhook from %s: HTTP %d %s", source, self.client_address[0], status, reason
+                )
+                self.close_connection = True
+                self._reply(status, {"error": reason})
+
+            def _discard_unread(self) -> None:
+                """Drain what the client already sent (bounded), so closing does not reset the connection."""
+                with contextlib.suppress(OSError):
+                    self.connection.settimeout(0.2)
+                    for _ in range(16):
+                        if not self.connection.recv(65536):
+                            break
+
+            def _read_body(self, source: str) -> bytes | None:
+                """The request body, or None after answering why it cannot be read."""
+                if self.headers.get("Transfer-Encoding"):
+                    self._reject(source, HTTPStatus.BAD_REQUEST, "send the body with a Content-Length, not chunked")
+                    return None
+                announced = (self.headers.get("Content-Length") or "").strip()
+                if not announced.isdigit() or not announced.isascii():
+                    what = f"invalid Content-Length {announced[:20]!r}" if announced else "missing Content-Length"
+                    self._reject(source, HTTPStatus.BAD_REQUEST, f"{what}: send a JSON object")
+                    return None
+                length = int(announced)
+                if length > listener.max_body_bytes:
+                    self._reject(
+                        source,
+                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                        f"body too large: {length} bytes, at most {listener.max_body_bytes}",
+                    )
+                    self._discard_unread()
+                    return None
+                try:
+                    body = self.rfile.read(length)
+                except TimeoutError:
+                    body = b""
+                if len(body) < length:
+                    self._reject(
+                        source, HTTPStatus.BAD_REQUEST, f"body ended after {len(body)} of {length} announced bytes"
+                    )
+                    return None
+                return body
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/") == "/health":
@@ -413,21 +535,35 @@ class EventListener:
             def do_POST(self) -> None:
                 source = self.path.rstrip("/").removeprefix("/hooks/")
                 if source not in {"seaweedfs", "s3", "label-studio"}:
-                    self._reply(HTTPStatus.NOT_FOUND, {"error": f"unknown hook {self.path}"})
+                    self._reply(HTTPStatus.NOT_FOUND, {"error": f"unknown hook {self.path[:200]}"})
                     return
                 if not listener.authorized(self.headers.get("Authorization")):
                     self._reply(HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong bearer token"})
                     return
-                length = int(self.headers.get("Content-Length") or 0)
+                body = self._read_body(source)
+                if body is None:
+                    return
+                if not body.strip():
+                    self._reject(source, HTTPStatus.BAD_REQUEST, "empty body: send a JSON object")
+                    return
                 try:
-                    payload = json.loads(self.rfile.read(length) or b"{}")
-                except json.JSONDecodeError as exc:
-                    self._reply(HTTPStatus.BAD_REQUEST, {"error": f"body is not JSON: {exc}"})
+                    payload = json.loads(body)
+                except RecursionError:
+                    self._reject(source, HTTPStatus.BAD_REQUEST, "body is not JSON: nested too deeply")
                     return
-                if not isinstance(payload, dict):
-                    self._reply(HTTPStatus.BAD_REQUEST, {"error": "body must be a JSON object"})
+                except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes in no encoding
+                    self._reject(source, HTTPStatus.BAD_REQUEST, f"body is not JSON: {str(exc)[:200]}")
                     return
-                self._reply(HTTPStatus.ACCEPTED, {"events": listener.accept(source, payload)})
+                try:
+                    events = listener.accept(source, payload)
+                except PayloadError as exc:
+                    self._reject(source, HTTPStatus.BAD_REQUEST, str(exc))
+                    return
+                except Exception as exc:  # a shape the parsers did not foresee: still the sender's error, and answered
+                    logger.exception("unexpected %s webhook body", source)
+                    self._reject(source, HTTPStatus.BAD_REQUEST, f"malformed payload ({type(exc).__name__})")
+                    return
+                self._reply(HTTPStatus.ACCEPTED, {"events": events})
 
             def log_message(self, format: str, *args: Any) -> None:
                 logger.debug("%s %s", self.address_string(), format % args)

@@ -4,15 +4,46 @@ from __future__ import annotations
 
 import hashlib
 import io
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
 from typing import Literal
 
+import numpy as np
 from charset_normalizer import from_bytes
-from PIL import Image, UnidentifiedImageError
+from PIL import (
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    ImageFile,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    UnidentifiedImageError,
+    WebPImagePlugin,
+)
 
-Image.MAX_IMAGE_PIXELS = 200_000_000  # refuse decompression bombs beyond ~200 megapixels
+from tasks.spec import IngestOptions
+
+DEFAULT_MAX_IMAGE_PIXELS: int = IngestOptions.model_fields["max_image_pixels"].default
+# Each sniffed image type opens with its own Pillow plugin rather than `Image.open`: that reads the header without
+# Pillow's process-wide decompression-bomb guard (a global that only errors above 2 x its value), so the spec's
+# `ingest.max_image_pixels` alone decides, per call, before any pixel is decoded. The same header-first rule is
+# meant for audio and record files when those task types arrive: a header that promises hours or gigabytes is
+# refused before decoding.
+IMAGE_PLUGINS: dict[str, type[ImageFile.ImageFile]] = {
+    "image/png": PngImagePlugin.PngImageFile,
+    "image/jpeg": JpegImagePlugin.JpegImageFile,
+    "image/gif": GifImagePlugin.GifImageFile,
+    "image/webp": WebPImagePlugin.WebPImageFile,
+    "image/bmp": BmpImagePlugin.BmpImageFile,
+    "image/tiff": TiffImagePlugin.TiffImageFile,
+}
+ONE_BYTE_MODES = frozenset({"1", "L", "P"})  # Pillow keeps 1-bit images one byte a pixel; most other modes take 4
+MIN_PRINTABLE_RATIO = 0.9
+TEXT_SLICE_CHARS = 1 << 20  # judged a slice at a time: 4 MB of UTF-32 at most, whatever the text's size
 
 
 class Reason(StrEnum):
@@ -90,6 +121,7 @@ def sniff_media_type(data: bytes) -> str:
                 if media_type == "audio/wav" and data[:4] != b"RIFF":
                     continue
                 return media_type
+    # The type comes from the start; inspect_text then refuses a NUL anywhere in the whole text.
     if any(data.startswith(bom) for bom, _ in BOMS) or b"\x00" not in data[:8192]:
         return "text/plain"
     return "application/octet-stream"
@@ -117,21 +149,39 @@ def decode_text(data: bytes, preferred: Sequence[str] = ()) -> tuple[str, str] |
     return text, best.encoding
 
 
+@cache
+def _unprintable_code_points() -> np.ndarray:
+    """For every code point, whether it is neither printable nor whitespace (built once, on first use)."""
+    table = np.zeros(sys.maxunicode + 1, dtype=bool)
+    table[[code for code in range(sys.maxunicode + 1) if not (chr(code).isprintable() or chr(code).isspace())]] = True
+    return table
+
+
 def _printable_ratio(text: str) -> float:
-    sample = text[:4096]
-    if not sample:
+    """Share of the whole text that is printable or whitespace, counted slice by slice at C speed."""
+    if not text:
         return 1.0
-    printable = sum(1 for ch in sample if ch.isprintable() or ch.isspace())
-    return printable / len(sample)
+    unprintable_table = _unprintable_code_points()
+    unprintable = 0
+    for start in range(0, len(text), TEXT_SLICE_CHARS):
+        piece = text[start : start + TEXT_SLICE_CHARS].encode("utf-32-le", "surrogatepass")
+        unprintable += int(np.count_nonzero(unprintable_table[np.frombuffer(piece, dtype=np.uint32)]))
+    return 1 - unprintable / len(text)
 
 
 def inspect_text(data: bytes, sha256: str, encodings: Sequence[str] = ()) -> Inspection:
-    """Accept decodable, non-blank text; normalise it to a Python str (stored as UTF-8)."""
+    """Accept decodable, non-blank text; normalise it to a Python str (stored as UTF-8). The whole text is judged."""
     decoded = decode_text(data, encodings)
     if decoded is None:
         return Inspection(sha256, "text/plain", Reason.UNDECODABLE_TEXT, "not UTF-8 and no other encoding detected")
     text, encoding = decoded
-    if _printable_ratio(text) < 0.9:
+    nul = text.find("\x00")
+    if nul >= 0:
+        # Label Studio on PostgreSQL refuses NUL in task text, and no real document carries one.
+        return Inspection(
+            sha256, "text/plain", Reason.UNDECODABLE_TEXT, f"decoded as {encoding} but has a NUL at character {nul}"
+        )
+    if _printable_ratio(text) < MIN_PRINTABLE_RATIO:
         return Inspection(
             sha256, "text/plain", Reason.UNDECODABLE_TEXT, f"decoded as {encoding} but mostly control characters"
         )
@@ -140,15 +190,76 @@ def inspect_text(data: bytes, sha256: str, encodings: Sequence[str] = ()) -> Ins
     return Inspection(sha256, "text/plain", text=text, encoding=encoding)
 
 
-def inspect_image(data: bytes, sha256: str, media_type: str) -> Inspection:
-    """Accept images that decode completely (truncated or corrupt files are rejected)."""
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header promises, read without decoding a pixel."""
+
+    width: int
+    height: int
+    mode: str
+
+    @property
+    def pixels(self) -> int:
+        """Width times height."""
+        return self.width * self.height
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Memory Pillow allocates to decode it: one byte a pixel for 1-bit, grey and palette images, else four."""
+        return self.pixels * (1 if self.mode in ONE_BYTE_MODES else 4)
+
+
+def _open_image(data: bytes, media_type: str) -> ImageFile.ImageFile:
+    """Open with the sniffed type's plugin: parses the header only (pixels are decoded by `load`)."""
+    plugin = IMAGE_PLUGINS.get(media_type)
+    if plugin is None:
+        raise UnidentifiedImageError(f"no image plugin for {media_type}")
+    return plugin(io.BytesIO(data))
+
+
+def read_image_header(data: bytes) -> ImageHeader | None:
+    """Size and mode from an image's header; None for anything that is not an image with a readable header."""
+    media_type = sniff_media_type(data)
+    if not media_type.startswith("image/"):
+        return None
     try:
-        with Image.open(io.BytesIO(data)) as probe:
+        with _open_image(data, media_type) as image:
+            return ImageHeader(*image.size, image.mode)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:g} MP"
+
+
+def decoded_size_estimate(data: bytes, modality: Literal["text", "image"], max_image_pixels: int) -> int:
+    """Bytes that inspecting this object will decode into: an image within the pixel limit, else nothing."""
+    if modality != "image":
+        return 0
+    header = read_image_header(data)
+    if header is None or header.pixels > max_image_pixels:
+        return 0  # refused from its header or unreadable: never decoded
+    return header.decoded_bytes
+
+
+def inspect_image(
+    data: bytes, sha256: str, media_type: str, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> Inspection:
+    """Refuse from the header an image over the pixel limit; accept others only if they decode completely."""
+    try:
+        with _open_image(data, media_type) as probe:
+            width, height = probe.size
+            if width * height > max_image_pixels:
+                detail = (
+                    f"{width}x{height} = {_megapixels(width * height)} exceeds ingest.max_image_pixels "
+                    f"({_megapixels(max_image_pixels)})"
+                )
+                return Inspection(sha256, media_type, Reason.TOO_LARGE, detail)
             probe.verify()
-        with Image.open(io.BytesIO(data)) as image:
+        with _open_image(data, media_type) as image:
             image.load()
-            width, height = image.size
-    except Image.DecompressionBombError as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own guard still covers GIF frames and TIFF tiles
         return Inspection(sha256, media_type, Reason.TOO_LARGE, f"image too large to decode safely: {exc}")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return Inspection(sha256, media_type, Reason.CORRUPT, f"{media_type} does not decode: {exc}")
@@ -157,7 +268,12 @@ def inspect_image(data: bytes, sha256: str, media_type: str) -> Inspection:
     return Inspection(sha256, media_type, width=width, height=height)
 
 
-def inspect_content(data: bytes, modality: Literal["text", "image"], encodings: Sequence[str] = ()) -> Inspection:
+def inspect_content(
+    data: bytes,
+    modality: Literal["text", "image"],
+    encodings: Sequence[str] = (),
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> Inspection:
     """Decide from the bytes alone (never the file name) whether an object fits a project of this modality."""
     sha256 = hashlib.sha256(data).hexdigest()
     if not data:
@@ -166,7 +282,7 @@ def inspect_content(data: bytes, modality: Literal["text", "image"], encodings: 
     if media_type.startswith("image/"):
         if modality != "image":
             return Inspection(sha256, media_type, Reason.WRONG_TYPE, f"{media_type} in a {modality} project")
-        return inspect_image(data, sha256, media_type)
+        return inspect_image(data, sha256, media_type, max_image_pixels)
     if media_type == "text/plain":
         if modality != "text":
             inspected = inspect_text(data, sha256, encodings)

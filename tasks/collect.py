@@ -17,7 +17,7 @@ from integrations.label_studio import LabelStudioClient
 from integrations.object_store import ObjectStore, ObjectStoreError
 from tasks.annotation_store import AnnotationStore, Watermark, edge_of, next_window_start, window_start
 from tasks.annotations import AnnotationNormalizer, annotations_table, parse_time, tasks_table
-from tasks.ingest import project_record_key, read_project_record, retry_if_transient
+from tasks.ingest import check_record_owner, project_record_key, read_project_record, retry_if_transient
 from tasks.label_config import build_label_config, control_of
 from tasks.quality import QualityReport, judge, parse_gold
 from tasks.spec import ProjectSpec, S3Location
@@ -57,6 +57,7 @@ def recorded_project(store: ObjectStore, spec: ProjectSpec) -> int:
             f"no Label Studio project recorded for {spec.name!r} "
             f"(s3://{spec.state_location.bucket}/{project_record_key(spec)} is missing): run `labelflow ingest SPEC` first"
         )
+    check_record_owner(recorded, spec)
     return int(recorded["project_id"])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -18,23 +19,32 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from integrations.errors import AdapterError
 from integrations.label_studio import LabelStudioClient, LabelStudioError
 from integrations.object_store import ObjectStore, ObjectStoreError, StoredObject
-from tasks.cleaning import Inspection, Reason, inspect_content, unaddressable_reason
+from tasks.cleaning import (
+    Inspection,
+    Reason,
+    decoded_size_estimate,
+    inspect_content,
+    read_image_header,
+    unaddressable_reason,
+)
 from tasks.label_config import build_label_config
 from tasks.ledger import IngestLedger, LedgerIndex, LedgerRow
+from tasks.memory_budget import MemoryBudget, return_freed_memory
 from tasks.prelabel import Predictor
-from tasks.spec import ProjectSpec, S3Location
+from tasks.spec import STATE_BUCKET, ProjectSpec, S3Location, SpecError
 
 log = logging.getLogger("labelflow.ingest")
 BATCH_FIELD = "labelflow_batch"
 
 
 def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect retry condition: retry connection errors and 5xx, fail fast on everything else."""
+    """Prefect retry condition: retry what an adapter marks transient (outages, timeouts, 5xx), fail fast on the rest."""
     try:
         state.result()
-    except (LabelStudioError, ObjectStoreError) as exc:
+    except AdapterError as exc:
         return exc.transient
     except Exception:
         return False
@@ -93,6 +103,44 @@ class CleanedObject:
 
 
 # --- project and storage ----------------------------------------------------------------------------------
+STATE_INDEX_PREFIX = "index/state-locations/"  # in the state bucket: one key per project state location
+
+
+class StateOwnershipError(SpecError):
+    """The spec's state location or sources belong to another project: refused before anything is changed."""
+
+
+def state_index_key(state: S3Location) -> str:
+    """Index key naming a project's state location (listing the index is enough to know every project's state)."""
+    encoded = base64.urlsafe_b64encode(str(state).encode("utf-8")).decode("ascii").rstrip("=")
+    return f"{STATE_INDEX_PREFIX}{encoded}"
+
+
+def state_location_of_index_key(key: str) -> S3Location | None:
+    """The state location an index key names, or None for a key that is not an index entry."""
+    encoded = key.removeprefix(STATE_INDEX_PREFIX)
+    try:
+        return S3Location.parse(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8"))
+    except ValueError:
+        return None
+
+
+def check_record_owner(record: dict[str, Any], spec: ProjectSpec, label_studio_title: str | None = None) -> None:
+    """Refuse a state record (or its Label Studio project) made for another project: adopting it would rewrite it."""
+    state = spec.state_location
+    recorded_title = record.get("title")
+    if recorded_title != spec.name:
+        raise StateOwnershipError(
+            f"state location {state} belongs to project {recorded_title!r} (Label Studio project "
+            f"{record.get('project_id')}), not to this spec's {spec.name!r}: give this spec its own `state` location"
+        )
+    if label_studio_title is not None and label_studio_title != spec.name:
+        raise StateOwnershipError(
+            f"Label Studio project {record.get('project_id')} recorded in {state} is titled {label_studio_title!r}, "
+            f"not this spec's {spec.name!r}: rename it back in Label Studio or give this spec its own `state` location"
+        )
+
+
 def project_record_key(spec: ProjectSpec) -> str:
     """Key (in the state bucket) of the record naming the spec's Label Studio project."""
     return spec.state_location.join("project.json")
@@ -123,6 +171,7 @@ def ensure_project(ls: LabelStudioClient, store: ObjectStore, spec: ProjectSpec)
         "show_instruction": bool(spec.instructions),
     }
     if recorded is not None:
+        check_record_owner(recorded, spec)
         project_id = int(recorded["project_id"])
         current = ls.get_project(project_id)
         if current is None:
@@ -131,11 +180,13 @@ def ensure_project(ls: LabelStudioClient, store: ObjectStore, spec: ProjectSpec)
                 f"its ingest ledger would be wrong for a new project. Delete s3://{state.bucket}/{state.prefix}/ "
                 "or give the spec another `state` location to start over."
             )
+        check_record_owner(recorded, spec, label_studio_title=current.get("title"))
     else:
         project_id = ls.find_project(spec.name) or ls.create_project(title=spec.name, **settings)
         current = ls.get_project(project_id) or {}
         payload = {"project_id": project_id, "title": spec.name, "label_studio_url": ls.settings.base_url}
         store.put_bytes(state.bucket, record_key, json.dumps(payload).encode(), "application/json")
+    register_state_location(store, spec)
     changed = {key: value for key, value in settings.items() if current.get(key) != value}
     if changed:
         ls.update_project(project_id, **changed)
@@ -146,8 +197,24 @@ def ensure_project(ls: LabelStudioClient, store: ObjectStore, spec: ProjectSpec)
 def ensure_storage_connections(
     ls: LabelStudioClient, store: ObjectStore, spec: ProjectSpec, project_id: int
 ) -> list[int]:
-    """One S3 import storage per source location, so Label Studio resolves the tasks' s3:// URIs."""
-    existing = {(s.get("bucket"), s.get("prefix") or ""): int(s["id"]) for s in ls.s3_import_storages(project_id)}
+    """One S3 import storage per source location, so Label Studio resolves the tasks' s3:// URIs.
+
+    Label Studio keeps a storage's keys in its database, so it gets the read-only identity
+    (LABELFLOW_S3_STORAGE_*), never the pipeline's own key; without one this fails, naming the variables.
+    """
+    from integrations.settings import S3StorageSettings, load_settings
+
+    reader = load_settings(S3StorageSettings)
+    reader_s3 = store.settings.model_copy(update={"access_key": reader.access_key, "secret_key": reader.secret_key})
+    storages = ls.s3_import_storages(project_id)
+    sources = {(source.bucket, source.prefix) for source in spec.sources}
+    for storage in storages:
+        # Label Studio 1.23 does not show a storage's key, so a connection of a source may hold any key (labelflow
+        # before the read-only identity gave it the admin key): give it the reader's, one PATCH per source.
+        ours = (storage.get("bucket"), storage.get("prefix") or "") in sources
+        if ours and storage.get("aws_access_key_id") != reader.access_key:
+            ls.update_s3_import_storage_keys(int(storage["id"]), reader_s3)
+    existing = {(s.get("bucket"), s.get("prefix") or ""): int(s["id"]) for s in storages}
     ids = []
     for source in spec.sources:
         key = (source.bucket, source.prefix)
@@ -156,7 +223,7 @@ def ensure_storage_connections(
                 project_id,
                 source.bucket,
                 source.prefix,
-                store.settings,
+                reader_s3,
                 presign=spec.storage.presign,
                 presign_ttl_minutes=spec.storage.presign_ttl_minutes,
                 title=f"labelflow: {source}",
@@ -167,10 +234,37 @@ def ensure_storage_connections(
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_if_transient)
 def check_sources(store: ObjectStore, spec: ProjectSpec) -> None:
-    """Fail fast, naming the bucket, when a source bucket does not exist or cannot be read."""
+    """Fail fast when a source bucket is missing or a source would read another project's state."""
     for source in spec.sources:
         if not store.bucket_exists(source.bucket):
             raise ObjectStoreError(f"source bucket {source.bucket!r} (from {source}) does not exist")
+    own_state = spec.state_location
+    for state in registered_state_locations(store):
+        if str(state) == str(own_state):
+            continue
+        for source in spec.sources:
+            if source.overlaps(S3Location(bucket=state.bucket, prefix=state.join("") + "/")):
+                raise StateOwnershipError(
+                    f"source {source} overlaps another project's state location {state}: "
+                    "labelflow never ingests its own files"
+                )
+
+
+def registered_state_locations(store: ObjectStore) -> list[S3Location]:
+    """Every project's state location, from the index in the state bucket (spec validation knows only defaults)."""
+    if not store.bucket_exists(STATE_BUCKET):
+        return []
+    found = (state_location_of_index_key(item.key) for item in store.list_objects(STATE_BUCKET, STATE_INDEX_PREFIX))
+    return [state for state in found if state is not None]
+
+
+def register_state_location(store: ObjectStore, spec: ProjectSpec) -> None:
+    """Add the spec's state location to the index so that no other project's source can read it."""
+    store.ensure_bucket(STATE_BUCKET)
+    payload = {"project": spec.name, "state": str(spec.state_location)}
+    store.put_bytes(
+        STATE_BUCKET, state_index_key(spec.state_location), json.dumps(payload).encode(), "application/json"
+    )
 
 
 # --- ledger -----------------------------------------------------------------------------------------------
@@ -252,11 +346,68 @@ def _quarantine(obj: StoredObject, sha256: str, reason: Reason, detail: str) -> 
     )
 
 
+TRIM_AFTER_DECODED_BYTES = 32 * 1024 * 1024  # smaller decodes are not worth a malloc_trim
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.3g} MiB"
+
+
+def fetch_and_inspect(
+    store: ObjectStore, spec: ProjectSpec, obj: StoredObject, budget: MemoryBudget
+) -> Inspection | None:
+    """Download and inspect one object while its bytes, and its decoded size, are held in the pool's shared budget."""
+    options = spec.ingest
+    need = min(obj.size, options.max_object_bytes)  # as listed (an object changed since is caught below)
+    if need > budget.capacity:
+        detail = f"{obj.size} bytes: more than ingest.memory_budget_bytes ({_mib(budget.capacity)})"
+        return Inspection("", "", Reason.TOO_LARGE, detail)
+    while True:
+        with budget.reserve(need):
+            try:
+                data = store.get_bytes(obj.bucket, obj.key, max_bytes=options.max_object_bytes + 1)
+            except ObjectStoreError as exc:
+                if exc.not_found:
+                    return None  # deleted between listing and reading; it will be seen again if re-uploaded
+                raise
+            if len(data) > options.max_object_bytes:
+                return Inspection("", "", Reason.TOO_LARGE, f"grew past max_object_bytes {options.max_object_bytes}")
+            decoded = decoded_size_estimate(data, spec.modality, options.max_image_pixels)  # from the header
+            total = len(data) + decoded
+            if total > budget.capacity:
+                header = read_image_header(data)
+                what = f"{header.width}x{header.height} {header.mode} image" if header else f"{len(data)}-byte object"
+                detail = (
+                    f"{what} needs about {_mib(total)} to download and decode: "
+                    f"more than ingest.memory_budget_bytes ({_mib(budget.capacity)})"
+                )
+                return Inspection("", "", Reason.TOO_LARGE, detail)
+            extra = total - need
+            if extra <= 0 or budget.try_reserve(extra):
+                try:
+                    inspection = inspect_content(data, spec.modality, options.text_encodings, options.max_image_pixels)
+                    if decoded >= TRIM_AFTER_DECODED_BYTES:
+                        return_freed_memory()  # before the bytes go back to the budget, or RSS outgrows it
+                    return inspection
+                finally:
+                    if extra > 0:
+                        budget.release(extra)
+        # No room to decode now. Waiting while holding the download could deadlock the pool (every worker holding
+        # one, all waiting for more), so let go of everything, wait for the whole amount, and read the object again.
+        del data
+        need = total
+
+
 @task(cache_policy=NO_CACHE)
 def clean_objects(
-    store: ObjectStore, spec: ProjectSpec, objects: list[StoredObject], index: LedgerIndex, stats: IngestStats
+    store: ObjectStore,
+    spec: ProjectSpec,
+    objects: list[StoredObject],
+    index: LedgerIndex,
+    stats: IngestStats,
+    budget: MemoryBudget | None = None,
 ) -> tuple[list[CleanedObject], list[LedgerRow]]:
-    """Download and inspect new objects in parallel; reject with a reason, never drop silently."""
+    """Download and inspect new objects in parallel, within one memory budget; reject with a reason, never silently."""
     rejected: list[LedgerRow] = []
     to_fetch: list[StoredObject] = []
     for obj in objects:
@@ -270,24 +421,16 @@ def clean_objects(
             rejected.append(_quarantine(obj, "", Reason.UNADDRESSABLE_KEY, why))
         else:
             to_fetch.append(obj)
+    # One budget for the whole pool: download_workers bounds the parallelism, this bounds the memory.
+    shared_budget = budget or MemoryBudget(spec.ingest.memory_budget_bytes)
 
-    def fetch_and_inspect(obj: StoredObject) -> tuple[StoredObject, Inspection | None]:
-        try:
-            data = store.get_bytes(obj.bucket, obj.key, max_bytes=spec.ingest.max_object_bytes + 1)
-        except ObjectStoreError as exc:
-            if exc.not_found:
-                return obj, None  # deleted between listing and reading; it will be seen again if re-uploaded
-            raise
-        if len(data) > spec.ingest.max_object_bytes:
-            return obj, Inspection(
-                "", "", Reason.TOO_LARGE, f"grew past max_object_bytes {spec.ingest.max_object_bytes}"
-            )
-        return obj, inspect_content(data, spec.modality, spec.ingest.text_encodings)
+    def fetch_and_inspect_one(obj: StoredObject) -> tuple[StoredObject, Inspection | None]:
+        return obj, fetch_and_inspect(store, spec, obj, shared_budget)
 
     accepted: list[CleanedObject] = []
     first_in_chunk: dict[str, str] = {}
     with stats.timed("clean"), ThreadPoolExecutor(max_workers=spec.ingest.download_workers) as pool:
-        for obj, inspection in pool.map(fetch_and_inspect, to_fetch):
+        for obj, inspection in pool.map(fetch_and_inspect_one, to_fetch):
             if inspection is None:
                 stats.vanished += 1
                 continue
@@ -362,6 +505,12 @@ def request_batches(payloads: list[dict[str, Any]], max_tasks: int, max_bytes: i
         yield batch
 
 
+def _gave_up(exc: LabelStudioError, attempts: int) -> LabelStudioError:
+    """The last transient error, saying how often the batch was tried (retries within a request say it already)."""
+    message = str(exc) if "retried" in str(exc) else f"{exc} (retried {attempts - 1} times with backoff)"
+    return LabelStudioError(message, transient=True, status=exc.status)
+
+
 def import_batch_idempotently(
     ls: LabelStudioClient, project_id: int, payloads: list[dict[str, Any]], batch_id: str, attempts: int = 5
 ) -> dict[str, int]:
@@ -373,14 +522,25 @@ def import_batch_idempotently(
             if len(ids) == len(payloads):
                 return {p["data"]["source_uri"]: task_id for p, task_id in zip(payloads, ids, strict=True)}
         except LabelStudioError as exc:
-            if not exc.transient or attempt == attempts:
+            if not exc.transient:
                 raise
+            if attempt == attempts:
+                raise _gave_up(exc, attempts) from exc
             log.warning("import of batch %s failed (%s); retrying in %.0f s", batch_id, exc, delay)
         time.sleep(delay)
         delay *= 2
-        existing = {
-            t["data"].get("source_uri"): int(t["id"]) for t in ls.tasks_where(project_id, BATCH_FIELD, batch_id)
-        }
+        try:
+            existing = {
+                t["data"].get("source_uri"): int(t["id"]) for t in ls.tasks_where(project_id, BATCH_FIELD, batch_id)
+            }
+        except LabelStudioError as exc:
+            # Still down: the lookup must back off like the import, or one failed lookup ends the run early.
+            if not exc.transient:
+                raise
+            if attempt == attempts:
+                raise _gave_up(exc, attempts) from exc
+            log.warning("looking up batch %s failed (%s); retrying", batch_id, exc)
+            continue
         if len(existing) >= len(payloads):
             return existing
         payloads = [p for p in payloads if p["data"]["source_uri"] not in existing]

@@ -18,11 +18,10 @@ from integrations.object_store import ObjectStore
 from tasks.dataset import build_dataset, manifest
 from tasks.ingest import retry_if_transient
 from tasks.ledger import IngestLedger
-from tasks.registry import DatasetRegistry, pipeline_revision
+from tasks.registry import DatasetPublisher, DatasetRegistry, pipeline_revision
 from tasks.spec import ProjectSpec, S3Location
 from tasks.validate import ValidationSummary, publishable
 
-DEFAULT_DATASETS_BUCKET = "labelflow-datasets"
 METRIC_NAME = re.compile(r"[A-Za-z0-9_. /-]+")  # what MLflow accepts in a metric name
 
 
@@ -33,11 +32,24 @@ def spec_document(spec: ProjectSpec) -> tuple[bytes, str]:
 
 
 def dataset_base(spec: ProjectSpec) -> S3Location:
-    """Where the dataset's versions live: `dataset.location`, or s3://labelflow-datasets/<name>."""
+    """Where the dataset's versions live (the spec says: `dataset.location`, or s3://labelflow-datasets/<name>)."""
+    location = spec.dataset_location
+    if location is None:
+        raise ValueError("the spec has no `dataset` section: nothing to register")
+    return location
+
+
+def dataset_publisher(spec: ProjectSpec) -> DatasetPublisher:
+    """The project publishing the spec's dataset: its slug (identity), name and `dataset.shared`."""
     assert spec.dataset is not None
-    if spec.dataset.location:
-        return S3Location.parse(spec.dataset.location)
-    return S3Location(bucket=DEFAULT_DATASETS_BUCKET, prefix=spec.dataset.name)
+    return DatasetPublisher(project=spec.slug, project_name=spec.name, shared=spec.dataset.shared)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
+def check_dataset_owner(registry: DatasetRegistry, spec: ProjectSpec) -> None:
+    """Refuse, before any collecting, a spec whose dataset belongs to another project (publishing checks again)."""
+    if spec.dataset is not None:
+        registry.check_owner(spec.dataset.name, dataset_publisher(spec), dataset_base(spec))
 
 
 def _read_ledger(store: ObjectStore, spec: ProjectSpec) -> pd.DataFrame:
@@ -59,6 +71,8 @@ def publish_dataset(
     if not validation.success:
         raise ValueError("refusing to publish a batch that failed validation")
     name = spec.dataset.name
+    publisher, base = dataset_publisher(spec), dataset_base(spec)
+    registry.check_owner(name, publisher, base)  # refuse another project's dataset before anything is written
     published = publishable(tables["consensus"])
     ledger = _read_ledger(store, spec)
     with tempfile.TemporaryDirectory(prefix="labelflow-dataset-") as scratch:
@@ -97,48 +111,52 @@ def publish_dataset(
             "labelflow.git.revision": revision,
             "mlflow.source.git.commit": revision,
         }
-        version = registry.begin(name, built.digest, dataset_base(spec), tags)
-        registry.upload(version, built)
-        lineage = {
-            "spec": {"name": spec.name, "sha256": spec_sha},
-            "label_studio": {
-                "project_id": batch.get("project_id"),
-                "url": batch.get("label_studio_url"),
-                "tasks": int(built.rows["task_id"].nunique()),
-                "watermark": batch.get("watermark"),
-            },
-            "collection_batch": batch.get("batch_uri"),
-            "source_locations": spec.source,
-            "validation": {
-                "success": validation.success,
-                "result": validation.result_uri,
-                "docs": validation.docs_index,
-            },
-            "pipeline_revision": revision,
-        }
-        document = manifest(name, version.version, built, spec, lineage)
-        quality = batch.get("quality", {})
-        metrics = {"rows": float(len(built.rows))}
-        metrics |= {
-            f"rows.{label}": float(n) for label, n in built.label_distribution.items() if METRIC_NAME.fullmatch(label)
-        }
-        for key in ("mean_task_agreement", "krippendorff_alpha", "fleiss_kappa", "mean_confidence"):
-            if isinstance(quality.get(key), int | float):
-                metrics[key] = float(quality[key])
-        artifacts = {
-            "spec.yaml": spec_yaml,
-            "validation.json": json.dumps(validation.as_dict(), indent=2, ensure_ascii=False, default=str).encode(),
-            "label_distribution.json": json.dumps(built.label_distribution, ensure_ascii=False, indent=2).encode(),
-        }
-        params = {
-            "task_type": spec.task,
-            "labels": ",".join(spec.labels)[:500],
-            "aggregation": spec.quality.aggregation,
-        }
-        registry.finish(version, document, built.rows, artifacts, params, metrics)
+        # The claim makes this the only publisher of its version; a failure removes what it wrote.
+        with registry.publishing(name, built.digest, base, tags, publisher) as version:
+            registry.upload(version, built)
+            lineage = {
+                "spec": {"name": spec.name, "sha256": spec_sha},
+                "label_studio": {
+                    "project_id": batch.get("project_id"),
+                    "url": batch.get("label_studio_url"),
+                    "tasks": int(built.rows["task_id"].nunique()),
+                    "watermark": batch.get("watermark"),
+                },
+                "collection_batch": batch.get("batch_uri"),
+                "source_locations": spec.source,
+                "validation": {
+                    "success": validation.success,
+                    "result": validation.result_uri,
+                    "docs": validation.docs_index,
+                },
+                "pipeline_revision": revision,
+            }
+            document = manifest(name, version.version, built, spec, lineage)
+            quality = batch.get("quality", {})
+            metrics = {"rows": float(len(built.rows))}
+            metrics |= {
+                f"rows.{label}": float(n)
+                for label, n in built.label_distribution.items()
+                if METRIC_NAME.fullmatch(label)
+            }
+            for key in ("mean_task_agreement", "krippendorff_alpha", "fleiss_kappa", "mean_confidence"):
+                if isinstance(quality.get(key), int | float):
+                    metrics[key] = float(quality[key])
+            artifacts = {
+                "spec.yaml": spec_yaml,
+                "validation.json": json.dumps(validation.as_dict(), indent=2, ensure_ascii=False, default=str).encode(),
+                "label_distribution.json": json.dumps(built.label_distribution, ensure_ascii=False, indent=2).encode(),
+            }
+            params = {
+                "task_type": spec.task,
+                "labels": ",".join(spec.labels)[:500],
+                "aggregation": spec.quality.aggregation,
+            }
+            registry.finish(version, document, built.rows, artifacts, params, metrics)
     return summary | {
         "published": True,
         "version": version.version,
         "location": version.location,
         "mlflow_url": registry.tracking.run_url(version.experiment_id, version.run_id),
+        "version_conflicts": version.claim.conflicts if version.claim else 0,
     }

@@ -19,6 +19,13 @@ MODALITY: dict[str, Literal["text", "image"]] = {
     "image-classification": "image",
     "object-detection": "image",
 }
+# Buckets labelflow writes its own data to by default: project state, dataset versions, MLflow artifacts. A source
+# inside one would turn labelflow's (and other projects') private files into tasks.
+STATE_BUCKET = "labelflow-state"
+DATASETS_BUCKET = "labelflow-datasets"
+MLFLOW_ARTIFACTS_BUCKET = "labelflow-mlflow"
+MANAGED_BUCKETS = (STATE_BUCKET, DATASETS_BUCKET, MLFLOW_ARTIFACTS_BUCKET)
+XML_DECLARATIONS = re.compile(r"<!\s*(DOCTYPE|ENTITY|ELEMENT|ATTLIST)", re.IGNORECASE)
 S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
 
 
@@ -50,6 +57,13 @@ class S3Location(BaseModel):
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
+    def overlaps(self, other: S3Location) -> bool:
+        """True when a listing of one could return keys of the other (S3 prefixes are plain string prefixes)."""
+        if self.bucket != other.bucket:
+            return False
+        mine, theirs = self.prefix, other.prefix
+        return mine.startswith(theirs) or theirs.startswith(mine)
+
 
 def _parsable_s3_uri(value: str) -> str:
     """Refuse what `S3Location.parse` cannot read; keep the text as written."""
@@ -72,6 +86,15 @@ class IngestOptions(_Section):
     max_request_bytes: Annotated[int, Field(ge=64 * 1024, le=200 * 1024 * 1024)] = 8 * 1024 * 1024
     download_workers: Annotated[int, Field(ge=1, le=64)] = 16
     chunk_objects: Annotated[int, Field(ge=1, le=100_000)] = 2000
+    # Images with more pixels are quarantined as too_large from their header, before any decoding. 100 MP covers
+    # the largest camera sensors in common use (about 60-100 MP) and is more than browsers show in Label Studio;
+    # decoded, such an image takes up to 400 MB (Pillow keeps 4 bytes a pixel for RGB and RGBA).
+    max_image_pixels: Annotated[int, Field(gt=0)] = 100_000_000
+    # Bytes the download workers may hold at once, together: objects being downloaded plus the decoded size of
+    # images being decoded (width x height x bytes per pixel, from the header). 512 MiB fits the largest image
+    # max_image_pixels lets through (400 MB) plus a max_object_bytes download, and keeps ingest under 1 GB of RSS
+    # whatever download_workers is. An object that alone needs more is quarantined as too_large.
+    memory_budget_bytes: Annotated[int, Field(gt=0)] = 512 * 1024 * 1024
     # Encodings tried, in order, for text that is not UTF-8, before automatic detection (which needs
     # a few dozen characters to be reliable): e.g. [gb18030] for a GBK corpus, [big5], [shift_jis].
     text_encodings: list[str] = Field(default_factory=list)
@@ -142,6 +165,9 @@ class DatasetSpec(_Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     min_rows_per_class: Annotated[int, Field(ge=0)] = 0
     location: S3Uri | None = None  # s3://bucket/prefix for the version folders; default s3://labelflow-datasets/<name>
+    # A dataset belongs to the project that first published it. Another project (another spec `name`) may publish
+    # versions of it only when both the owner's spec and its own say `shared: true`, with the same `location`.
+    shared: bool = False
 
 
 class ValidationOptions(_Section):
@@ -219,6 +245,10 @@ class ProjectSpec(_Section):
     def _parsable_xml(cls, value: str | None) -> str | None:
         if value is None:
             return value
+        if XML_DECLARATIONS.search(value):
+            # Label Studio refuses DTDs anyway, but only after every server was contacted; entities are also how
+            # XML bombs and external-entity reads work, so nothing with a declaration gets past the spec.
+            raise ValueError("label_config must not contain a DOCTYPE or entity declarations (<!DOCTYPE ...>)")
         try:
             root = ElementTree.fromstring(value)
         except ElementTree.ParseError as exc:
@@ -244,6 +274,10 @@ class ProjectSpec(_Section):
                 raise ValueError(
                     f"label_config and labels disagree: missing in label_config {missing}, not in labels {extra}"
                 )
+        for source in self.sources:
+            managed = self.managed_location_in(source)
+            if managed:
+                raise ValueError(f"source {source} overlaps {managed}: labelflow never ingests its own files")
         if self.quality.max_overlap is not None and self.quality.max_overlap < self.overlap:
             raise ValueError(f"quality.max_overlap ({self.quality.max_overlap}) is below overlap ({self.overlap})")
         if self.prelabel is not None:
@@ -285,7 +319,28 @@ class ProjectSpec(_Section):
         """Where labelflow keeps this project's ledger, reports and other state."""
         if self.state:
             return S3Location.parse(self.state)
-        return S3Location(bucket="labelflow-state", prefix=f"projects/{self.slug}")
+        return S3Location(bucket=STATE_BUCKET, prefix=f"projects/{self.slug}")
+
+    @property
+    def dataset_location(self) -> S3Location | None:
+        """Where the dataset's versions live: `dataset.location`, or s3://labelflow-datasets/<name>."""
+        if self.dataset is None:
+            return None
+        if self.dataset.location:
+            return S3Location.parse(self.dataset.location)
+        return S3Location(bucket=DATASETS_BUCKET, prefix=self.dataset.name)
+
+    def managed_location_in(self, source: S3Location) -> str | None:
+        """What labelflow-managed location a source would read, described for the error, or None."""
+        if source.bucket in MANAGED_BUCKETS:
+            return f"labelflow's own bucket s3://{source.bucket}/ (project state, datasets or MLflow artifacts)"
+        state = self.state_location
+        if source.overlaps(S3Location(bucket=state.bucket, prefix=state.join("") + "/")):
+            return f"this project's state location {state}"
+        dataset = self.dataset_location
+        if dataset is not None and source.overlaps(S3Location(bucket=dataset.bucket, prefix=dataset.join("") + "/")):
+            return f"this project's dataset location {dataset}"
+        return None
 
 
 def format_validation_error(exc: ValidationError) -> str:

@@ -7,7 +7,7 @@ import re
 from typer.testing import CliRunner
 
 from labelflow.cli import app
-from tests.integration.conftest import RunningStack
+from tests.conftest import RunningStack
 
 
 def test_demo_publishes_both_datasets_and_prints_the_trained_models_accuracy(local_stack: RunningStack) -> None:

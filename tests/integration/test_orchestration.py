@@ -21,7 +21,7 @@ from tasks.collect import recorded_project
 from tasks.registry import DatasetRegistry
 from tasks.simulate import classification_result
 from tasks.spec import load_spec
-from tests.integration.conftest import RunningStack
+from tests.conftest import RunningStack
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import signal
 import time
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from infra.local_stack import MLFLOW_ARTIFACT_BUCKET
@@ -16,7 +17,7 @@ from integrations.mlflow_tracking import MLflowTracking
 from integrations.object_store import ObjectStore
 from labelflow.cli import app
 from tasks.stack_checks import SMOKE_TEXT, check_label_studio, check_mlflow, check_object_store
-from tests.integration.conftest import RunningStack
+from tests.conftest import RunningStack
 
 
 def test_object_store_bucket_put_list_presigned_get(object_store: ObjectStore, unique_name: str) -> None:
@@ -152,3 +153,21 @@ def test_killed_service_shows_unhealthy_and_up_restarts_only_it(local_stack: Run
         "prefect": "already running",
     }
     assert all(s.healthy for s in stack.status())
+
+
+def test_status_of_a_home_uses_the_ports_its_stack_recorded(
+    local_stack: RunningStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`status --home DIR` with no port settings probes the ports that stack's services were started with."""
+    config = local_stack.stack.config
+    for name in [n for n in os.environ if n.startswith("LABELFLOW_STACK_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("LABELFLOW_HOME", raising=False)
+    result = CliRunner().invoke(app, ["status", "--home", str(config.home), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    urls = {s["name"]: s["url"] for s in payload["services"]}
+    assert urls["label-studio"] == f"http://127.0.0.1:{config.label_studio_port}"
+    assert urls["s3"] == f"http://127.0.0.1:{config.s3_port}"
+    assert payload["env"]["MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{config.mlflow_port}"
+    assert all(s["healthy"] for s in payload["services"])

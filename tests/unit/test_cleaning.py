@@ -3,17 +3,43 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
-from tasks.cleaning import Reason, decode_text, inspect_content, sniff_media_type, unaddressable_reason
+from tasks.cleaning import (
+    Reason,
+    decode_text,
+    decoded_size_estimate,
+    inspect_content,
+    sniff_media_type,
+    unaddressable_reason,
+)
+from tasks.spec import SpecError, parse_spec
+
+PILLOW_DEFAULT_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+TEXT_SPEC = {"name": "p", "source": "s3://raw/x/", "task": "text-classification", "labels": ["a", "b"]}
 
 
 def png(size: tuple[int, int] = (16, 12)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, "blue").save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of zeros: a few KB on disk, width*height bytes once Pillow decodes it."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def jpeg() -> bytes:
@@ -98,3 +124,88 @@ def test_keys_label_studio_cannot_address() -> None:
     assert "Label Studio cannot resolve" in (unaddressable_reason("a?b=1.png") or "")
     assert unaddressable_reason("a#frag.png") is not None
     assert unaddressable_reason("a\nb.png") is not None
+
+
+# --- decompression bombs (issue 13, item 1) -------------------------------------------------------------------
+def test_image_past_max_pixels_is_refused_from_its_header_without_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    bomb = png_bomb(18000, 18000)
+    assert len(bomb) < 100_000, "the bomb is small on disk"
+
+    def no_decoding(self: ImageFile.ImageFile) -> None:
+        raise AssertionError("the image was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    result = inspect_content(bomb, "image")
+    assert result.reason is Reason.TOO_LARGE
+    assert result.detail == "18000x18000 = 324 MP exceeds ingest.max_image_pixels (100 MP)"
+
+
+def test_max_image_pixels_is_passed_explicitly() -> None:
+    small = png((100, 100))
+    refused = inspect_content(small, "image", max_image_pixels=5_000)
+    assert refused.reason is Reason.TOO_LARGE
+    assert refused.detail == "100x100 = 0.01 MP exceeds ingest.max_image_pixels (0.005 MP)"
+    assert inspect_content(small, "image", max_image_pixels=10_000).accepted, "the limit itself is allowed"
+
+
+def test_an_image_below_pillows_hard_limit_but_over_the_setting_is_refused() -> None:
+    # 15000 x 15000 = 225 MP: with the old global of 200 MP, Pillow only warned (its error starts at 2 x the global)
+    result = inspect_content(png_bomb(15000, 15000), "image", max_image_pixels=100_000_000)
+    assert result.reason is Reason.TOO_LARGE and "15000x15000 = 225 MP" in result.detail
+
+
+def test_cleaning_leaves_pillows_global_guard_alone() -> None:
+    inspect_content(png(), "image", max_image_pixels=1_000_000_000)
+    assert Image.MAX_IMAGE_PIXELS == PILLOW_DEFAULT_MAX_IMAGE_PIXELS
+
+
+def test_decoded_size_is_estimated_from_the_header() -> None:
+    assert decoded_size_estimate(png((100, 50)), "image", max_image_pixels=10**8) == 100 * 50 * 4  # Pillow: 4 B/px RGB
+    assert decoded_size_estimate(png_bomb(3000, 2000), "image", max_image_pixels=10**8) == 3000 * 2000  # 1 B/px
+    assert decoded_size_estimate(png_bomb(18000, 18000), "image", max_image_pixels=10**8) == 0, "never decoded"
+    assert decoded_size_estimate(b"some text", "text", max_image_pixels=10**8) == 0
+    assert decoded_size_estimate(b"\x89PNG\r\n\x1a\nbroken", "image", max_image_pixels=10**8) == 0
+
+
+def test_ingest_limits_are_spec_settings() -> None:
+    spec = parse_spec(TEXT_SPEC)
+    assert spec.ingest.max_image_pixels == 100_000_000
+    assert spec.ingest.memory_budget_bytes == 512 * 1024 * 1024
+    custom = parse_spec({**TEXT_SPEC, "ingest": {"max_image_pixels": 250_000_000, "memory_budget_bytes": 2**31}})
+    assert custom.ingest.max_image_pixels == 250_000_000 and custom.ingest.memory_budget_bytes == 2**31
+    for field in ("max_image_pixels", "memory_budget_bytes"):
+        with pytest.raises(SpecError, match=f"ingest.{field}: Input should be greater than 0"):
+            parse_spec({**TEXT_SPEC, "ingest": {field: 0}})
+
+
+# --- the whole text is judged (issue 13, item 8) ---------------------------------------------------------------
+def test_a_nul_anywhere_is_refused() -> None:
+    late_nul = b"a" * 9000 + b"\x00" + b"b" * 100
+    assert sniff_media_type(late_nul) == "text/plain", "the type sniff looks at the start"
+    result = inspect_content(late_nul, "text")
+    assert result.reason is Reason.UNDECODABLE_TEXT
+    assert "NUL" in result.detail and "9000" in result.detail
+    utf16_nul = "\ufeffhello\x00world".encode("utf-16-le")
+    assert inspect_content(b"\xff\xfe" + utf16_nul[2:], "text").reason is Reason.UNDECODABLE_TEXT
+
+
+def test_control_characters_after_the_first_4096_are_counted() -> None:
+    mostly_control = "A fine start. " * 300 + "\x01\x02\x03\x1b" * 20_000
+    result = inspect_content(mostly_control.encode(), "text")
+    assert result.reason is Reason.UNDECODABLE_TEXT
+    assert "control characters" in result.detail
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "数据标注是机器学习的基础。\n" * 2000,
+        "Great phone 👍🏽 😀\tfive stars\r\n" * 2000,
+        ("col1\tcol2\tcol3\n" * 5000) + "\x0c",
+        "x" * 5000 + "\x07" * 100,  # a few control characters stay under the threshold
+    ],
+)
+def test_long_legitimate_texts_are_still_accepted(text: str) -> None:
+    result = inspect_content(text.encode(), "text")
+    assert result.accepted, result.detail
+    assert result.text == text

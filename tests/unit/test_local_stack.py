@@ -21,6 +21,7 @@ from infra.local_stack import (
     connection_env,
     port_is_free,
 )
+from infra.seaweedfs_security import ensure_grpc_tls
 
 
 @pytest.fixture
@@ -186,3 +187,196 @@ def test_a_recycled_pid_is_not_mistaken_for_a_service(config: StackConfig) -> No
     finally:
         stranger.kill()
         stranger.wait()
+
+
+# --- issue 13: secrets at rest, managed ports, recorded ports, adaptive health wait -------------------------------
+
+
+def test_services_start_with_a_private_umask(config: StackConfig) -> None:
+    # Label Studio's sqlite file holds the S3 key, the API token and the listener's token: it must be 0600.
+    config.home.mkdir(parents=True)
+    stack = LocalStack(config)
+    probe = Service(
+        name="s3",
+        title="s3",
+        url="",
+        health_url="",
+        ports={},
+        command=["sh", "-c", "umask; touch made-by-service.db; sleep 300"],
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    stack._start(probe)
+    try:
+        deadline = time.monotonic() + 10
+        while not (config.home / "made-by-service.db").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "0077" in stack.log_path("s3").read_text()
+        assert stat.S_IMODE((config.home / "made-by-service.db").stat().st_mode) == 0o600
+        for path in (stack.log_path("s3"), config.run_dir / "s3.json"):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    finally:
+        stack.down()
+
+
+def test_up_makes_an_existing_stack_home_private(config: StackConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stack home from before the fix: world-readable database, logs and volume files.
+    database = config.data_dir / "label-studio" / "label_studio.sqlite3"
+    volume = config.data_dir / "seaweedfs" / "bucket_1.dat"
+    log = config.logs_dir / "label-studio.log"
+    for path in (database, volume, log):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("secret")
+        path.chmod(0o644)
+        path.parent.chmod(0o755)
+    config.home.chmod(0o755)
+    stack = LocalStack(config)
+    monkeypatch.setattr(stack, "_start", lambda service: None)
+    monkeypatch.setattr(stack, "_wait_healthy", lambda services, started: {s.name: 1.0 for s in services})
+    monkeypatch.setattr(stack, "ensure_label_studio_env", lambda echo: None)
+    monkeypatch.setattr(stack, "_after_start", lambda creds: None)
+    monkeypatch.setattr("infra.local_stack.port_is_free", lambda port: True)
+    stack.up()
+    for path in (database, volume, log, config.home / "credentials.json", config.home / "seaweedfs-s3.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    for directory in (config.home, database.parent, volume.parent, config.logs_dir):
+        assert stat.S_IMODE(directory.stat().st_mode) & 0o077 == 0, directory
+
+
+def test_every_seaweedfs_port_is_managed_and_protected(config: StackConfig) -> None:
+    creds = Credentials.load_or_create(config.home)
+    ensure_grpc_tls(config.seaweedfs_tls_dir)  # `up` creates them
+    weed = next(s for s in build_services(config, creds) if s.name == "s3")
+    command = weed.command
+    # The admin server binds even with its UI off; an unmanaged port silently moves to the next free one.
+    assert f"-admin.port={config.weed_admin_port}" in command
+    assert f"-admin.port.grpc={config.weed_admin_port + 10000}" in command
+    assert weed.ports["admin"] == config.weed_admin_port
+    assert weed.ports["admin-grpc"] == config.weed_admin_port + 10000
+    # Master and filer HTTP APIs off: the S3 gateway talks gRPC; the master's /submit and /col/delete took
+    # anonymous writes and deletes.
+    assert "-disableHttp" in command
+    env = weed.env
+    for name in (
+        "WEED_JWT_SIGNING_KEY",
+        "WEED_JWT_SIGNING_READ_KEY",
+        "WEED_JWT_FILER_SIGNING_KEY",
+        "WEED_JWT_FILER_SIGNING_READ_KEY",
+    ):
+        assert len(env[name]) >= 32, name
+    assert len({env[n] for n in env if n.startswith("WEED_JWT_")}) == 4, "four distinct keys"
+    for component in ("MASTER", "VOLUME", "FILER", "S3", "ADMIN", "WORKER", "CLIENT"):
+        assert Path(env[f"WEED_GRPC_{component}_CERT"]).is_file()
+        assert stat.S_IMODE(Path(env[f"WEED_GRPC_{component}_KEY"]).stat().st_mode) == 0o600
+    assert not any(secret in " ".join(command) for secret in (env["WEED_JWT_SIGNING_KEY"], creds.s3_secret_key)), (
+        "secrets never go on a command line (ps shows it to every user)"
+    )
+
+
+def test_the_s3_config_has_a_read_only_identity_for_label_studio(config: StackConfig) -> None:
+    creds = Credentials.load_or_create(config.home)
+    LocalStack(config)._write_seaweed_identities(creds)
+    identities = json.loads((config.home / "seaweedfs-s3.json").read_text())["identities"]
+    by_key = {i["credentials"][0]["accessKey"]: i for i in identities}
+    assert by_key[creds.s3_access_key]["actions"] == ["Admin", "Read", "List", "Tagging", "Write"]
+    reader = by_key[creds.s3_reader_access_key]
+    assert sorted(reader["actions"]) == ["List", "Read"]
+    assert creds.s3_reader_secret_key != creds.s3_secret_key and len(creds.s3_reader_secret_key) >= 32
+    env = connection_env(config, creds)
+    assert env["LABELFLOW_S3_STORAGE_ACCESS_KEY"] == creds.s3_reader_access_key
+    assert env["LABELFLOW_S3_STORAGE_SECRET_KEY"] == creds.s3_reader_secret_key
+
+
+def test_credentials_of_an_older_stack_home_gain_the_new_keys(tmp_path: Path) -> None:
+    old = {
+        "s3_access_key": "labelflow",
+        "s3_secret_key": "s" * 40,
+        "label_studio_username": "admin@labelflow.local",
+        "label_studio_password": "p",
+        "label_studio_token": "t" * 40,
+        "listener_token": "l" * 40,
+    }
+    (tmp_path / "credentials.json").write_text(json.dumps(old))
+    (tmp_path / "credentials.json").chmod(0o644)
+    creds = Credentials.load_or_create(tmp_path)
+    assert creds.s3_secret_key == old["s3_secret_key"], "existing keys are kept"
+    assert creds.s3_reader_access_key and len(creds.s3_reader_secret_key) >= 32
+    assert Credentials.load_or_create(tmp_path) == creds
+    assert stat.S_IMODE((tmp_path / "credentials.json").stat().st_mode) == 0o600
+
+
+def _serve_health(port: int) -> object:
+    import http.server
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", port), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_status_of_another_home_probes_the_ports_it_recorded(tmp_path: Path) -> None:
+    # Stack B ran with other ports than the defaults; `status --home B` must probe B's, not the defaults.
+    recorded_port = next(port for port in range(21731, 22731) if port_is_free(port))
+    other = StackConfig(home=tmp_path / "b", mlflow_port=recorded_port)
+    other.home.mkdir(parents=True)
+    stack_b = LocalStack(other)
+    mlflow_b = _sleeper(other, "mlflow")
+    mlflow_b.ports = {"http": recorded_port}
+    stack_b._start(mlflow_b)
+    server = _serve_health(recorded_port)
+    try:
+        seen_from_defaults = LocalStack(StackConfig(home=other.home))
+        mlflow = next(s for s in seen_from_defaults.status() if s.name == "mlflow")
+        assert mlflow.url == f"http://127.0.0.1:{recorded_port}"
+        assert mlflow.healthy, mlflow.detail
+        env = seen_from_defaults.connection()["env"]
+        assert env["MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{recorded_port}"
+    finally:
+        server.shutdown()  # type: ignore[attr-defined]
+        stack_b.down()
+
+
+def test_up_keeps_waiting_for_a_service_that_makes_progress(
+    config: StackConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cold start on a busy 2-core machine: Label Studio migrated for more than 180 s and `up` gave up.
+    config.home.mkdir(parents=True)
+    stack = LocalStack(config)
+    service = _sleeper(config, "label-studio")
+    stack._start(service)
+    now = [0.0]
+    monkeypatch.setattr("infra.local_stack.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("infra.local_stack.time.sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
+
+    def probe(svc: Service, timeout: float = 3.0) -> tuple[bool, str]:
+        with stack.log_path("label-studio").open("a") as log:  # a migration line now and then
+            log.write(f"Applying migration at {now[0]:.0f}\n")
+        return now[0] >= 400, "ConnectError"
+
+    monkeypatch.setattr(stack, "_probe", probe)
+    try:
+        ready = stack._wait_healthy([service], {"label-studio": 0.0})
+        assert ready["label-studio"] >= 400
+    finally:
+        monkeypatch.undo()
+        stack.down()
+
+
+def test_up_help_lists_every_port() -> None:
+    from typer.testing import CliRunner
+
+    from labelflow.cli import app
+
+    result = CliRunner().invoke(app, ["up", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for fragment in ("--listener-port", "8700", "8701", "9333", "8480", "8888", "23646", "+10000"):
+        assert fragment in text, fragment

@@ -99,3 +99,31 @@ def test_env_example_lists_every_connection_variable() -> None:
     example = (Path(__file__).parents[2] / ".env.example").read_text(encoding="utf-8")
     for name in ALL_VARIABLES:
         assert f"{name}=" in example
+
+
+def test_storage_reader_identity_is_required_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from integrations.settings import S3StorageSettings
+
+    for name in ("LABELFLOW_S3_STORAGE_ACCESS_KEY", "LABELFLOW_S3_STORAGE_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LABELFLOW_S3_ACCESS_KEY", "admin")  # the admin key is never a fallback
+    monkeypatch.setenv("LABELFLOW_S3_SECRET_KEY", "admin-secret")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(S3StorageSettings)
+    message = str(caught.value)
+    assert "LABELFLOW_S3_STORAGE_ACCESS_KEY is not set" in message
+    assert "LABELFLOW_S3_STORAGE_SECRET_KEY is not set" in message
+    assert "\n" not in message
+
+
+def test_storage_reader_identity_comes_from_the_stack_file(isolated_environment: Path) -> None:
+    from integrations.settings import S3StorageSettings
+
+    write_stack_file(
+        isolated_environment,
+        {"LABELFLOW_S3_STORAGE_ACCESS_KEY": "reader", "LABELFLOW_S3_STORAGE_SECRET_KEY": "reader-secret"},
+    )
+    reader = load_settings(S3StorageSettings)
+    assert reader.access_key == "reader"
+    assert reader.secret_key.get_secret_value() == "reader-secret"
+    assert "reader-secret" not in repr(reader)

@@ -156,7 +156,15 @@ def test_an_upload_right_after_a_refresh_still_finds_a_deployment_registered_jus
     listener.step(timeout=0)
     assert len(loads) == 2 and listener.health()["parked"] == 0
     assert [s[0] for s in submitted] == ["reviews"]  # one debounced run for the burst
-    assert listener.counts == {"received": 60, "unrouted": 0, "runs": 1, "errors": 0, "dropped": 0, "reloads": 2}
+    assert listener.counts == {
+        "received": 60,
+        "rejected": 0,
+        "unrouted": 0,
+        "runs": 1,
+        "errors": 0,
+        "dropped": 0,
+        "reloads": 2,
+    }
 
 
 def test_uploads_nowhere_are_unrouted_after_one_reload_and_events_wait_while_prefect_is_down() -> None:
