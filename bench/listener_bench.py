@@ -60,9 +60,9 @@ def main() -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    from infra.local_stack import PROJECT_DIR
     from integrations.object_store import ObjectStore
     from integrations.settings import ListenerSettings, S3Settings, load_settings
+    from labelflow.layout import PROJECT_DIR
     from labelflow.orchestration import deploy_spec, parse_every
     from labelflow.runtime import prefect_connection
     from tasks.spec import load_spec

@@ -27,9 +27,11 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.health_wait import HealthWait, HealthWaitError, WaitPolicy, Watched
+from infra.ports import STACK_PORTS
 from infra.seaweedfs_security import TLS_DIR_NAME, ensure_grpc_tls, seaweedfs_security_env, tls_files
 from integrations.object_store import ObjectStore, ObjectStoreError
 from integrations.settings import STACK_FILE_NAME, S3Settings, labelflow_home
+from labelflow.layout import PROJECT_DIR, WORK_POOL
 
 LOOPBACK = "127.0.0.1"
 MLFLOW_ARTIFACT_BUCKET = "labelflow-mlflow"
@@ -47,16 +49,16 @@ class StackConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LABELFLOW_STACK_", extra="ignore")
 
     home: Path = Field(default_factory=labelflow_home)
-    s3_port: int = 8333
-    label_studio_port: int = 8080
-    mlflow_port: int = 5000
-    prefect_port: int = 4200
-    weed_master_port: int = 9333
-    weed_volume_port: int = 8480
-    weed_filer_port: int = 8888
-    weed_admin_port: int = 23646  # SeaweedFS's admin server binds even with its UI off: pinned, never moved
-    listener_port: int = 8700  # the event listener (`labelflow listen`: object-store and Label Studio webhooks)
-    worker_health_port: int = 8701  # health check of `labelflow worker` (`labelflow up --with-worker`)
+    s3_port: int = STACK_PORTS["s3_port"][1]
+    label_studio_port: int = STACK_PORTS["label_studio_port"][1]
+    mlflow_port: int = STACK_PORTS["mlflow_port"][1]
+    prefect_port: int = STACK_PORTS["prefect_port"][1]
+    weed_master_port: int = STACK_PORTS["weed_master_port"][1]
+    weed_volume_port: int = STACK_PORTS["weed_volume_port"][1]
+    weed_filer_port: int = STACK_PORTS["weed_filer_port"][1]
+    weed_admin_port: int = STACK_PORTS["weed_admin_port"][1]
+    listener_port: int = STACK_PORTS["listener_port"][1]
+    worker_health_port: int = STACK_PORTS["worker_health_port"][1]
     # A starting service is waited for while it makes progress (its log grows or it uses CPU), up to a cap.
     start_stall_seconds: float = 120.0
     start_max_seconds: float = 1200.0
@@ -522,10 +524,6 @@ def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
         healthy_when=lambda r: r.status_code == 200 and r.text.strip() == "true",
     )
     return [build_listener_service(config, creds), weed, label_studio, mlflow, prefect]
-
-
-WORK_POOL = "labelflow"
-PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
 def build_listener_service(config: StackConfig, creds: Credentials) -> Service:

@@ -7,3 +7,7 @@ class AdapterError(RuntimeError):
     """A call to an external system failed; `transient` says whether retrying can help (outage, timeout, 5xx)."""
 
     transient: bool = False
+
+
+class SettingsError(RuntimeError):
+    """A required setting is missing or malformed; the message names the variable."""

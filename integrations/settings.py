@@ -15,11 +15,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from integrations.errors import SettingsError
+
 STACK_FILE_NAME = "stack.json"
-
-
-class SettingsError(RuntimeError):
-    """A required setting is missing or malformed; the message names the variable."""
 
 
 def labelflow_home() -> Path:

@@ -8,22 +8,28 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from infra.local_stack import WORK_POOL, LocalStack, StackConfig, StackError
-from integrations.settings import SettingsError
+from infra.ports import ports_help
+from integrations.errors import SettingsError
+from labelflow.layout import PROJECT_DIR, WORK_POOL
 from labelflow.runtime import prefect_connection
+
+if TYPE_CHECKING:
+    from infra.local_stack import LocalStack
 
 app = typer.Typer(
     name="labelflow",
     help="Workflow-orchestrated data labeling: object storage -> Label Studio -> quality -> validation -> MLflow.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain help: Typer's rich help imports markdown-it and rich's traceback module (about 0.8 s) on every --help.
+    rich_markup_mode=None,
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -31,6 +37,9 @@ err_console = Console(stderr=True)
 
 def _stack(home: Path | None, **ports: int | None) -> LocalStack:
     """Stack configuration from options, then LABELFLOW_STACK_* variables, then defaults."""
+    # Imported here: only up, down and status need the local stack's machinery (and its clients).
+    from infra.local_stack import LocalStack, StackConfig
+
     overrides = {key: value for key, value in ports.items() if value is not None}
     if home is not None:
         overrides["home"] = home.resolve()
@@ -43,30 +52,7 @@ HomeOption = Annotated[
 ]
 
 
-def _ports_epilog() -> str:
-    """Every port the local stack binds on 127.0.0.1, with its variable and default (from StackConfig)."""
-    fields = StackConfig.model_fields
-    rows = [
-        ("S3 (SeaweedFS gateway)", "s3_port"),
-        ("Label Studio", "label_studio_port"),
-        ("MLflow", "mlflow_port"),
-        ("Prefect", "prefect_port"),
-        ("event listener (webhooks)", "listener_port"),
-        ("worker health (--with-worker)", "worker_health_port"),
-        ("SeaweedFS master", "weed_master_port"),
-        ("SeaweedFS volume", "weed_volume_port"),
-        ("SeaweedFS filer", "weed_filer_port"),
-        ("SeaweedFS admin", "weed_admin_port"),
-    ]
-    lines = [f"{title}: {fields[name].default} (env LABELFLOW_STACK_{name.upper()})" for title, name in rows]
-    return (
-        "Ports, all on 127.0.0.1 (a busy port fails `up`; nothing moves):\n\n"
-        + "\n\n".join(lines)
-        + "\n\nSeaweedFS also binds each of its ports +10000 for gRPC (mutual TLS)."
-    )
-
-
-@app.command(epilog=_ports_epilog())
+@app.command(epilog=ports_help())
 def up(
     home: HomeOption = None,
     s3_port: Annotated[int | None, typer.Option(help="S3 port (env LABELFLOW_STACK_S3_PORT; default 8333)")] = None,
@@ -95,6 +81,8 @@ def up(
         prefect_port=prefect_port,
         listener_port=listener_port,
     )
+    from infra.local_stack import StackError
+
     began = time.monotonic()
     try:
         reports = stack.up(echo=lambda line: console.print(f"[dim]{line}[/dim]"), with_worker=with_worker)
@@ -515,7 +503,6 @@ def deploy(
     """Register this spec's ingest, collect and pipeline deployments (from prefect.yaml) with their schedules."""
     import httpx
 
-    from infra.local_stack import PROJECT_DIR
     from labelflow.orchestration import DeployError, deploy_spec, parse_every
     from tasks.spec import load_spec
 
@@ -576,7 +563,6 @@ def worker(
     import httpx
     from prefect.client.orchestration import get_client
 
-    from infra.local_stack import PROJECT_DIR
     from labelflow.orchestration import ensure_work_pool, prefect_worker_command, worker_environment
 
     directory = (project_dir or PROJECT_DIR).resolve()
@@ -652,6 +638,8 @@ def demo(
         raise _fail("demo", ValueError("--images must be 100-1500 and --texts 50-700 (the rest are the test sets)"), 2)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the report prints the URLs
     began = time.monotonic()
+    from infra.local_stack import StackError
+
     stack = _stack(home)
     if not all(s.healthy for s in stack.status()):
         console.print("[bold]Starting the local stack[/bold] (the first time installs Label Studio: a few minutes)")

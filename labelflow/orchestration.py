@@ -18,7 +18,7 @@ from uuid import UUID
 
 import yaml
 
-from infra.local_stack import WORK_POOL
+from labelflow.layout import WORK_POOL
 from tasks.spec import ProjectSpec
 
 logger = logging.getLogger("labelflow.orchestration")

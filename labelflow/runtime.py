@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from integrations.settings import PrefectSettings, load_settings
+if TYPE_CHECKING:
+    from integrations.settings import PrefectSettings
 
 TELEMETRY_OFF = {
     "DO_NOT_TRACK": "true",
@@ -21,6 +23,8 @@ def prefect_connection() -> Iterator[PrefectSettings]:
     """Run the enclosed flows against the configured (or local-stack) Prefect server, never a temporary one."""
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
+    from integrations.settings import PrefectSettings, load_settings
+
     prefect = load_settings(PrefectSettings)
     os.environ["PREFECT_API_URL"] = prefect.url
     from prefect.settings import PREFECT_API_URL, temporary_settings

@@ -12,10 +12,10 @@ import httpx
 import pytest
 import yaml
 
-from infra.local_stack import PROJECT_DIR
 from integrations.label_studio import LabelStudioClient
 from integrations.mlflow_tracking import MLflowTracking
 from integrations.object_store import ObjectStore
+from labelflow.layout import PROJECT_DIR
 from labelflow.orchestration import Deployed, deploy_spec, parse_every
 from tasks.collect import recorded_project
 from tasks.registry import DatasetRegistry
