@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import time
 from collections.abc import Iterator
@@ -58,15 +57,6 @@ class LabelStudioClient:
             base_url=settings.base_url,
             headers={"Authorization": f"Token {settings.api_key.get_secret_value()}"},
             timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_SECONDS)),
-        )
-
-    @functools.cached_property
-    def sdk(self) -> Any:
-        """The official SDK client for the same server (imported on first use: it takes seconds to import)."""
-        from label_studio_sdk import LabelStudio
-
-        return LabelStudio(
-            base_url=self.settings.base_url, api_key=self.settings.api_key.get_secret_value(), timeout=self._timeout
         )
 
     def _request(self, method: str, path: str, action: str, **kwargs: Any) -> httpx.Response:

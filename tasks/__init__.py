@@ -1,1 +1,1 @@
-"""tasks."""
+"""The pipeline's steps: spec, cleaning, ingest, collection, quality, validation, datasets and publishing."""

@@ -97,6 +97,7 @@ def publish_dataset(
             }
         spec_yaml, spec_sha = spec_document(spec)
         revision = pipeline_revision()
+        commit = revision.split("+git.", 1)[1] if "+git." in revision else "unknown"
         tags = {
             "labelflow.spec.name": spec.name,
             "labelflow.spec.sha256": spec_sha,
@@ -108,8 +109,10 @@ def publish_dataset(
             "labelflow.validation.success": str(validation.success).lower(),
             "labelflow.validation.result": str(validation.result_uri),
             "labelflow.validation.docs": str(validation.docs_index),
-            "labelflow.git.revision": revision,
-            "mlflow.source.git.commit": revision,
+            "labelflow.version": revision,
+            # Only a run from labelflow's own checkout knows its commit (an installed wheel does not).
+            "labelflow.git.revision": commit,
+            **({"mlflow.source.git.commit": commit} if commit != "unknown" else {}),
         }
         # The claim makes this the only publisher of its version; a failure removes what it wrote.
         with registry.publishing(name, built.digest, base, tags, publisher) as version:

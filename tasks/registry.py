@@ -7,6 +7,7 @@ through a conditional write of the version folder's claim object, and only that 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -212,15 +213,29 @@ def parse_reference(reference: str) -> tuple[str, int | None]:
     return name, int(version.removeprefix("v"))
 
 
-def pipeline_revision(cwd: Path | None = None) -> str:
-    """The git commit of the pipeline code that publishes, or `unknown` outside a git checkout."""
+def pipeline_revision() -> str:
+    """labelflow's own version, with the git commit when it runs from labelflow's own checkout (never a user's repo)."""
     try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True, text=True, timeout=10
-        )
+        version = importlib.metadata.version("labelflow")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    checkout = Path(__file__).resolve().parents[1]
+    pyproject = checkout / "pyproject.toml"
+    # An installed labelflow may sit inside a user's repository: its HEAD says nothing about labelflow's code.
+    if not (checkout / ".git").exists() or 'name = "labelflow"' not in _read_text(pyproject):
+        return version
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
+        return version
+    return f"{version}+git.{result.stdout.strip()}" if result.returncode == 0 else version
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
 
 
 @dataclass

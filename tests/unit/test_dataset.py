@@ -147,3 +147,16 @@ def test_dataset_references() -> None:
     assert parse_reference("reviews:3") == ("reviews", 3) == parse_reference("reviews:v3")
     with pytest.raises(ValueError, match="number or `latest`"):
         parse_reference("reviews:newest")
+
+
+def test_the_pipeline_revision_is_labelflows_own_version_and_commit() -> None:
+    import importlib.metadata
+    import subprocess
+
+    from tasks.registry import pipeline_revision
+
+    revision = pipeline_revision()
+    version = importlib.metadata.version("labelflow")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parents[2], capture_output=True, text=True)
+    expected = f"{version}+git.{head.stdout.strip()}" if head.returncode == 0 else version
+    assert revision == expected
