@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tasks.ingest  # noqa: E402
-from integrations.label_studio import LabelStudioClient  # noqa: E402
 from integrations.object_store import ObjectStore  # noqa: E402
-from integrations.settings import LabelStudioSettings, S3Settings, labelflow_home, load_settings  # noqa: E402
+from integrations.resources import Resources  # noqa: E402
+from integrations.settings import labelflow_home  # noqa: E402
 from tasks.spec import S3Location  # noqa: E402
 
 
@@ -134,8 +134,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("DO_NOT_TRACK", "true")
 
-    store = ObjectStore(load_settings(S3Settings))
-    ls = LabelStudioClient(load_settings(LabelStudioSettings))
+    resources = Resources.from_settings()
+    store, ls = resources.store, resources.label_studio_client
     run = uuid.uuid4().hex[:8]
     bucket = f"bench-bombs-{run}"
     spec = {

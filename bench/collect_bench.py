@@ -42,15 +42,13 @@ def bench_collect(tasks: int, incremental: int) -> dict[str, float]:
     """Full and incremental collection of a tasks x 3 project vs Label Studio's quick export."""
     import hashlib
 
-    from integrations.label_studio import LabelStudioClient
-    from integrations.object_store import ObjectStore
-    from integrations.settings import LabelStudioSettings, S3Settings, load_settings
+    from integrations.resources import Resources
     from labelflow.runtime import prefect_connection
     from tasks.simulate import classification_result
     from tasks.spec import parse_spec
 
-    ls = LabelStudioClient(load_settings(LabelStudioSettings), timeout=1800)
-    store = ObjectStore(load_settings(S3Settings))
+    resources = Resources.from_settings(label_studio_timeout=1800)
+    ls, store = resources.label_studio_client, resources.store
     name = f"bench-collect-{uuid.uuid4().hex[:8]}"
     body = {
         "name": name,

@@ -71,15 +71,13 @@ def upload(store: Any, bucket: str, start: int, count: int) -> None:
 def run_bench(tasks: int, new_objects: int, workers: int) -> dict[str, dict[str, float]]:
     from flows.collect import collect
     from flows.ingest import ingest
-    from integrations.label_studio import LabelStudioClient
-    from integrations.object_store import ObjectStore
-    from integrations.settings import LabelStudioSettings, S3Settings, load_settings
+    from integrations.resources import Resources
     from tasks.collect import recorded_project
     from tasks.simulate import build_annotators, run
     from tasks.spec import load_spec
 
-    store = ObjectStore(load_settings(S3Settings))
-    ls = LabelStudioClient(load_settings(LabelStudioSettings), timeout=3600)
+    resources = Resources.from_settings(label_studio_timeout=3600)
+    store, ls = resources.store, resources.label_studio_client
     name = f"bench-e2e-{uuid.uuid4().hex[:8]}"
     store.ensure_bucket(name)
     spec_path = Path(f"/tmp/{name}.yaml")

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from integrations.label_studio import LabelStudioClient  # noqa: E402
 from integrations.object_store import ObjectStore  # noqa: E402
-from integrations.settings import LabelStudioSettings, S3Settings, load_settings  # noqa: E402
+from integrations.resources import Resources  # noqa: E402
 
 SENTENCES = [
     "The delivery was quick and the packaging intact.",
@@ -126,8 +126,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("DO_NOT_TRACK", "true")
 
-    store = ObjectStore(load_settings(S3Settings))
-    ls = LabelStudioClient(load_settings(LabelStudioSettings))
+    resources = Resources.from_settings()
+    store, ls = resources.store, resources.label_studio_client
     run = uuid.uuid4().hex[:8]
     bucket, state = f"bench-{run}", f"bench-{run}-state"
     store.ensure_bucket(bucket)

@@ -60,15 +60,15 @@ def main() -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    from integrations.object_store import ObjectStore
-    from integrations.settings import ListenerSettings, S3Settings, load_settings
+    from integrations.resources import Resources
+    from integrations.settings import ListenerSettings, load_settings
     from labelflow.layout import PROJECT_DIR
     from labelflow.orchestration import deploy_spec, parse_every
     from labelflow.runtime import prefect_connection
     from tasks.spec import load_spec
 
     url = load_settings(ListenerSettings).base_url
-    store = ObjectStore(load_settings(S3Settings))
+    store = Resources.from_settings().store
     n = args.uploads
 
     # 1. Events no spec reads.

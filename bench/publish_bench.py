@@ -57,13 +57,11 @@ def spec_for(name: str):
 
 
 def clients():
-    from integrations.mlflow_tracking import MLflowTracking
-    from integrations.object_store import ObjectStore
-    from integrations.settings import MLflowSettings, S3Settings, load_settings
+    from integrations.resources import Resources
     from tasks.registry import DatasetRegistry
 
-    store = ObjectStore(load_settings(S3Settings))
-    return store, DatasetRegistry(store, MLflowTracking(load_settings(MLflowSettings)))
+    resources = Resources.from_settings()
+    return resources.store, DatasetRegistry(resources.store, resources.tracking)
 
 
 def setup(name: str, rows: int) -> str:

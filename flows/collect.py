@@ -12,9 +12,8 @@ from prefect.utilities.annotations import quote
 from flows.locks import stage_lock
 from integrations.great_expectations import GreatExpectations
 from integrations.label_studio import LabelStudioClient
-from integrations.mlflow_tracking import MLflowTracking
 from integrations.object_store import ObjectStore
-from integrations.settings import LabelStudioSettings, MLflowSettings, S3Settings, load_settings
+from integrations.resources import Resources
 from tasks.annotation_store import AnnotationStore
 from tasks.collect import (
     collect_changes,
@@ -56,9 +55,8 @@ def collect_validate_register(
     """The three subflows in order, under the caller's stage lock; judging runs on Dask when given an address."""
     if spec.dataset is not None:
         # Another project's dataset is refused here, not after collecting, judging and validating the batch.
-        registry = DatasetRegistry(
-            ObjectStore(load_settings(S3Settings)), MLflowTracking(load_settings(MLflowSettings))
-        )
+        resources = Resources.from_settings()
+        registry = DatasetRegistry(resources.store, resources.tracking)
         check_dataset_owner(quote(registry), quote(spec))
     collecting = collect_annotations
     if dask_address:
@@ -88,8 +86,9 @@ def collect_spec(
 ) -> dict[str, Any]:
     """The collect wiring for a loaded spec (inside a flow; clients default to the settings)."""
     logger = get_run_logger()
-    store = store or ObjectStore(load_settings(S3Settings))
-    ls = ls or LabelStudioClient(load_settings(LabelStudioSettings))
+    resources = Resources.from_settings()
+    store = store or resources.store
+    ls = ls or resources.label_studio_client
     table = AnnotationStore(store, spec.state_location)
     q_store, q_ls, q_spec, q_table = quote(store), quote(ls), quote(spec), quote(table)
     project_id = recorded_project(q_store, q_spec)
@@ -144,7 +143,7 @@ def collect_spec(
 def validate_batch(spec_path: str, batch_uri: str) -> dict[str, Any]:
     """Run the Great Expectations gate on a collected batch; the flow fails when the batch does not pass."""
     spec = load_spec(spec_path)
-    store = ObjectStore(load_settings(S3Settings))
+    store = Resources.from_settings().store
     validator = GreatExpectations(expectations_dir(spec, spec_path), examples=spec.validation.examples)
     _, tables = read_batch(store, batch_uri)
     run_name = batch_uri.rstrip("/").rsplit("/", 1)[-1]
@@ -172,8 +171,9 @@ def validate_batch(spec_path: str, batch_uri: str) -> dict[str, Any]:
 def register_dataset(spec_path: str, batch_uri: str, validation: dict[str, Any]) -> dict[str, Any]:
     """Publish a validated batch as a new immutable dataset version in MLflow (only when its content changed)."""
     spec = load_spec(spec_path)
-    store = ObjectStore(load_settings(S3Settings))
-    registry = DatasetRegistry(store, MLflowTracking(load_settings(MLflowSettings)))
+    resources = Resources.from_settings()
+    store = resources.store
+    registry = DatasetRegistry(store, resources.tracking)
     meta, tables = read_batch(store, batch_uri)
     summary = ValidationSummary(**validation)
     result = publish_dataset(quote(store), quote(registry), quote(spec), quote(tables), quote(meta), quote(summary))

@@ -12,7 +12,7 @@ from prefect.utilities.annotations import quote
 from flows.locks import stage_lock
 from integrations.label_studio import LabelStudioClient
 from integrations.object_store import ObjectStore
-from integrations.settings import LabelStudioSettings, S3Settings, load_settings
+from integrations.resources import Resources
 from tasks.ingest import (
     IngestStats,
     check_sources,
@@ -53,11 +53,13 @@ def ingest_spec(
     limit: int | None = None,
     store: ObjectStore | None = None,
     ls: LabelStudioClient | None = None,
+    resources: Resources | None = None,
 ) -> dict[str, Any]:
     """The ingest wiring for an already-loaded spec (called inside the flow; clients default to the settings)."""
     logger = get_run_logger()
-    store = store or ObjectStore(load_settings(S3Settings))
-    ls = ls or LabelStudioClient(load_settings(LabelStudioSettings))
+    resources = resources or Resources.from_settings()
+    store = store or resources.store
+    ls = ls or resources.label_studio_client
     stats = IngestStats()
     # Arguments are quoted: Prefect otherwise walks every argument on every task call, and walking the ledger
     # index made each call cost time proportional to the project's whole history (10 s per call at 100k objects).
@@ -65,7 +67,8 @@ def ingest_spec(
     check_sources(q_store, q_spec)
     project_id = ensure_project(q_ls, q_store, q_spec)
     if spec.modality == "image":
-        ensure_storage_connections(q_ls, q_store, q_spec, project_id)
+        # The read-only identity is resolved first: without one, nothing is connected (never the admin key).
+        ensure_storage_connections(q_ls, q_store, q_spec, project_id, quote(resources.reader_settings))
     ledger = IngestLedger(store, spec.state_location)
     q_ledger = quote(ledger)
     with stats.timed("ledger"):

@@ -422,12 +422,11 @@ def datasets(
 def _read_bytes(path: str) -> bytes:
     """A local file or an s3:// object."""
     if path.startswith("s3://"):
-        from integrations.object_store import ObjectStore
-        from integrations.settings import S3Settings, load_settings
+        from integrations.resources import Resources
         from tasks.spec import S3Location
 
         location = S3Location.parse(path)
-        return ObjectStore(load_settings(S3Settings)).get_bytes(location.bucket, location.prefix)
+        return Resources.from_settings().store.get_bytes(location.bucket, location.prefix)
     return Path(path).read_bytes()
 
 
@@ -453,9 +452,8 @@ def simulate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Create Label Studio users that annotate the project's tasks through the API with known accuracy."""
-    from integrations.label_studio import LabelStudioClient, LabelStudioError
-    from integrations.object_store import ObjectStore, ObjectStoreError
-    from integrations.settings import LabelStudioSettings, S3Settings, load_settings
+    from integrations.label_studio import LabelStudioError
+    from integrations.object_store import ObjectStoreError
     from tasks.collect import CollectError, recorded_project
     from tasks.quality import parse_gold
     from tasks.simulate import build_annotators, run
@@ -471,8 +469,10 @@ def simulate(
         cycled = [rates[i % len(rates)] for i in range(count)] if rates else []
         people = build_annotators(cycled, spammers)
         gold = parse_gold(_read_bytes(truth), truth, project_spec.labels) if truth else None
-        store = ObjectStore(load_settings(S3Settings))
-        ls = LabelStudioClient(load_settings(LabelStudioSettings), timeout=600)
+        from integrations.resources import Resources
+
+        resources = Resources.from_settings(label_studio_timeout=600)
+        store, ls = resources.store, resources.label_studio_client
         project_id = recorded_project.fn(store, project_spec)
         result = run(ls, project_spec, project_id, people, gold, truth_pattern, per_task, limit, seed)
     if as_json:
@@ -591,21 +591,22 @@ def listen(
 
     from prefect.client.orchestration import get_client
 
-    from integrations.label_studio import LabelStudioClient
-    from integrations.object_store import ObjectStore
-    from integrations.settings import LabelStudioSettings, ListenerSettings, S3Settings, load_settings
+    from integrations.settings import ListenerSettings, load_settings
     from labelflow.orchestration import build_listener, serve_until_stopped
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     with _reported_failures("listen", OSError), prefect_connection(), get_client(sync_client=True) as client:
+        from integrations.resources import Resources
+
         settings = load_settings(ListenerSettings)
+        resources = Resources.from_settings()
         listener = build_listener(
             client,
             settings.base_url,
             settings.token.get_secret_value(),
-            ObjectStore(load_settings(S3Settings)),
-            LabelStudioClient(load_settings(LabelStudioSettings)),
+            resources.store,
+            resources.label_studio_client,
             debounce,
         )
         server = listener.server(host, port)  # a busy port fails here, before anything starts

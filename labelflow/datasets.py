@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from integrations.mlflow_tracking import MLflowTracking
-from integrations.object_store import ObjectStore
-from integrations.settings import MLflowSettings, S3Settings, load_settings
+from integrations.resources import Resources
+from integrations.settings import MLflowSettings, S3Settings
 from tasks.registry import DatasetRegistry, PulledDataset
 
 
@@ -20,9 +19,8 @@ def default_cache_dir() -> Path:
 
 def dataset_registry(s3: S3Settings | None = None, mlflow: MLflowSettings | None = None) -> DatasetRegistry:
     """The published datasets on the given (default: the configured) object store and MLflow server."""
-    return DatasetRegistry(
-        ObjectStore(s3 or load_settings(S3Settings)), MLflowTracking(mlflow or load_settings(MLflowSettings))
-    )
+    resources = Resources(s3=s3, mlflow=mlflow)
+    return DatasetRegistry(resources.store, resources.tracking)
 
 
 def pull_dataset(

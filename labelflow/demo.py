@@ -163,9 +163,7 @@ def run_demo(console: Console, workdir: Path, images: int, texts: int, seed: int
     """Upload, ingest, annotate (simulated), collect, validate, publish, pull and train, for both demo projects."""
     from flows.collect import collect as collect_flow
     from flows.ingest import ingest as ingest_flow
-    from integrations.label_studio import LabelStudioClient
-    from integrations.object_store import ObjectStore
-    from integrations.settings import LabelStudioSettings, S3Settings, load_settings
+    from integrations.resources import Resources
     from labelflow.datasets import load_dataset
     from tasks.collect import recorded_project
     from tasks.quality import parse_gold
@@ -174,8 +172,8 @@ def run_demo(console: Console, workdir: Path, images: int, texts: int, seed: int
     from tasks.spec import S3Location, load_spec
 
     quiet_console_logs()
-    store = ObjectStore(load_settings(S3Settings))
-    ls = LabelStudioClient(load_settings(LabelStudioSettings), timeout=600)
+    resources = Resources.from_settings(label_studio_timeout=600)
+    store, ls = resources.store, resources.label_studio_client
     projects, uploads = demo_specs(images, texts, seed)
     workdir.mkdir(parents=True, exist_ok=True)
     columns = [

@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from integrations.errors import AdapterError
 from integrations.label_studio import LabelStudioClient, LabelStudioError
 from integrations.object_store import ObjectStore, ObjectStoreError, StoredObject
+from integrations.settings import S3StorageSettings
 from tasks.cleaning import (
     Inspection,
     Reason,
@@ -195,16 +196,13 @@ def ensure_project(ls: LabelStudioClient, store: ObjectStore, spec: ProjectSpec)
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retry_if_transient)
 def ensure_storage_connections(
-    ls: LabelStudioClient, store: ObjectStore, spec: ProjectSpec, project_id: int
+    ls: LabelStudioClient, store: ObjectStore, spec: ProjectSpec, project_id: int, reader: S3StorageSettings
 ) -> list[int]:
     """One S3 import storage per source location, so Label Studio resolves the tasks' s3:// URIs.
 
     Label Studio keeps a storage's keys in its database, so it gets the read-only identity
-    (LABELFLOW_S3_STORAGE_*), never the pipeline's own key; without one this fails, naming the variables.
+    (LABELFLOW_S3_STORAGE_*), never the pipeline's own key.
     """
-    from integrations.settings import S3StorageSettings, load_settings
-
-    reader = load_settings(S3StorageSettings)
     reader_s3 = store.settings.model_copy(update={"access_key": reader.access_key, "secret_key": reader.secret_key})
     storages = ls.s3_import_storages(project_id)
     sources = {(source.bucket, source.prefix) for source in spec.sources}

@@ -29,7 +29,8 @@ from botocore.exceptions import ClientError
 from infra.local_stack import Credentials, StackConfig
 from integrations.label_studio import LabelStudioClient
 from integrations.object_store import ObjectStore
-from integrations.settings import S3Settings, SettingsError
+from integrations.resources import Resources
+from integrations.settings import S3Settings, S3StorageSettings, SettingsError, load_settings
 from tasks.ingest import ensure_storage_connections
 from tests.conftest import RunningStack
 
@@ -113,7 +114,9 @@ def test_storage_connections_get_the_read_only_identity(
     monkeypatch.setenv("LABELFLOW_S3_STORAGE_SECRET_KEY", "reader-secret")
     # One connection made by an older labelflow with the admin key, one source still unconnected.
     ls = FakeLabelStudio([{"id": 7, "bucket": "old", "prefix": "", "aws_access_key_id": "admin"}])
-    ids = ensure_storage_connections.fn(ls, admin_store, _spec(("old", ""), ("new", "raw")), 1)
+    ids = ensure_storage_connections.fn(
+        ls, admin_store, _spec(("old", ""), ("new", "raw")), 1, load_settings(S3StorageSettings)
+    )
     assert ids == [7, 101]
     for s3 in [*ls.created, *ls.updated.values()]:
         assert (s3.access_key, s3.secret_key.get_secret_value()) == ("reader", "reader-secret")
@@ -123,8 +126,8 @@ def test_storage_connections_get_the_read_only_identity(
 
 def test_without_a_read_only_identity_nothing_is_connected(admin_store: ObjectStore) -> None:
     ls = FakeLabelStudio()
-    with pytest.raises(SettingsError) as caught:
-        ensure_storage_connections.fn(ls, admin_store, _spec(("new", "")), 1)
+    with pytest.raises(SettingsError) as caught:  # the flow resolves the identity before connecting anything
+        ensure_storage_connections.fn(ls, admin_store, _spec(("new", "")), 1, Resources.from_settings().reader_settings)
     message = str(caught.value)
     assert "LABELFLOW_S3_STORAGE_ACCESS_KEY is not set" in message
     assert "LABELFLOW_S3_STORAGE_SECRET_KEY is not set" in message
@@ -312,7 +315,11 @@ def test_label_studio_reads_sources_through_the_reader_identity(
         object_store.put_bytes(bucket, "old/a.txt", b"a")
         old = label_studio.add_s3_import_storage(project_id, bucket, "old/", object_store.settings)
         ids = ensure_storage_connections.fn(
-            label_studio, object_store, _spec((bucket, "old/"), (bucket, "raw/")), project_id
+            label_studio,
+            object_store,
+            _spec((bucket, "old/"), (bucket, "raw/")),
+            project_id,
+            Resources.from_settings().reader_settings,
         )
         assert old in ids
         # The API hides storage keys: read what Label Studio stored (as the owner).
