@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,19 +16,7 @@ import tasks.ingest
 from integrations.label_studio import LabelStudioClient
 from integrations.object_store import ObjectStore
 from tasks.spec import S3Location, parse_spec
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG of zeros: a few KB in the bucket, width*height bytes once Pillow decodes it."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
-    compressor = zlib.compressobj(9)
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+from tests.hostile_media import png_bomb
 
 
 def small_png() -> bytes:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import pytest
 from PIL import Image, ImageFile
@@ -18,6 +16,7 @@ from tasks.cleaning import (
     unaddressable_reason,
 )
 from tasks.spec import SpecError, parse_spec
+from tests.hostile_media import png_bomb
 
 PILLOW_DEFAULT_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 TEXT_SPEC = {"name": "p", "source": "s3://raw/x/", "task": "text-classification", "labels": ["a", "b"]}
@@ -27,19 +26,6 @@ def png(size: tuple[int, int] = (16, 12)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, "blue").save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG of zeros: a few KB on disk, width*height bytes once Pillow decodes it."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
-    compressor = zlib.compressobj(9)
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def jpeg() -> bytes:
