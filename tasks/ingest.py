@@ -241,7 +241,7 @@ def check_sources(store: ObjectStore, spec: ProjectSpec) -> None:
         if str(state) == str(own_state):
             continue
         for source in spec.sources:
-            if source.overlaps(S3Location(bucket=state.bucket, prefix=state.join("") + "/")):
+            if source.overlaps(state.folder):
                 raise StateOwnershipError(
                     f"source {source} overlaps another project's state location {state}: "
                     "labelflow never ingests its own files"

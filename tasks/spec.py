@@ -57,6 +57,12 @@ class S3Location(BaseModel):
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
+    @property
+    def folder(self) -> S3Location:
+        """This location as a folder: the prefix ends in `/` (empty for a whole bucket), so it covers only keys below."""
+        base = self.prefix.rstrip("/")
+        return S3Location(bucket=self.bucket, prefix=f"{base}/" if base else "")
+
     def overlaps(self, other: S3Location) -> bool:
         """True when a listing of one could return keys of the other (S3 prefixes are plain string prefixes)."""
         if self.bucket != other.bucket:
@@ -335,10 +341,10 @@ class ProjectSpec(_Section):
         if source.bucket in MANAGED_BUCKETS:
             return f"labelflow's own bucket s3://{source.bucket}/ (project state, datasets or MLflow artifacts)"
         state = self.state_location
-        if source.overlaps(S3Location(bucket=state.bucket, prefix=state.join("") + "/")):
+        if source.overlaps(state.folder):
             return f"this project's state location {state}"
         dataset = self.dataset_location
-        if dataset is not None and source.overlaps(S3Location(bucket=dataset.bucket, prefix=dataset.join("") + "/")):
+        if dataset is not None and source.overlaps(dataset.folder):
             return f"this project's dataset location {dataset}"
         return None
 

@@ -101,6 +101,8 @@ def test_a_label_config_with_a_doctype_is_refused_by_the_spec() -> None:
         ("s3://labelflow-mlflow/artifacts/", {}, "labelflow's own bucket s3://labelflow-mlflow/"),
         ("s3://raw/", {"state": "s3://raw/state/"}, "this project's state location s3://raw/state/"),
         ("s3://raw/state/in/", {"state": "s3://raw/state/"}, "this project's state location"),
+        # a state at the root of a bucket covers every key in it
+        ("s3://raw/in/", {"state": "s3://raw/"}, "this project's state location s3://raw/"),
         (
             "s3://raw/",
             {"dataset": {"name": "d", "location": "s3://raw/published/"}},
