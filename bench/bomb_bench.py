@@ -36,11 +36,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import tasks.ingest  # noqa: E402
-from integrations.object_store import ObjectStore  # noqa: E402
-from integrations.resources import Resources  # noqa: E402
-from integrations.settings import labelflow_home  # noqa: E402
-from tasks.spec import S3Location  # noqa: E402
+import labelflow.tasks.ingest  # noqa: E402
+from labelflow.integrations.object_store import ObjectStore  # noqa: E402
+from labelflow.integrations.resources import Resources  # noqa: E402
+from labelflow.integrations.settings import labelflow_home  # noqa: E402
+from labelflow.tasks.spec import S3Location  # noqa: E402
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -179,7 +179,9 @@ def main() -> None:
             project_id = ls.find_project(name)
             if project_id:
                 ls.delete_project(project_id)
-        index_key = getattr(tasks.ingest, "state_index_key", None)  # a registry of custom state locations, if any
+        index_key = getattr(
+            labelflow.tasks.ingest, "state_index_key", None
+        )  # a registry of custom state locations, if any
         if index_key is not None:
             for prefix in ("state", "state-near"):
                 store.delete("labelflow-state", index_key(S3Location(bucket=bucket, prefix=prefix)))

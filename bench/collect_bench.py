@@ -42,10 +42,10 @@ def bench_collect(tasks: int, incremental: int) -> dict[str, float]:
     """Full and incremental collection of a tasks x 3 project vs Label Studio's quick export."""
     import hashlib
 
-    from integrations.resources import Resources
+    from labelflow.integrations.resources import Resources
     from labelflow.runtime import prefect_connection
-    from tasks.simulate import classification_result
-    from tasks.spec import parse_spec
+    from labelflow.tasks.simulate import classification_result
+    from labelflow.tasks.spec import parse_spec
 
     resources = Resources.from_settings(label_studio_timeout=1800)
     ls, store = resources.label_studio_client, resources.store
@@ -62,7 +62,7 @@ def bench_collect(tasks: int, incremental: int) -> dict[str, float]:
     spec = parse_spec(body)
     spec_path = Path(f"/tmp/{name}.yaml")
     spec_path.write_text(yaml.safe_dump(body))
-    from tasks.label_config import build_label_config
+    from labelflow.tasks.label_config import build_label_config
 
     project_id = ls.create_project(name, build_label_config(spec), maximum_annotations=3)
     store.ensure_bucket(f"{name}-state")
@@ -106,7 +106,7 @@ def bench_collect(tasks: int, incremental: int) -> dict[str, float]:
     assert len(exported) == tasks
     del exported
     with prefect_connection():
-        from flows.collect import collect_annotations
+        from labelflow.flows.collect import collect_annotations
 
         began = time.perf_counter()
         first = collect_annotations(str(spec_path))
@@ -188,8 +188,8 @@ def synthetic(rows: int, annotators: int, seed: int = 0) -> tuple[pd.DataFrame, 
 
 def bench_judge(rows: int, aggregation: str) -> dict[str, float]:
     """Agreement + consensus + annotator scores on `rows` annotation rows (run in a fresh process for peak RSS)."""
-    from tasks.quality import judge
-    from tasks.spec import parse_spec
+    from labelflow.tasks.quality import judge
+    from labelflow.tasks.spec import parse_spec
 
     tasks, annotations, _ = synthetic(rows, annotators=40)
     before = peak_rss_mb()
@@ -211,8 +211,8 @@ def bench_judge(rows: int, aggregation: str) -> dict[str, float]:
 
 def bench_consensus(items: int, repeats: int) -> list[dict[str, object]]:
     """Accuracy of Dawid-Skene and majority vote against the truth, for 3-5 annotators of mixed quality."""
-    from tasks.consensus import dawid_skene, majority_vote
-    from tasks.simulate import simulated_votes
+    from labelflow.tasks.consensus import dawid_skene, majority_vote
+    from labelflow.tasks.simulate import simulated_votes
 
     setups = {
         "3 annotators 0.9/0.75/0.6": [0.9, 0.75, 0.6],

@@ -69,12 +69,12 @@ def upload(store: Any, bucket: str, start: int, count: int) -> None:
 
 
 def run_bench(tasks: int, new_objects: int, workers: int) -> dict[str, dict[str, float]]:
-    from flows.collect import collect
-    from flows.ingest import ingest
-    from integrations.resources import Resources
-    from tasks.collect import recorded_project
-    from tasks.simulate import build_annotators, run
-    from tasks.spec import load_spec
+    from labelflow.flows.collect import collect
+    from labelflow.flows.ingest import ingest
+    from labelflow.integrations.resources import Resources
+    from labelflow.tasks.collect import recorded_project
+    from labelflow.tasks.simulate import build_annotators, run
+    from labelflow.tasks.spec import load_spec
 
     resources = Resources.from_settings(label_studio_timeout=3600)
     store, ls = resources.store, resources.label_studio_client

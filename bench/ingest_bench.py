@@ -26,9 +26,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from integrations.label_studio import LabelStudioClient  # noqa: E402
-from integrations.object_store import ObjectStore  # noqa: E402
-from integrations.resources import Resources  # noqa: E402
+from labelflow.integrations.label_studio import LabelStudioClient  # noqa: E402
+from labelflow.integrations.object_store import ObjectStore  # noqa: E402
+from labelflow.integrations.resources import Resources  # noqa: E402
 
 SENTENCES = [
     "The delivery was quick and the packaging intact.",

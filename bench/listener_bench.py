@@ -60,12 +60,12 @@ def main() -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    from integrations.resources import Resources
-    from integrations.settings import ListenerSettings, load_settings
+    from labelflow.integrations.resources import Resources
+    from labelflow.integrations.settings import ListenerSettings, load_settings
     from labelflow.layout import PROJECT_DIR
     from labelflow.orchestration import deploy_spec, parse_every
     from labelflow.runtime import prefect_connection
-    from tasks.spec import load_spec
+    from labelflow.tasks.spec import load_spec
 
     url = load_settings(ListenerSettings).base_url
     store = Resources.from_settings().store

@@ -40,7 +40,7 @@ def peak_rss_mb() -> float:
 
 
 def spec_for(name: str):
-    from tasks.spec import parse_spec
+    from labelflow.tasks.spec import parse_spec
 
     return parse_spec(
         {
@@ -57,8 +57,8 @@ def spec_for(name: str):
 
 
 def clients():
-    from integrations.resources import Resources
-    from tasks.registry import DatasetRegistry
+    from labelflow.integrations.resources import Resources
+    from labelflow.tasks.registry import DatasetRegistry
 
     resources = Resources.from_settings()
     return resources.store, DatasetRegistry(resources.store, resources.tracking)
@@ -68,9 +68,9 @@ def setup(name: str, rows: int) -> str:
     """Write a synthetic collected batch (and the ingest ledger behind it); return the batch URI."""
     from collect_bench import synthetic
 
-    from tasks.collect import write_batch
-    from tasks.ledger import IngestLedger, LedgerRow
-    from tasks.quality import judge
+    from labelflow.tasks.collect import write_batch
+    from labelflow.tasks.ledger import IngestLedger, LedgerRow
+    from labelflow.tasks.quality import judge
 
     store, _ = clients()
     spec = spec_for(name)
@@ -122,7 +122,7 @@ def setup(name: str, rows: int) -> str:
 
 def stage(kind: str, name: str, batch: str) -> dict[str, float]:
     """One stage, timed from the moment its inputs are in memory (reading the batch is timed separately)."""
-    from tasks.collect import read_batch
+    from labelflow.tasks.collect import read_batch
 
     store, registry = clients()
     spec = spec_for(name)
@@ -142,8 +142,8 @@ def stage(kind: str, name: str, batch: str) -> dict[str, float]:
         began = time.perf_counter()
         import great_expectations  # noqa: F401  (importing it takes seconds: reported apart)
 
-        from integrations.great_expectations import GreatExpectations
-        from tasks.validate import DEFAULT_EXPECTATIONS_DIR, run_validation
+        from labelflow.integrations.great_expectations import GreatExpectations
+        from labelflow.tasks.validate import DEFAULT_EXPECTATIONS_DIR, run_validation
 
         figures["import_gx_seconds"] = time.perf_counter() - began
         began = time.perf_counter()
@@ -163,8 +163,8 @@ def stage(kind: str, name: str, batch: str) -> dict[str, float]:
         figures["consensus_rows"] = summary.rows["consensus"]
         Path(tempfile.gettempdir(), f"{name}-validation.json").write_text(json.dumps(summary.as_dict(), default=str))
     else:
-        from tasks.publish import publish_dataset
-        from tasks.validate import ValidationSummary
+        from labelflow.tasks.publish import publish_dataset
+        from labelflow.tasks.validate import ValidationSummary
 
         summary = ValidationSummary(**json.loads(Path(tempfile.gettempdir(), f"{name}-validation.json").read_text()))
         began = time.perf_counter()

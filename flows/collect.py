@@ -9,13 +9,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.utilities.annotations import quote
 
-from flows.locks import stage_lock
-from integrations.great_expectations import GreatExpectations
-from integrations.label_studio import LabelStudioClient
-from integrations.object_store import ObjectStore
-from integrations.resources import Resources
-from tasks.annotation_store import AnnotationStore
-from tasks.collect import (
+from labelflow.flows.locks import stage_lock
+from labelflow.integrations.great_expectations import GreatExpectations
+from labelflow.integrations.label_studio import LabelStudioClient
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.integrations.resources import Resources
+from labelflow.tasks.annotation_store import AnnotationStore
+from labelflow.tasks.collect import (
     collect_changes,
     judge_annotations,
     load_current,
@@ -26,11 +26,11 @@ from tasks.collect import (
     tasks_to_route,
     write_batch,
 )
-from tasks.publish import check_dataset_owner, publish_dataset
-from tasks.quality_report import markdown, write_quality_report
-from tasks.registry import DatasetRegistry
-from tasks.spec import ProjectSpec, load_spec
-from tasks.validate import ValidationFailed, ValidationSummary, expectations_dir, run_validation
+from labelflow.tasks.publish import check_dataset_owner, publish_dataset
+from labelflow.tasks.quality_report import markdown, write_quality_report
+from labelflow.tasks.registry import DatasetRegistry
+from labelflow.tasks.spec import ProjectSpec, load_spec
+from labelflow.tasks.validate import ValidationFailed, ValidationSummary, expectations_dir, run_validation
 
 COLLECT_TIMEOUT_SECONDS = 4 * 3600
 

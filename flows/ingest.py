@@ -9,11 +9,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.utilities.annotations import quote
 
-from flows.locks import stage_lock
-from integrations.label_studio import LabelStudioClient
-from integrations.object_store import ObjectStore
-from integrations.resources import Resources
-from tasks.ingest import (
+from labelflow.flows.locks import stage_lock
+from labelflow.integrations.label_studio import LabelStudioClient
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.integrations.resources import Resources
+from labelflow.tasks.ingest import (
     IngestStats,
     check_sources,
     clean_objects,
@@ -27,9 +27,9 @@ from tasks.ingest import (
     summary_markdown,
     write_run_report,
 )
-from tasks.ledger import IngestLedger
-from tasks.prelabel import build_predictor
-from tasks.spec import ProjectSpec, load_spec
+from labelflow.tasks.ledger import IngestLedger
+from labelflow.tasks.prelabel import build_predictor
+from labelflow.tasks.spec import ProjectSpec, load_spec
 
 INGEST_TIMEOUT_SECONDS = 6 * 3600  # 100k+ objects fit comfortably; a hung run is failed, not left running
 

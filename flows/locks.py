@@ -16,7 +16,7 @@ from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
 
-from tasks.spec import ProjectSpec
+from labelflow.tasks.spec import ProjectSpec
 
 # A run waits this long for the previous run of the same stage and project before failing with a TimeoutError.
 LOCK_WAIT_SECONDS = 4 * 3600

@@ -6,9 +6,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.collect import COLLECT_TIMEOUT_SECONDS, collect
-from flows.ingest import INGEST_TIMEOUT_SECONDS, ingest
-from tasks.validate import ValidationFailed
+from labelflow.flows.collect import COLLECT_TIMEOUT_SECONDS, collect
+from labelflow.flows.ingest import INGEST_TIMEOUT_SECONDS, ingest
+from labelflow.tasks.validate import ValidationFailed
 
 
 @flow(name="labelflow-pipeline", timeout_seconds=INGEST_TIMEOUT_SECONDS + COLLECT_TIMEOUT_SECONDS, persist_result=True)

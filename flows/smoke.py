@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import flow
 from prefect.utilities.annotations import quote
 
-from integrations.resources import Resources
-from tasks.stack_checks import check_label_studio, check_mlflow, check_object_store
+from labelflow.integrations.resources import Resources
+from labelflow.tasks.stack_checks import check_label_studio, check_mlflow, check_object_store
 
 
 @flow(name="labelflow-smoke-check")

@@ -26,11 +26,11 @@ import psutil
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from infra.health_wait import HealthWait, HealthWaitError, WaitPolicy, Watched
-from infra.ports import STACK_PORTS
-from infra.seaweedfs_security import TLS_DIR_NAME, ensure_grpc_tls, seaweedfs_security_env, tls_files
-from integrations.object_store import ObjectStore, ObjectStoreError
-from integrations.settings import STACK_FILE_NAME, S3Settings, labelflow_home
+from labelflow.infra.health_wait import HealthWait, HealthWaitError, WaitPolicy, Watched
+from labelflow.infra.ports import STACK_PORTS
+from labelflow.infra.seaweedfs_security import TLS_DIR_NAME, ensure_grpc_tls, seaweedfs_security_env, tls_files
+from labelflow.integrations.object_store import ObjectStore, ObjectStoreError
+from labelflow.integrations.settings import STACK_FILE_NAME, S3Settings, labelflow_home
 from labelflow.layout import PROJECT_DIR, WORK_POOL
 
 LOOPBACK = "127.0.0.1"

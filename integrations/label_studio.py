@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from integrations.errors import AdapterError
-from integrations.settings import LabelStudioSettings, S3Settings
+from labelflow.integrations.errors import AdapterError
+from labelflow.integrations.settings import LabelStudioSettings, S3Settings
 
 # Reads (GET) that fail with a transport error or a 5xx are repeated after these pauses (seconds): a few seconds
 # of backoff ride out a restart without hiding an outage. Writes are not repeated here (see `import_tasks`).

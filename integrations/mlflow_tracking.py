@@ -17,8 +17,8 @@ from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
-from integrations.errors import AdapterError
-from integrations.settings import MLflowSettings
+from labelflow.integrations.errors import AdapterError
+from labelflow.integrations.settings import MLflowSettings
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 

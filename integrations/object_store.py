@@ -17,8 +17,8 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from minio import Minio
 from minio.error import S3Error
 
-from integrations.errors import AdapterError
-from integrations.settings import S3Settings
+from labelflow.integrations.errors import AdapterError
+from labelflow.integrations.settings import S3Settings
 
 NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "NotFound", "404"}
 # Errors worth retrying: the server is down, overloaded or briefly unreachable.

@@ -6,7 +6,7 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from integrations.settings import (
+from labelflow.integrations.settings import (
     LabelStudioSettings,
     MLflowSettings,
     S3Settings,
@@ -15,9 +15,9 @@ from integrations.settings import (
 )
 
 if TYPE_CHECKING:
-    from integrations.label_studio import LabelStudioClient
-    from integrations.mlflow_tracking import MLflowTracking
-    from integrations.object_store import ObjectStore
+    from labelflow.integrations.label_studio import LabelStudioClient
+    from labelflow.integrations.mlflow_tracking import MLflowTracking
+    from labelflow.integrations.object_store import ObjectStore
 
 
 @dataclass(frozen=True)
@@ -38,21 +38,21 @@ class Resources:
     @functools.cached_property
     def store(self) -> ObjectStore:
         """The object store client."""
-        from integrations.object_store import ObjectStore
+        from labelflow.integrations.object_store import ObjectStore
 
         return ObjectStore(self.s3 or load_settings(S3Settings))
 
     @functools.cached_property
     def label_studio_client(self) -> LabelStudioClient:
         """The Label Studio client."""
-        from integrations.label_studio import LabelStudioClient
+        from labelflow.integrations.label_studio import LabelStudioClient
 
         return LabelStudioClient(self.label_studio or load_settings(LabelStudioSettings), self.label_studio_timeout)
 
     @functools.cached_property
     def tracking(self) -> MLflowTracking:
         """The MLflow tracking client."""
-        from integrations.mlflow_tracking import MLflowTracking
+        from labelflow.integrations.mlflow_tracking import MLflowTracking
 
         return MLflowTracking(self.mlflow or load_settings(MLflowSettings))
 

@@ -15,7 +15,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from integrations.errors import SettingsError
+from labelflow.integrations.errors import SettingsError
 
 STACK_FILE_NAME = "stack.json"
 

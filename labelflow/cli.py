@@ -15,13 +15,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from infra.ports import ports_help
-from integrations.errors import SettingsError
+from labelflow.infra.ports import ports_help
+from labelflow.integrations.errors import SettingsError
 from labelflow.layout import PROJECT_DIR, WORK_POOL
 from labelflow.runtime import prefect_connection
 
 if TYPE_CHECKING:
-    from infra.local_stack import LocalStack
+    from labelflow.infra.local_stack import LocalStack
 
 app = typer.Typer(
     name="labelflow",
@@ -38,7 +38,7 @@ err_console = Console(stderr=True)
 def _stack(home: Path | None, **ports: int | None) -> LocalStack:
     """Stack configuration from options, then LABELFLOW_STACK_* variables, then defaults."""
     # Imported here: only up, down and status need the local stack's machinery (and its clients).
-    from infra.local_stack import LocalStack, StackConfig
+    from labelflow.infra.local_stack import LocalStack, StackConfig
 
     overrides = {key: value for key, value in ports.items() if value is not None}
     if home is not None:
@@ -81,7 +81,7 @@ def up(
         prefect_port=prefect_port,
         listener_port=listener_port,
     )
-    from infra.local_stack import StackError
+    from labelflow.infra.local_stack import StackError
 
     began = time.monotonic()
     try:
@@ -142,7 +142,7 @@ def smoke() -> None:
     """Round-trip one object through every service of the configured stack and report what each did."""
     try:
         with prefect_connection() as prefect:
-            from flows.smoke import smoke_check
+            from labelflow.flows.smoke import smoke_check
 
             for line in smoke_check():
                 console.print(f"[green]ok[/green] {line}")
@@ -190,7 +190,7 @@ def _reported_failures(
     stage: str, *failures: type[Exception], bad_input: tuple[type[Exception], ...] = ()
 ) -> Iterator[None]:
     """Expected errors as one line and an exit code: 2 for a bad spec, configuration or input, 1 for a failed run."""
-    from tasks.spec import SpecError
+    from labelflow.tasks.spec import SpecError
 
     try:
         yield
@@ -211,14 +211,14 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON")] = False,
 ) -> None:
     """Ingest new objects from the spec's sources into its Label Studio project (incremental, idempotent)."""
-    from integrations.label_studio import LabelStudioError
-    from integrations.object_store import ObjectStoreError
-    from tasks.spec import SpecError, load_spec
+    from labelflow.integrations.label_studio import LabelStudioError
+    from labelflow.integrations.object_store import ObjectStoreError
+    from labelflow.tasks.spec import SpecError, load_spec
 
     with _reported_failures("ingest", LabelStudioError, ObjectStoreError):
         load_spec(spec)  # fail on a broken spec before any server is contacted
         with prefect_connection():
-            from flows.ingest import ingest as ingest_flow
+            from labelflow.flows.ingest import ingest as ingest_flow
 
             _console_logs_without_tracebacks_of(SpecError, LabelStudioError, ObjectStoreError)
             summary = ingest_flow(str(spec.resolve()), limit=limit)
@@ -253,15 +253,15 @@ def collect(
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON")] = False,
 ) -> None:
     """Collect annotations, judge quality, validate the batch and publish a new dataset version when it changed."""
-    from integrations.great_expectations import OfflineDocsError, SuiteError
-    from integrations.label_studio import LabelStudioError
-    from integrations.mlflow_tracking import MLflowError
-    from integrations.object_store import ObjectStoreError
-    from tasks.collect import CollectError
-    from tasks.quality import GoldError
-    from tasks.registry import DatasetIntegrityError
-    from tasks.spec import SpecError, load_spec
-    from tasks.validate import ValidationFailed
+    from labelflow.integrations.great_expectations import OfflineDocsError, SuiteError
+    from labelflow.integrations.label_studio import LabelStudioError
+    from labelflow.integrations.mlflow_tracking import MLflowError
+    from labelflow.integrations.object_store import ObjectStoreError
+    from labelflow.tasks.collect import CollectError
+    from labelflow.tasks.quality import GoldError
+    from labelflow.tasks.registry import DatasetIntegrityError
+    from labelflow.tasks.spec import SpecError, load_spec
+    from labelflow.tasks.validate import ValidationFailed
 
     try:
         with _reported_failures(
@@ -277,7 +277,7 @@ def collect(
         ):
             load_spec(spec)
             with prefect_connection():
-                from flows.collect import collect as collect_flow
+                from labelflow.flows.collect import collect as collect_flow
 
                 _console_logs_without_tracebacks_of(
                     SpecError,
@@ -295,7 +295,7 @@ def collect(
     if as_json:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
         return
-    from tasks.quality_report import format_value, metrics_lines
+    from labelflow.tasks.quality_report import format_value, metrics_lines
 
     stats = summary["collection"]
     console.print(
@@ -359,10 +359,10 @@ def pull(
     as_json: Annotated[bool, typer.Option("--json", help="Print what was pulled as JSON")] = False,
 ) -> None:
     """Download a published dataset version and verify every file's SHA-256 against its manifest."""
-    from integrations.mlflow_tracking import MLflowError
-    from integrations.object_store import ObjectStoreError
     from labelflow.datasets import dataset_registry
-    from tasks.registry import DatasetIntegrityError, DatasetNotFound, parse_reference
+    from labelflow.integrations.mlflow_tracking import MLflowError
+    from labelflow.integrations.object_store import ObjectStoreError
+    from labelflow.tasks.registry import DatasetIntegrityError, DatasetNotFound, parse_reference
 
     with _reported_failures(
         "pull", DatasetIntegrityError, ObjectStoreError, MLflowError, bad_input=(DatasetNotFound, ValueError)
@@ -391,8 +391,8 @@ def datasets(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON")] = False,
 ) -> None:
     """List the published versions of a dataset."""
-    from integrations.mlflow_tracking import MLflowError
     from labelflow.datasets import dataset_registry
+    from labelflow.integrations.mlflow_tracking import MLflowError
 
     with _reported_failures("datasets", MLflowError):
         registry = dataset_registry()
@@ -422,8 +422,8 @@ def datasets(
 def _read_bytes(path: str) -> bytes:
     """A local file or an s3:// object."""
     if path.startswith("s3://"):
-        from integrations.resources import Resources
-        from tasks.spec import S3Location
+        from labelflow.integrations.resources import Resources
+        from labelflow.tasks.spec import S3Location
 
         location = S3Location.parse(path)
         return Resources.from_settings().store.get_bytes(location.bucket, location.prefix)
@@ -452,12 +452,12 @@ def simulate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Create Label Studio users that annotate the project's tasks through the API with known accuracy."""
-    from integrations.label_studio import LabelStudioError
-    from integrations.object_store import ObjectStoreError
-    from tasks.collect import CollectError, recorded_project
-    from tasks.quality import parse_gold
-    from tasks.simulate import build_annotators, run
-    from tasks.spec import load_spec
+    from labelflow.integrations.label_studio import LabelStudioError
+    from labelflow.integrations.object_store import ObjectStoreError
+    from labelflow.tasks.collect import CollectError, recorded_project
+    from labelflow.tasks.quality import parse_gold
+    from labelflow.tasks.simulate import build_annotators, run
+    from labelflow.tasks.spec import load_spec
 
     # Malformed --accuracy, a bad truth file or an unusable simulation setup are input errors (exit 2).
     with _reported_failures(
@@ -469,7 +469,7 @@ def simulate(
         cycled = [rates[i % len(rates)] for i in range(count)] if rates else []
         people = build_annotators(cycled, spammers)
         gold = parse_gold(_read_bytes(truth), truth, project_spec.labels) if truth else None
-        from integrations.resources import Resources
+        from labelflow.integrations.resources import Resources
 
         resources = Resources.from_settings(label_studio_timeout=600)
         store, ls = resources.store, resources.label_studio_client
@@ -504,7 +504,7 @@ def deploy(
     import httpx
 
     from labelflow.orchestration import DeployError, deploy_spec, parse_every
-    from tasks.spec import load_spec
+    from labelflow.tasks.spec import load_spec
 
     with _reported_failures("deploy", httpx.HTTPError, bad_input=(DeployError,)):
         project_spec = load_spec(spec)
@@ -591,13 +591,13 @@ def listen(
 
     from prefect.client.orchestration import get_client
 
-    from integrations.settings import ListenerSettings, load_settings
+    from labelflow.integrations.settings import ListenerSettings, load_settings
     from labelflow.orchestration import build_listener, serve_until_stopped
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     with _reported_failures("listen", OSError), prefect_connection(), get_client(sync_client=True) as client:
-        from integrations.resources import Resources
+        from labelflow.integrations.resources import Resources
 
         settings = load_settings(ListenerSettings)
         resources = Resources.from_settings()
@@ -629,17 +629,17 @@ def demo(
     """The whole pipeline on real sample data: stack up, upload, ingest, annotate, judge, validate, publish, train."""
     import os
 
-    from integrations.label_studio import LabelStudioError
-    from integrations.mlflow_tracking import MLflowError
-    from integrations.object_store import ObjectStoreError
-    from tasks.validate import ValidationFailed
+    from labelflow.integrations.label_studio import LabelStudioError
+    from labelflow.integrations.mlflow_tracking import MLflowError
+    from labelflow.integrations.object_store import ObjectStoreError
+    from labelflow.tasks.validate import ValidationFailed
 
     if not 100 <= images <= 1500 or not 50 <= texts <= 700:
         # fewer leaves a digit class without enough published rows, and the validation gate refuses to publish
         raise _fail("demo", ValueError("--images must be 100-1500 and --texts 50-700 (the rest are the test sets)"), 2)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the report prints the URLs
     began = time.monotonic()
-    from infra.local_stack import StackError
+    from labelflow.infra.local_stack import StackError
 
     stack = _stack(home)
     if not all(s.healthy for s in stack.status()):

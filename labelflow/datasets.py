@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from integrations.resources import Resources
-from integrations.settings import MLflowSettings, S3Settings
-from tasks.registry import DatasetRegistry, PulledDataset
+from labelflow.integrations.resources import Resources
+from labelflow.integrations.settings import MLflowSettings, S3Settings
+from labelflow.tasks.registry import DatasetRegistry, PulledDataset
 
 
 def default_cache_dir() -> Path:

@@ -161,15 +161,15 @@ def stage(progress: Progress, description: str, total: int | None = None) -> Ite
 
 def run_demo(console: Console, workdir: Path, images: int, texts: int, seed: int) -> list[DemoProject]:
     """Upload, ingest, annotate (simulated), collect, validate, publish, pull and train, for both demo projects."""
-    from flows.collect import collect as collect_flow
-    from flows.ingest import ingest as ingest_flow
-    from integrations.resources import Resources
     from labelflow.datasets import load_dataset
-    from tasks.collect import recorded_project
-    from tasks.quality import parse_gold
-    from tasks.simulate import build_annotators
-    from tasks.simulate import run as simulate
-    from tasks.spec import S3Location, load_spec
+    from labelflow.flows.collect import collect as collect_flow
+    from labelflow.flows.ingest import ingest as ingest_flow
+    from labelflow.integrations.resources import Resources
+    from labelflow.tasks.collect import recorded_project
+    from labelflow.tasks.quality import parse_gold
+    from labelflow.tasks.simulate import build_annotators
+    from labelflow.tasks.simulate import run as simulate
+    from labelflow.tasks.spec import S3Location, load_spec
 
     quiet_console_logs()
     resources = Resources.from_settings(label_studio_timeout=600)
@@ -232,7 +232,7 @@ def run_demo(console: Console, workdir: Path, images: int, texts: int, seed: int
 
 def report(console: Console, projects: list[DemoProject], prefect_ui: str) -> None:
     """What the newcomer should look at: annotators, agreement, the published version, the model, the URLs."""
-    from tasks.quality_report import format_value
+    from labelflow.tasks.quality_report import format_value
 
     for project in projects:
         collected = project.results["collect"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The folder holding prefect.yaml and expectations/: the deployments' working directory.
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# The folder holding prefect.yaml, flows/ and expectations/: the deployments' working directory. In a checkout that
+# is the repository; in an installed wheel it is the package itself, which carries them as package data.
+PROJECT_DIR = _PACKAGE_DIR if (_PACKAGE_DIR / "prefect.yaml").is_file() else _PACKAGE_DIR.parent
 WORK_POOL = "labelflow"

@@ -19,7 +19,7 @@ from uuid import UUID
 import yaml
 
 from labelflow.layout import WORK_POOL
-from tasks.spec import ProjectSpec
+from labelflow.tasks.spec import ProjectSpec
 
 logger = logging.getLogger("labelflow.orchestration")
 
@@ -188,10 +188,10 @@ def serve_until_stopped(server: Any, on_stop: Callable[[], None]) -> None:
 
 def build_listener(client: Any, listener_url: str, token: str, store: Any, ls: Any, debounce_seconds: float) -> Any:
     """The event listener wired to Prefect (routes, runs), the object store (project records) and Label Studio."""
-    from integrations.label_studio import LabelStudioError
+    from labelflow.integrations.label_studio import LabelStudioError
+    from labelflow.tasks.ingest import read_project_record
+    from labelflow.tasks.spec import load_spec
     from labelflow.triggers import LABEL_STUDIO_ACTIONS, Debouncer, EventListener, PrefectRuns, Routes, build_routes
-    from tasks.ingest import read_project_record
-    from tasks.spec import load_spec
 
     runs = PrefectRuns(client)
     debouncer = Debouncer(debounce_seconds, runs.submit, runs.state)

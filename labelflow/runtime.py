@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from integrations.settings import PrefectSettings
+    from labelflow.integrations.settings import PrefectSettings
 
 TELEMETRY_OFF = {
     "DO_NOT_TRACK": "true",
@@ -23,7 +23,7 @@ def prefect_connection() -> Iterator[PrefectSettings]:
     """Run the enclosed flows against the configured (or local-stack) Prefect server, never a temporary one."""
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
-    from integrations.settings import PrefectSettings, load_settings
+    from labelflow.integrations.settings import PrefectSettings, load_settings
 
     prefect = load_settings(PrefectSettings)
     os.environ["PREFECT_API_URL"] = prefect.url

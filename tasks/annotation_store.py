@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from integrations.object_store import ObjectStore, ObjectStoreError
-from tasks.annotations import ANNOTATION_SCHEMA, TASK_SCHEMA
-from tasks.spec import S3Location
+from labelflow.integrations.object_store import ObjectStore, ObjectStoreError
+from labelflow.tasks.annotations import ANNOTATION_SCHEMA, TASK_SCHEMA
+from labelflow.tasks.spec import S3Location
 
 COMPACT_AFTER_PARTS = 48
 PARQUET = "application/vnd.apache.parquet"
@@ -203,7 +203,7 @@ class AnnotationStore:
 
 def edge_of(task_times: dict[int, str], since: str) -> dict[str, str]:
     """The tasks the next run re-reads (updated after `since`), to recognise them unchanged."""
-    from tasks.annotations import parse_time
+    from labelflow.tasks.annotations import parse_time
 
     start = parse_time(since)
     assert start is not None
@@ -224,7 +224,7 @@ def next_window_start(newest: str | None, read_at: str | None, window_seconds: f
     """
     from datetime import timedelta
 
-    from tasks.annotations import parse_time
+    from labelflow.tasks.annotations import parse_time
 
     newest_time = parse_time(newest)
     if newest_time is None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from tasks.spec import ProjectSpec
+from labelflow.tasks.spec import ProjectSpec
 
 REGION_TYPE = pa.struct(
     [

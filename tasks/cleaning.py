@@ -25,7 +25,7 @@ from PIL import (
     WebPImagePlugin,
 )
 
-from tasks.spec import IngestOptions
+from labelflow.tasks.spec import IngestOptions
 
 DEFAULT_MAX_IMAGE_PIXELS: int = IngestOptions.model_fields["max_image_pixels"].default
 # Each sniffed image type opens with its own Pillow plugin rather than `Image.open`: that reads the header without

@@ -13,14 +13,14 @@ import pyarrow.compute as pc
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from integrations.label_studio import LabelStudioClient
-from integrations.object_store import ObjectStore, ObjectStoreError
-from tasks.annotation_store import AnnotationStore, Watermark, edge_of, next_window_start, window_start
-from tasks.annotations import AnnotationNormalizer, annotations_table, parse_time, tasks_table
-from tasks.ingest import check_record_owner, project_record_key, read_project_record, retry_if_transient
-from tasks.label_config import build_label_config, control_of
-from tasks.quality import QualityReport, judge, parse_gold
-from tasks.spec import ProjectSpec, S3Location
+from labelflow.integrations.label_studio import LabelStudioClient
+from labelflow.integrations.object_store import ObjectStore, ObjectStoreError
+from labelflow.tasks.annotation_store import AnnotationStore, Watermark, edge_of, next_window_start, window_start
+from labelflow.tasks.annotations import AnnotationNormalizer, annotations_table, parse_time, tasks_table
+from labelflow.tasks.ingest import check_record_owner, project_record_key, read_project_record, retry_if_transient
+from labelflow.tasks.label_config import build_label_config, control_of
+from labelflow.tasks.quality import QualityReport, judge, parse_gold
+from labelflow.tasks.spec import ProjectSpec, S3Location
 
 LS_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.agreement import box_iou, span_key
+from labelflow.tasks.agreement import box_iou, span_key
 
 TIE = "tie"
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.spec import ProjectSpec
+from labelflow.tasks.spec import ProjectSpec
 
 MANIFEST = "manifest.json"
 READY_MARKER = "_READY"

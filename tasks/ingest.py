@@ -19,11 +19,11 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from integrations.errors import AdapterError
-from integrations.label_studio import LabelStudioClient, LabelStudioError
-from integrations.object_store import ObjectStore, ObjectStoreError, StoredObject
-from integrations.settings import S3StorageSettings
-from tasks.cleaning import (
+from labelflow.integrations.errors import AdapterError
+from labelflow.integrations.label_studio import LabelStudioClient, LabelStudioError
+from labelflow.integrations.object_store import ObjectStore, ObjectStoreError, StoredObject
+from labelflow.integrations.settings import S3StorageSettings
+from labelflow.tasks.cleaning import (
     Inspection,
     Reason,
     decoded_size_estimate,
@@ -31,11 +31,11 @@ from tasks.cleaning import (
     read_image_header,
     unaddressable_reason,
 )
-from tasks.label_config import build_label_config
-from tasks.ledger import IngestLedger, LedgerIndex, LedgerRow
-from tasks.memory_budget import MemoryBudget, return_freed_memory
-from tasks.prelabel import Predictor
-from tasks.spec import STATE_BUCKET, ProjectSpec, S3Location, SpecError
+from labelflow.tasks.label_config import build_label_config
+from labelflow.tasks.ledger import IngestLedger, LedgerIndex, LedgerRow
+from labelflow.tasks.memory_budget import MemoryBudget, return_freed_memory
+from labelflow.tasks.prelabel import Predictor
+from labelflow.tasks.spec import STATE_BUCKET, ProjectSpec, S3Location, SpecError
 
 log = logging.getLogger("labelflow.ingest")
 BATCH_FIELD = "labelflow_batch"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from xml.sax.saxutils import quoteattr
 
-from tasks.spec import ProjectSpec
+from labelflow.tasks.spec import ProjectSpec
 
 # Label Studio tag names of the result each task type produces, used by pre-labels and collection.
 FROM_NAME = "label"

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from integrations.object_store import ObjectStore
-from tasks.spec import S3Location
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.tasks.spec import S3Location
 
 LEDGER_SCHEMA = pa.schema(
     [

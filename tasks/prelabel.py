@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from tasks.label_config import build_label_config, control_of
-from tasks.spec import ProjectSpec
+from labelflow.tasks.label_config import build_label_config, control_of
+from labelflow.tasks.spec import ProjectSpec
 
 Prediction = dict[str, Any]
 

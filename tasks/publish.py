@@ -14,13 +14,13 @@ import yaml
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from integrations.object_store import ObjectStore
-from tasks.dataset import build_dataset, manifest
-from tasks.ingest import retry_if_transient
-from tasks.ledger import IngestLedger
-from tasks.registry import DatasetPublisher, DatasetRegistry, pipeline_revision
-from tasks.spec import ProjectSpec, S3Location
-from tasks.validate import ValidationSummary, publishable
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.tasks.dataset import build_dataset, manifest
+from labelflow.tasks.ingest import retry_if_transient
+from labelflow.tasks.ledger import IngestLedger
+from labelflow.tasks.registry import DatasetPublisher, DatasetRegistry, pipeline_revision
+from labelflow.tasks.spec import ProjectSpec, S3Location
+from labelflow.tasks.validate import ValidationSummary, publishable
 
 METRIC_NAME = re.compile(r"[A-Za-z0-9_. /-]+")  # what MLflow accepts in a metric name
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.agreement import (
+from labelflow.tasks.agreement import (
     category_counts,
     fleiss_kappa,
     krippendorff_alpha_nominal,
@@ -20,8 +20,8 @@ from tasks.agreement import (
     pairwise_region_f1,
     region_task_agreement,
 )
-from tasks.consensus import box_consensus, dawid_skene, estimated_accuracy, majority_vote, span_consensus
-from tasks.spec import ProjectSpec
+from labelflow.tasks.consensus import box_consensus, dawid_skene, estimated_accuracy, majority_vote, span_consensus
+from labelflow.tasks.spec import ProjectSpec
 
 CLASSIFICATION = ("text-classification", "image-classification")
 

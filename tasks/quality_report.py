@@ -13,10 +13,10 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from integrations.object_store import ObjectStore
-from tasks.ingest import retry_if_transient
-from tasks.quality import QualityReport
-from tasks.spec import ProjectSpec, S3Location
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.tasks.ingest import retry_if_transient
+from labelflow.tasks.quality import QualityReport
+from labelflow.tasks.spec import ProjectSpec, S3Location
 
 PERCENT_COLUMNS = ("gold_accuracy", "agreement_with_consensus", "score", "estimated_accuracy")
 

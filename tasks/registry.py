@@ -25,10 +25,10 @@ from typing import Any
 
 import pandas as pd
 
-from integrations.mlflow_tracking import MLflowError, MLflowTracking
-from integrations.object_store import ObjectStore, ObjectStoreError, content_type_of
-from tasks.dataset import MANIFEST, READY_MARKER, BuiltDataset, file_sha256
-from tasks.spec import S3Location, SpecError
+from labelflow.integrations.mlflow_tracking import MLflowError, MLflowTracking
+from labelflow.integrations.object_store import ObjectStore, ObjectStoreError, content_type_of
+from labelflow.tasks.dataset import MANIFEST, READY_MARKER, BuiltDataset, file_sha256
+from labelflow.tasks.spec import S3Location, SpecError
 
 EXPERIMENT_PREFIX = "datasets/"
 TAG = {

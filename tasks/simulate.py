@@ -13,10 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from integrations.label_studio import LabelStudioClient
-from tasks.label_config import build_label_config, control_of
-from tasks.quality import CLASSIFICATION, attach_gold
-from tasks.spec import ProjectSpec
+from labelflow.integrations.label_studio import LabelStudioClient
+from labelflow.tasks.label_config import build_label_config, control_of
+from labelflow.tasks.quality import CLASSIFICATION, attach_gold
+from labelflow.tasks.spec import ProjectSpec
 
 
 class SimulationError(ValueError):

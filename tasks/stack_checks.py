@@ -11,9 +11,9 @@ import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from integrations.label_studio import LabelStudioClient
-from integrations.mlflow_tracking import MLflowTracking
-from integrations.object_store import ObjectStore
+from labelflow.integrations.label_studio import LabelStudioClient
+from labelflow.integrations.mlflow_tracking import MLflowTracking
+from labelflow.integrations.object_store import ObjectStore
 
 SMOKE_TEXT = "labelflow smoke check: 数据标注 ✓\n"
 

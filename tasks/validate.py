@@ -14,15 +14,15 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from integrations.great_expectations import (
+from labelflow.integrations.great_expectations import (
     BatchToValidate,
     ExpectationDefinition,
     ExpectationOutcome,
     GreatExpectations,
 )
-from integrations.object_store import ObjectStore, content_type_of
-from tasks.ingest import retry_if_transient
-from tasks.spec import ProjectSpec, S3Location
+from labelflow.integrations.object_store import ObjectStore, content_type_of
+from labelflow.tasks.ingest import retry_if_transient
+from labelflow.tasks.spec import ProjectSpec, S3Location
 
 DEFAULT_EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "expectations"
 

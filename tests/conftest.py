@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from infra.local_stack import LocalStack, StackConfig
-from integrations.label_studio import LabelStudioClient
-from integrations.mlflow_tracking import MLflowTracking
-from integrations.object_store import ObjectStore
-from integrations.settings import (
+from labelflow.infra.local_stack import LocalStack, StackConfig
+from labelflow.integrations.label_studio import LabelStudioClient
+from labelflow.integrations.mlflow_tracking import MLflowTracking
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.integrations.settings import (
     LabelStudioSettings,
     MLflowSettings,
     PrefectSettings,

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
-from integrations.label_studio import LabelStudioClient
-from integrations.object_store import ObjectStore
-from tasks.annotation_store import AnnotationStore
-from tasks.quality import judge
-from tasks.simulate import build_annotators, classification_result, run, truth_from_key
-from tasks.spec import ProjectSpec, parse_spec
+from labelflow.integrations.label_studio import LabelStudioClient
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.tasks.annotation_store import AnnotationStore
+from labelflow.tasks.quality import judge
+from labelflow.tasks.simulate import build_annotators, classification_result, run, truth_from_key
+from labelflow.tasks.spec import ProjectSpec, parse_spec
 
 LABELS = ["positive", "negative", "neutral"]
 
@@ -25,7 +25,7 @@ def make_project(
     store: ObjectStore, tmp_path: Path, name: str, count: int, **spec_extra: Any
 ) -> tuple[Path, ProjectSpec]:
     """Upload `count` texts under folders named after their (true) label, write a spec, ingest it."""
-    from flows.ingest import ingest
+    from labelflow.flows.ingest import ingest
 
     source = f"{name}-src"
     store.ensure_bucket(source)
@@ -51,7 +51,7 @@ def make_project(
 
 
 def collect(path: Path, full: bool = False) -> dict[str, Any]:
-    from flows.collect import collect_annotations
+    from labelflow.flows.collect import collect_annotations
 
     return collect_annotations(str(path), full=full)
 
@@ -218,7 +218,7 @@ def test_collect_flow_with_a_dask_task_runner_on_a_local_cluster(
     """The judging step runs on a Dask worker process; the result equals the thread runner's."""
     from distributed import Client, LocalCluster, get_task_stream
 
-    from flows.collect import collect as collect_flow
+    from labelflow.flows.collect import collect as collect_flow
 
     path, spec = make_project(object_store, tmp_path, unique_name, 12, dataset={"name": unique_name})
     summary = collect(path)

@@ -19,11 +19,11 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from integrations.label_studio import LabelStudioClient
-from integrations.object_store import ObjectStore
 from labelflow.cli import app
-from tasks.ledger import IngestLedger, LedgerRow
-from tasks.spec import parse_spec
+from labelflow.integrations.label_studio import LabelStudioClient
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.tasks.ledger import IngestLedger, LedgerRow
+from labelflow.tasks.spec import parse_spec
 
 ROOT = Path(__file__).parents[2]
 
@@ -43,7 +43,7 @@ def write_spec(tmp_path: Path, spec: dict[str, Any]) -> Path:
 
 def run_ingest(spec_path: Path) -> dict[str, Any]:
     """The ingest flow as a deployment would run it (on the stack's Prefect server)."""
-    from flows.ingest import ingest
+    from labelflow.flows.ingest import ingest
 
     return ingest(str(spec_path))
 

@@ -12,15 +12,15 @@ import httpx
 import pytest
 import yaml
 
-from integrations.label_studio import LabelStudioClient
-from integrations.mlflow_tracking import MLflowTracking
-from integrations.object_store import ObjectStore
+from labelflow.integrations.label_studio import LabelStudioClient
+from labelflow.integrations.mlflow_tracking import MLflowTracking
+from labelflow.integrations.object_store import ObjectStore
 from labelflow.layout import PROJECT_DIR
 from labelflow.orchestration import Deployed, deploy_spec, parse_every
-from tasks.collect import recorded_project
-from tasks.registry import DatasetRegistry
-from tasks.simulate import classification_result
-from tasks.spec import load_spec
+from labelflow.tasks.collect import recorded_project
+from labelflow.tasks.registry import DatasetRegistry
+from labelflow.tasks.simulate import classification_result
+from labelflow.tasks.spec import load_spec
 from tests.conftest import RunningStack
 
 

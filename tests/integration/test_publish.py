@@ -18,16 +18,16 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from integrations.label_studio import LabelStudioClient
-from integrations.mlflow_tracking import MLflowTracking
-from integrations.object_store import ObjectStore
-from integrations.settings import read_stack_connection
-from tasks.ingest import read_project_record
-from tasks.label_config import build_label_config, control_of
-from tasks.registry import DatasetIntegrityError, DatasetNotFound, DatasetRegistry, experiment_name
-from tasks.simulate import build_annotators, run
-from tasks.spec import ProjectSpec, parse_spec
-from tasks.validate import ValidationFailed
+from labelflow.integrations.label_studio import LabelStudioClient
+from labelflow.integrations.mlflow_tracking import MLflowTracking
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.integrations.settings import read_stack_connection
+from labelflow.tasks.ingest import read_project_record
+from labelflow.tasks.label_config import build_label_config, control_of
+from labelflow.tasks.registry import DatasetIntegrityError, DatasetNotFound, DatasetRegistry, experiment_name
+from labelflow.tasks.simulate import build_annotators, run
+from labelflow.tasks.spec import ProjectSpec, parse_spec
+from labelflow.tasks.validate import ValidationFailed
 
 LABELS = ["positive", "negative", "neutral"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def upload_texts(store: ObjectStore, bucket: str, start: int, count: int) -> Non
 
 
 def text_project(store: ObjectStore, tmp_path: Path, name: str, count: int) -> tuple[Path, ProjectSpec]:
-    from flows.ingest import ingest
+    from labelflow.flows.ingest import ingest
 
     upload_texts(store, f"{name}-src", 0, count)
     body = {
@@ -77,7 +77,7 @@ def annotate(ls: LabelStudioClient, store: ObjectStore, spec: ProjectSpec, prefi
 
 
 def collect(path: Path) -> dict[str, Any]:
-    from flows.collect import collect as collect_flow
+    from labelflow.flows.collect import collect as collect_flow
 
     return collect_flow(str(path))
 
@@ -129,7 +129,7 @@ def test_publish_v1_then_nothing_then_v2_with_lineage_pull_verifies_and_detects_
     assert [v.version for v in registry.versions(unique_name)] == [1]
 
     # New objects, ingested and annotated: version 2, whose lineage names the new source objects.
-    from flows.ingest import ingest
+    from labelflow.flows.ingest import ingest
 
     upload_texts(object_store, f"{unique_name}-src", 9, 3)
     assert ingest(str(path))["tasks_created"] == 3
@@ -158,7 +158,7 @@ def test_publish_v1_then_nothing_then_v2_with_lineage_pull_verifies_and_detects_
 
     # load_dataset: the trainer's one call.
     from labelflow import load_dataset
-    from tasks.registry import PulledDataset
+    from labelflow.tasks.registry import PulledDataset
 
     frame = load_dataset(unique_name, cache_dir=tmp_path / "cache")
     assert frame.attrs["labelflow"]["version"] == 2 and len(frame) == v2["rows"]
@@ -187,15 +187,15 @@ def test_a_crash_before_the_ready_mark_leaves_no_visible_version_and_the_next_ru
     tmp_path: Path,
     prefect_api: str,
 ) -> None:
-    from tasks.collect import read_batch
-    from tasks.dataset import build_dataset
-    from tasks.ledger import IngestLedger
-    from tasks.publish import dataset_base
-    from tasks.validate import publishable
+    from labelflow.tasks.collect import read_batch
+    from labelflow.tasks.dataset import build_dataset
+    from labelflow.tasks.ledger import IngestLedger
+    from labelflow.tasks.publish import dataset_base
+    from labelflow.tasks.validate import publishable
 
     path, spec = text_project(object_store, tmp_path, unique_name, 6)
     annotate(label_studio, object_store, spec, unique_name)
-    from flows.collect import collect_annotations
+    from labelflow.flows.collect import collect_annotations
 
     batch = collect_annotations(str(path))["batch"]
     _, tables = read_batch(object_store, batch)
@@ -235,7 +235,7 @@ def test_bad_annotations_injected_through_label_studio_fail_validation_and_publi
     tmp_path: Path,
     prefect_api: str,
 ) -> None:
-    from flows.ingest import ingest
+    from labelflow.flows.ingest import ingest
 
     source = f"{unique_name}-src"
     object_store.ensure_bucket(source)

@@ -11,12 +11,12 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from infra.local_stack import MLFLOW_ARTIFACT_BUCKET
-from integrations.label_studio import LabelStudioClient
-from integrations.mlflow_tracking import MLflowTracking
-from integrations.object_store import ObjectStore
 from labelflow.cli import app
-from tasks.stack_checks import SMOKE_TEXT, check_label_studio, check_mlflow, check_object_store
+from labelflow.infra.local_stack import MLFLOW_ARTIFACT_BUCKET
+from labelflow.integrations.label_studio import LabelStudioClient
+from labelflow.integrations.mlflow_tracking import MLflowTracking
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.tasks.stack_checks import SMOKE_TEXT, check_label_studio, check_mlflow, check_object_store
 from tests.conftest import RunningStack
 
 

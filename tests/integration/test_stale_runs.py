@@ -16,9 +16,9 @@ from typing import Any
 import psutil
 import yaml
 
-from integrations.label_studio import LabelStudioClient
-from integrations.object_store import ObjectStore
-from tasks.spec import parse_spec
+from labelflow.integrations.label_studio import LabelStudioClient
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.tasks.spec import parse_spec
 from tests.conftest import RunningStack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def flow_runs_of(spec_path: Path, flow_name: str) -> list[Any]:
 
 
 def test_process_tags_tell_dead_processes_from_live_and_foreign_ones() -> None:
-    from flows.locks import process_is_gone, process_tag, read_process_tag
+    from labelflow.flows.locks import process_is_gone, process_tag, read_process_tag
 
     host, pid, started = read_process_tag([process_tag(), "labelflow"])
     assert (host, pid) == (socket.gethostname(), os.getpid()) and process_is_gone(host, pid, started) is False
@@ -107,7 +107,7 @@ def test_a_killed_ingest_run_is_marked_crashed_by_the_next_run(
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(killed.id).state.type.value == "RUNNING", "Prefect cannot know the process died"
 
-    from flows.ingest import ingest
+    from labelflow.flows.ingest import ingest
 
     began = time.monotonic()
     summary = ingest(str(spec_path))

@@ -18,12 +18,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from integrations.mlflow_tracking import MLflowTracking
-from integrations.object_store import ObjectStore
-from tasks.publish import publish_dataset
-from tasks.registry import DatasetRegistry, experiment_name
-from tasks.spec import DATASETS_BUCKET, ProjectSpec, parse_spec
-from tasks.validate import ValidationSummary
+from labelflow.integrations.mlflow_tracking import MLflowTracking
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.tasks.publish import publish_dataset
+from labelflow.tasks.registry import DatasetRegistry, experiment_name
+from labelflow.tasks.spec import DATASETS_BUCKET, ProjectSpec, parse_spec
+from labelflow.tasks.validate import ValidationSummary
 
 LABELS = ["cat", "dog"]
 H = "a" * 64
@@ -151,10 +151,10 @@ def test_concurrent_publishers_of_one_project_get_distinct_consecutive_versions(
 
 PUBLISHER_PROCESS = """
 import json, sys, time
-from integrations.mlflow_tracking import MLflowTracking
-from integrations.object_store import ObjectStore
-from integrations.settings import MLflowSettings, S3Settings, read_stack_connection
-from tasks.spec import parse_spec
+from labelflow.integrations.mlflow_tracking import MLflowTracking
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.integrations.settings import MLflowSettings, S3Settings, read_stack_connection
+from labelflow.tasks.spec import parse_spec
 from tests.security.test_dataset_ownership import publish
 
 body, publisher, batch, start = json.loads(sys.argv[1])
@@ -214,7 +214,7 @@ def test_a_dataset_belongs_to_one_project_unless_both_specs_share_it(
     before = sorted(o.key for o in object_store.list_objects(DATASETS_BUCKET, f"{dataset_name}/"))
 
     # Another project, same dataset name, no sharing: refused in one line naming both projects; nothing created.
-    from tasks.registry import DatasetOwnershipError
+    from labelflow.tasks.registry import DatasetOwnershipError
 
     with pytest.raises(DatasetOwnershipError) as refused:
         publish(object_store, mlflow_tracking, intruder, 1, f"s3://{state}/batch-1")
@@ -271,7 +271,7 @@ def test_a_dataset_without_an_owner_is_claimed_by_its_first_publisher(
     experiment_id = mlflow_tracking.experiment_id(experiment_name(dataset_name))
     assert experiment_id is not None
     assert mlflow_tracking.client.get_experiment(experiment_id).tags["labelflow.dataset.owner"] == first.slug
-    from tasks.registry import DatasetOwnershipError
+    from labelflow.tasks.registry import DatasetOwnershipError
 
     with pytest.raises(DatasetOwnershipError, match="legacy first"):
         publish(object_store, mlflow_tracking, second, 1, f"s3://{state}/batch-1")

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from PIL import Image
 
-import tasks.ingest
-from integrations.label_studio import LabelStudioClient
-from integrations.object_store import ObjectStore
-from tasks.spec import S3Location, parse_spec
+import labelflow.tasks.ingest
+from labelflow.integrations.label_studio import LabelStudioClient
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.tasks.spec import S3Location, parse_spec
 from tests.hostile_media import png_bomb
 
 
@@ -27,7 +27,7 @@ def small_png() -> bytes:
 
 def run_ingest(tmp_path: Path, spec: dict[str, Any]) -> dict[str, Any]:
     """The ingest flow as a deployment runs it (on the stack's Prefect server)."""
-    from flows.ingest import ingest
+    from labelflow.flows.ingest import ingest
 
     parse_spec(spec)
     path = tmp_path / "spec.yaml"
@@ -59,7 +59,9 @@ def hostile_bucket(object_store: ObjectStore, label_studio: LabelStudioClient, u
         project_id = label_studio.find_project(title)
         if project_id:
             label_studio.delete_project(project_id)
-    index_key = getattr(tasks.ingest, "state_index_key", None)  # the registry of custom state locations, if any
+    index_key = getattr(
+        labelflow.tasks.ingest, "state_index_key", None
+    )  # the registry of custom state locations, if any
     for kind in ("bombs", "texts"):
         if index_key is not None:
             object_store.delete("labelflow-state", index_key(S3Location(bucket=bucket, prefix=f"state/{kind}")))

@@ -20,11 +20,11 @@ import httpx
 import pytest
 import yaml
 
-from integrations.label_studio import LabelStudioClient
-from integrations.object_store import ObjectStore
-from integrations.settings import LabelStudioSettings
-from tasks.ingest import import_batch_idempotently, read_project_record
-from tasks.spec import parse_spec
+from labelflow.integrations.label_studio import LabelStudioClient
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.integrations.settings import LabelStudioSettings
+from labelflow.tasks.ingest import import_batch_idempotently, read_project_record
+from labelflow.tasks.spec import parse_spec
 from tests.conftest import RunningStack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -284,7 +284,7 @@ def test_collect_with_mlflow_down_is_one_line_and_publishes_nothing(
     tmp_path: Path,
     busy_server: AlwaysBusy,
 ) -> None:
-    from tasks.simulate import build_annotators, run
+    from labelflow.tasks.simulate import build_annotators, run
 
     labels = ["positive", "negative", "neutral"]
     source = f"{unique_name}-src"

@@ -15,11 +15,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from integrations.label_studio import LabelStudioClient
-from integrations.object_store import ObjectStore
 from labelflow.cli import app
-from tasks.ingest import state_index_key
-from tasks.spec import STATE_BUCKET, S3Location, SpecError, parse_spec
+from labelflow.integrations.label_studio import LabelStudioClient
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.tasks.ingest import state_index_key
+from labelflow.tasks.spec import STATE_BUCKET, S3Location, SpecError, parse_spec
 
 ROOT = Path(__file__).parents[2]
 BASE = {"name": "p", "source": "s3://raw/x/", "task": "text-classification", "labels": ["a", "b"]}

@@ -26,12 +26,12 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from infra.local_stack import Credentials, StackConfig
-from integrations.label_studio import LabelStudioClient
-from integrations.object_store import ObjectStore
-from integrations.resources import Resources
-from integrations.settings import S3Settings, S3StorageSettings, SettingsError, load_settings
-from tasks.ingest import ensure_storage_connections
+from labelflow.infra.local_stack import Credentials, StackConfig
+from labelflow.integrations.label_studio import LabelStudioClient
+from labelflow.integrations.object_store import ObjectStore
+from labelflow.integrations.resources import Resources
+from labelflow.integrations.settings import S3Settings, S3StorageSettings, SettingsError, load_settings
+from labelflow.tasks.ingest import ensure_storage_connections
 from tests.conftest import RunningStack
 
 OTHER_USER = "nobody"

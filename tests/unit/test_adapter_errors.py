@@ -16,11 +16,11 @@ import requests
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
-import integrations.label_studio as label_studio
-from integrations.label_studio import LabelStudioClient, LabelStudioError
-from integrations.mlflow_tracking import MLflowError, MLflowTracking, mlflow_error
-from integrations.settings import LabelStudioSettings, MLflowSettings
-from tasks.ingest import retry_if_transient
+import labelflow.integrations.label_studio as label_studio
+from labelflow.integrations.label_studio import LabelStudioClient, LabelStudioError
+from labelflow.integrations.mlflow_tracking import MLflowError, MLflowTracking, mlflow_error
+from labelflow.integrations.settings import LabelStudioSettings, MLflowSettings
+from labelflow.tasks.ingest import retry_if_transient
 
 
 def client_answering(handler: Callable[[httpx.Request], httpx.Response]) -> LabelStudioClient:
@@ -165,8 +165,8 @@ def test_an_operator_setting_for_mlflow_retries_wins(monkeypatch: pytest.MonkeyP
 
 
 def test_object_store_down_is_a_transient_one_line_error_within_seconds() -> None:
-    from integrations.object_store import ObjectStore, ObjectStoreError
-    from integrations.settings import S3Settings
+    from labelflow.integrations.object_store import ObjectStore, ObjectStoreError
+    from labelflow.integrations.settings import S3Settings
 
     url = f"http://127.0.0.1:{free_port()}"
     store = ObjectStore(S3Settings(endpoint_url=url, access_key="a", secret_key="s"))
@@ -182,7 +182,7 @@ def test_object_store_down_is_a_transient_one_line_error_within_seconds() -> Non
 def test_object_store_client_side_errors_are_not_transient() -> None:
     from botocore.exceptions import NoCredentialsError
 
-    from integrations.object_store import _wrap
+    from labelflow.integrations.object_store import _wrap
 
     assert not _wrap("put s3://b/k", NoCredentialsError()).transient
 

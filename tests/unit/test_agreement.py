@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.agreement import (
+from labelflow.tasks.agreement import (
     box_iou,
     box_pair_agreement,
     category_counts,

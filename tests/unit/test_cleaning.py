@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image, ImageFile
 
-from tasks.cleaning import (
+from labelflow.tasks.cleaning import (
     Reason,
     decode_text,
     decoded_size_estimate,
@@ -15,7 +15,7 @@ from tasks.cleaning import (
     sniff_media_type,
     unaddressable_reason,
 )
-from tasks.spec import SpecError, parse_spec
+from labelflow.tasks.spec import SpecError, parse_spec
 from tests.hostile_media import png_bomb
 
 PILLOW_DEFAULT_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[2]
-HEAVY = ["prefect", "mlflow", "great_expectations", "boto3", "minio", "pandas", "infra.local_stack"]
+HEAVY = ["prefect", "mlflow", "great_expectations", "boto3", "minio", "pandas", "labelflow.infra.local_stack"]
 LOADED_AFTER = """
 import json, sys
 from labelflow.cli import app
@@ -72,11 +72,11 @@ def test_only_up_down_and_status_reach_the_local_stack_module() -> None:
     users = set()
     for function in [n for n in tree.body if isinstance(n, ast.FunctionDef)]:
         for node in ast.walk(function):
-            if isinstance(node, ast.ImportFrom) and node.module == "infra.local_stack":
+            if isinstance(node, ast.ImportFrom) and node.module == "labelflow.infra.local_stack":
                 users.add(function.name)
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_stack":
                 users.add(function.name)
-    top_level = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "infra.local_stack"]
+    top_level = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "labelflow.infra.local_stack"]
     assert top_level == [], "the local stack must not be imported when the CLI module loads"
     # `demo` brings the stack up itself when it is not running (the README's one command).
     assert users <= {"_stack", "up", "down", "status", "demo"}, users

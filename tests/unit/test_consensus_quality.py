@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.annotations import AnnotationNormalizer, annotations_table, tasks_table
-from tasks.consensus import box_consensus, dawid_skene, majority_vote, span_consensus
-from tasks.quality import GoldError, judge, parse_gold
-from tasks.simulate import SimulatedAnnotator, build_annotators, plan, simulated_votes, truth_from_key
-from tasks.spec import parse_spec
+from labelflow.tasks.annotations import AnnotationNormalizer, annotations_table, tasks_table
+from labelflow.tasks.consensus import box_consensus, dawid_skene, majority_vote, span_consensus
+from labelflow.tasks.quality import GoldError, judge, parse_gold
+from labelflow.tasks.simulate import SimulatedAnnotator, build_annotators, plan, simulated_votes, truth_from_key
+from labelflow.tasks.spec import parse_spec
 
 LABELS = ["cat", "dog", "bird"]
 

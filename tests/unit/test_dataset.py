@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.dataset import build_dataset, conll_lines, content_digest, manifest
-from tasks.registry import parse_reference
-from tasks.spec import parse_spec
+from labelflow.tasks.dataset import build_dataset, conll_lines, content_digest, manifest
+from labelflow.tasks.registry import parse_reference
+from labelflow.tasks.spec import parse_spec
 
 H = "a" * 64
 
@@ -153,7 +153,7 @@ def test_the_pipeline_revision_is_labelflows_own_version_and_commit() -> None:
     import importlib.metadata
     import subprocess
 
-    from tasks.registry import pipeline_revision
+    from labelflow.tasks.registry import pipeline_revision
 
     revision = pipeline_revision()
     version = importlib.metadata.version("labelflow")

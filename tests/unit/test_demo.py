@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from labelflow.demo import DemoProject, demo_specs, digit_features, png_to_ink, train_and_score, training_inputs
-from tasks.spec import parse_spec
+from labelflow.tasks.spec import parse_spec
 
 
 def test_uploaded_digit_pngs_give_back_the_pixels_the_test_set_is_made_of() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.health_wait import HealthWait, HealthWaitError, WaitPolicy, Watched
+from labelflow.infra.health_wait import HealthWait, HealthWaitError, WaitPolicy, Watched
 
 
 class FakeClock:

@@ -10,12 +10,12 @@ from typing import ClassVar
 
 import pytest
 
-from integrations.object_store import StoredObject
-from tasks.cleaning import Inspection
-from tasks.ingest import CleanedObject, IngestStats, request_batches, task_data
-from tasks.ledger import LedgerIndex
-from tasks.prelabel import KeywordPredictor, OpenAIChatPredictor, build_predictor
-from tasks.spec import parse_spec
+from labelflow.integrations.object_store import StoredObject
+from labelflow.tasks.cleaning import Inspection
+from labelflow.tasks.ingest import CleanedObject, IngestStats, request_batches, task_data
+from labelflow.tasks.ledger import LedgerIndex
+from labelflow.tasks.prelabel import KeywordPredictor, OpenAIChatPredictor, build_predictor
+from labelflow.tasks.spec import parse_spec
 
 TEXT_SPEC = {"name": "p", "source": "s3://raw/x/", "task": "text-classification", "labels": ["positive", "negative"]}
 
@@ -199,7 +199,7 @@ def test_openai_predictor_needs_its_key(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_fast_client_is_used_only_for_keys_it_accepts() -> None:
-    from integrations.object_store import _minio_accepts
+    from labelflow.integrations.object_store import _minio_accepts
 
     assert _minio_accepts("a b/数据.txt")
     assert not _minio_accepts("x/../y.txt") and not _minio_accepts("./y.txt")
@@ -208,7 +208,7 @@ def test_fast_client_is_used_only_for_keys_it_accepts() -> None:
 def test_store_errors_say_not_found_without_parsing_messages() -> None:
     from botocore.exceptions import ClientError
 
-    from integrations.object_store import _wrap
+    from labelflow.integrations.object_store import _wrap
 
     def client_error(code: str, status: int) -> ClientError:
         return ClientError(

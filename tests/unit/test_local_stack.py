@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from infra.local_stack import (
+from labelflow.infra.local_stack import (
     Credentials,
     LocalStack,
     Service,
@@ -21,7 +21,7 @@ from infra.local_stack import (
     connection_env,
     port_is_free,
 )
-from infra.seaweedfs_security import ensure_grpc_tls
+from labelflow.infra.seaweedfs_security import ensure_grpc_tls
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_up_starts_seaweedfs_only_once_the_listener_answers(
     monkeypatch.setattr(stack, "_wait_healthy", healthy)
     monkeypatch.setattr(stack, "ensure_label_studio_env", lambda echo: None)
     monkeypatch.setattr(stack, "_after_start", lambda creds: None)
-    monkeypatch.setattr("infra.local_stack.port_is_free", lambda port: True)
+    monkeypatch.setattr("labelflow.infra.local_stack.port_is_free", lambda port: True)
     reports = stack.up()
     assert calls == [
         ("start", "listener"),
@@ -234,7 +234,7 @@ def test_up_makes_an_existing_stack_home_private(config: StackConfig, monkeypatc
     monkeypatch.setattr(stack, "_wait_healthy", lambda services, started: {s.name: 1.0 for s in services})
     monkeypatch.setattr(stack, "ensure_label_studio_env", lambda echo: None)
     monkeypatch.setattr(stack, "_after_start", lambda creds: None)
-    monkeypatch.setattr("infra.local_stack.port_is_free", lambda port: True)
+    monkeypatch.setattr("labelflow.infra.local_stack.port_is_free", lambda port: True)
     stack.up()
     for path in (database, volume, log, config.home / "credentials.json", config.home / "seaweedfs-s3.json"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
@@ -353,8 +353,8 @@ def test_up_keeps_waiting_for_a_service_that_makes_progress(
     service = _sleeper(config, "label-studio")
     stack._start(service)
     now = [0.0]
-    monkeypatch.setattr("infra.local_stack.time.monotonic", lambda: now[0])
-    monkeypatch.setattr("infra.local_stack.time.sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
+    monkeypatch.setattr("labelflow.infra.local_stack.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("labelflow.infra.local_stack.time.sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
 
     def probe(svc: Service, timeout: float = 3.0) -> tuple[bool, str]:
         with stack.log_path("label-studio").open("a") as log:  # a migration line now and then

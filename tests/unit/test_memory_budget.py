@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from integrations.object_store import StoredObject
-from tasks.cleaning import Reason
-from tasks.ingest import IngestStats, clean_objects
-from tasks.ledger import LedgerIndex
-from tasks.memory_budget import MemoryBudget
-from tasks.spec import parse_spec
+from labelflow.integrations.object_store import StoredObject
+from labelflow.tasks.cleaning import Reason
+from labelflow.tasks.ingest import IngestStats, clean_objects
+from labelflow.tasks.ledger import LedgerIndex
+from labelflow.tasks.memory_budget import MemoryBudget
+from labelflow.tasks.spec import parse_spec
 
 IMAGE_SPEC = {"name": "p", "source": "s3://raw/x/", "task": "image-classification", "labels": ["a", "b"]}
 

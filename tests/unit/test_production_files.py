@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from integrations.settings import connection_variables
+from labelflow.integrations.settings import connection_variables
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = ROOT / "infra" / "compose" / "docker-compose.yml"

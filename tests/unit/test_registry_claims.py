@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from integrations.object_store import ObjectStoreError, StoredObject
-from tasks.registry import (
+from labelflow.integrations.object_store import ObjectStoreError, StoredObject
+from labelflow.tasks.registry import (
     ABANDONED_AFTER_SECONDS,
     CLAIM,
     PUBLISHING,
@@ -31,7 +31,7 @@ from tasks.registry import (
     experiment_name,
     ownership_refusal,
 )
-from tasks.spec import S3Location, SpecError
+from labelflow.tasks.spec import S3Location, SpecError
 
 BASE = S3Location(bucket="datasets", prefix="reviews")
 OWNER = DatasetPublisher("owner-1a2b3c4d", "Owner project")

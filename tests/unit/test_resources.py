@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from integrations.errors import SettingsError
-from integrations.resources import Resources
-from integrations.settings import LabelStudioSettings, S3Settings, S3StorageSettings
+from labelflow.integrations.errors import SettingsError
+from labelflow.integrations.resources import Resources
+from labelflow.integrations.settings import LabelStudioSettings, S3Settings, S3StorageSettings
 
 S3 = S3Settings(endpoint_url="http://127.0.0.1:9", access_key="k", secret_key="s")
 LS = LabelStudioSettings(url="http://127.0.0.1:9", api_key="t" * 40)

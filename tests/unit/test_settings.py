@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from integrations.settings import (
+from labelflow.integrations.settings import (
     LabelStudioSettings,
     MLflowSettings,
     PrefectSettings,
@@ -102,7 +102,7 @@ def test_env_example_lists_every_connection_variable() -> None:
 
 
 def test_storage_reader_identity_is_required_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from integrations.settings import S3StorageSettings
+    from labelflow.integrations.settings import S3StorageSettings
 
     for name in ("LABELFLOW_S3_STORAGE_ACCESS_KEY", "LABELFLOW_S3_STORAGE_SECRET_KEY"):
         monkeypatch.delenv(name, raising=False)
@@ -117,7 +117,7 @@ def test_storage_reader_identity_is_required_and_named(monkeypatch: pytest.Monke
 
 
 def test_storage_reader_identity_comes_from_the_stack_file(isolated_environment: Path) -> None:
-    from integrations.settings import S3StorageSettings
+    from labelflow.integrations.settings import S3StorageSettings
 
     write_stack_file(
         isolated_environment,

@@ -7,8 +7,8 @@ from xml.etree import ElementTree
 
 import pytest
 
-from tasks.label_config import build_label_config, control_of
-from tasks.spec import S3Location, SpecError, load_spec, parse_spec
+from labelflow.tasks.label_config import build_label_config, control_of
+from labelflow.tasks.spec import S3Location, SpecError, load_spec, parse_spec
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "specs").glob("*.yaml"))
 BASE = {"name": "p", "source": "s3://raw/x/", "task": "text-classification", "labels": ["a", "b"]}

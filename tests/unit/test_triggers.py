@@ -10,8 +10,9 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from infra.local_stack import banned_subnets_except_loopback_host
+from labelflow.infra.local_stack import banned_subnets_except_loopback_host
 from labelflow.orchestration import STAGES, DeployError, parse_every, read_templates
+from labelflow.tasks.spec import parse_spec
 from labelflow.triggers import (
     Debouncer,
     EventListener,
@@ -23,7 +24,6 @@ from labelflow.triggers import (
     parse_s3_event,
     parse_seaweedfs_event,
 )
-from tasks.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from integrations.great_expectations import GreatExpectations, OfflineDocsError, SuiteError, make_docs_offline
-from tasks.annotations import AnnotationNormalizer, annotations_table, tasks_table
-from tasks.quality import judge
-from tasks.spec import parse_spec
-from tasks.validate import DEFAULT_EXPECTATIONS_DIR, batches_to_validate, spec_expectations, summarize
+from labelflow.integrations.great_expectations import GreatExpectations, OfflineDocsError, SuiteError, make_docs_offline
+from labelflow.tasks.annotations import AnnotationNormalizer, annotations_table, tasks_table
+from labelflow.tasks.quality import judge
+from labelflow.tasks.spec import parse_spec
+from labelflow.tasks.validate import DEFAULT_EXPECTATIONS_DIR, batches_to_validate, spec_expectations, summarize
 
 LABELS = ["cat", "dog", "bird"]
 
