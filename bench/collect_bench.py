@@ -44,8 +44,8 @@ def bench_collect(tasks: int, incremental: int) -> dict[str, float]:
 
     from labelflow.integrations.resources import Resources
     from labelflow.runtime import prefect_connection
-    from labelflow.tasks.simulate import classification_result
     from labelflow.tasks.spec import parse_spec
+    from labelflow.tasks.task_types.classification import choice_result
 
     resources = Resources.from_settings(label_studio_timeout=1800)
     ls, store = resources.label_studio_client, resources.store
@@ -88,7 +88,7 @@ def bench_collect(tasks: int, incremental: int) -> dict[str, float]:
                         {
                             "completed_by": user,
                             "lead_time": rng.uniform(2, 20),
-                            "result": classification_result(
+                            "result": choice_result(
                                 "label", "text", truth if rng.random() < 0.8 else rng.choice(LABELS)
                             ),
                         }
@@ -117,7 +117,7 @@ def bench_collect(tasks: int, incremental: int) -> dict[str, float]:
         # The first incremental run re-reads the bulk import: it is inside the safety window of the last read.
 
         def annotate(task_id: int) -> None:
-            ls.create_annotation(task_id, classification_result("label", "text", "neutral"), users[3], 4.0)
+            ls.create_annotation(task_id, choice_result("label", "text", "neutral"), users[3], 4.0)
 
         began = time.perf_counter()
         with ThreadPoolExecutor(4) as pool:

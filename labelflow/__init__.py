@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
@@ -18,8 +17,8 @@ CHECKOUT_FOLDERS = ("flows", "tasks", "integrations", "infra", "expectations")
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-class _CheckoutFolders(importlib.abc.MetaPathFinder):
-    """Finds labelflow.<folder> in the repository's top-level folder of that name (development checkouts only)."""
+class _CheckoutFolders:
+    """A meta path finder: labelflow.<folder> is the repository's top-level folder of that name (checkouts only)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root

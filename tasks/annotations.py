@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +10,7 @@ import pyarrow as pa
 
 from labelflow.tasks.spec import ProjectSpec
 
+# The fields are labelflow.tasks.task_types.regions.REGION_FIELDS, in the same order.
 REGION_TYPE = pa.struct(
     [
         ("label", pa.string()),
@@ -98,6 +98,7 @@ class AnnotationNormalizer:
         self.users = users
         self.from_name = from_name
         self.labels = set(spec.labels)
+        self.task_type = spec.task_type
 
     def task(self, exported: dict[str, Any], seq: int) -> NormalizedTask:
         """Rows for one exported task (with its `annotations` list)."""
@@ -111,9 +112,9 @@ class AnnotationNormalizer:
             "task_id": int(exported["id"]),
             "task_updated_at": parse_time(exported.get("updated_at")),
             "source_uri": data.get("source_uri")
-            or (data.get(self.spec.data_key) if self.spec.modality == "image" else None),
+            or (data.get(self.task_type.data_key) if self.task_type.media == "image" else None),
             "content_sha256": data.get("content_sha256"),
-            "text": data.get("text") if self.spec.modality == "text" else None,
+            "text": data.get("text") if self.task_type.media == "text" else None,
             "image_width": width,
             "image_height": height,
             "overlap": _int_or_none(exported.get("overlap")),
@@ -160,50 +161,9 @@ class AnnotationNormalizer:
     def _labels(
         self, result: list[dict[str, Any]], width: int | None, height: int | None
     ) -> tuple[str | None, list[dict[str, Any]] | None, list[str]]:
-        """(class label, regions, problems) from a Label Studio result list."""
-        problems: list[str] = []
+        """(class label, regions, problems) from a Label Studio result list, read by the spec's task type."""
         mine = [item for item in result if item.get("from_name") == self.from_name]
-        if self.spec.task in ("text-classification", "image-classification"):
-            choices = [c for item in mine for c in (item.get("value") or {}).get("choices", [])]
-            if not choices:
-                return None, None, ["no class chosen"]
-            if len(choices) > 1:
-                problems.append(f"{len(choices)} classes chosen: {choices}")
-            label = unicodedata.normalize("NFC", str(choices[0]))
-            if label not in self.labels:
-                problems.append(f"label {label!r} is not in the spec's label set")
-            return label, None, problems
-        regions = []
-        for item in mine:
-            value = item.get("value") or {}
-            names = value.get("labels") or value.get("rectanglelabels") or []
-            if len(names) != 1:
-                problems.append(f"region {item.get('id')!r} has {len(names)} labels")
-            name = unicodedata.normalize("NFC", str(names[0])) if names else None
-            if name is not None and name not in self.labels:
-                problems.append(f"label {name!r} is not in the spec's label set")
-            region = dict.fromkeys(REGION_TYPE.names)
-            region["label"] = name
-            if self.spec.task == "ner":
-                region.update(start=_int_or_none(value.get("start")), end=_int_or_none(value.get("end")))
-                region["text"] = value.get("text")
-                if region["start"] is None or region["end"] is None:
-                    problems.append(f"span {item.get('id')!r} has no start/end offsets")
-            else:
-                image_w = item.get("original_width") or width
-                image_h = item.get("original_height") or height
-                if not image_w or not image_h:
-                    problems.append(f"box {item.get('id')!r}: image size unknown, coordinates left in percent")
-                    image_w = image_h = 100
-                region.update(
-                    x=float(value.get("x", 0.0)) * image_w / 100.0,
-                    y=float(value.get("y", 0.0)) * image_h / 100.0,
-                    width=float(value.get("width", 0.0)) * image_w / 100.0,
-                    height=float(value.get("height", 0.0)) * image_h / 100.0,
-                    rotation=float(value.get("rotation", 0.0) or 0.0),
-                )
-            regions.append(region)
-        return None, regions, problems
+        return self.task_type.parse_result(mine, self.labels, width, height)
 
 
 def annotations_table(rows: list[dict[str, Any]]) -> pa.Table:

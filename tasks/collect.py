@@ -18,7 +18,7 @@ from labelflow.integrations.object_store import ObjectStore, ObjectStoreError
 from labelflow.tasks.annotation_store import AnnotationStore, Watermark, edge_of, next_window_start, window_start
 from labelflow.tasks.annotations import AnnotationNormalizer, annotations_table, parse_time, tasks_table
 from labelflow.tasks.ingest import check_record_owner, project_record_key, read_project_record, retry_if_transient
-from labelflow.tasks.label_config import build_label_config, control_of
+from labelflow.tasks.label_config import label_interface
 from labelflow.tasks.quality import QualityReport, judge, parse_gold
 from labelflow.tasks.spec import ProjectSpec, S3Location
 
@@ -88,7 +88,7 @@ def collect_changes(
 
     began = time.perf_counter()
     seq = annotations.next_seq(watermark)
-    from_name = control_of(build_label_config(spec))[0]
+    from_name = label_interface(spec).from_name
     normalizer = AnnotationNormalizer(spec, project_id, users, from_name)
     task_rows: list[dict[str, Any]] = []
     annotation_rows: list[dict[str, Any]] = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,14 +34,8 @@ CONSENSUS_COLUMNS = [
     "method",
     "gold_label",
 ]
-EXPORT_FILES = {
-    "text-classification": "train.jsonl",
-    "image-classification": "images.csv",
-    "ner": "train.conll",
-    "object-detection": "coco.json",
-}
-# CJK ideographs, kana and hangul are one token each; other scripts split on whitespace and punctuation.
-TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]|[^\W_]+|[^\w\s]|_", re.UNICODE)
+# Columns every task type's consensus table has; the type adds its own (tasks/task_types, `consensus_columns`).
+COMMON_CONSENSUS_COLUMNS = frozenset(CONSENSUS_COLUMNS) - {"text", "image_width", "image_height", "label", "regions"}
 
 
 @dataclass(frozen=True)
@@ -90,16 +83,10 @@ def dataset_rows(published: pd.DataFrame, tasks: pd.DataFrame, spec: ProjectSpec
         rows[column] = rows["task_id"].map(info[column]) if column in info.columns else None
     if "regions" not in rows.columns:
         rows["regions"] = None
-    if spec.modality == "text":
-        rows = rows.drop(columns=["image_width", "image_height"])
-    else:
-        rows = rows.drop(columns=["text"])
-    if spec.task in ("text-classification", "image-classification"):
-        rows = rows.drop(columns=["regions"])
-    else:
+    wanted = COMMON_CONSENSUS_COLUMNS | set(spec.task_type.consensus_columns)
+    if "regions" in wanted:
         rows["regions"] = rows["regions"].map(lambda r: _plain(r) if r is not None else [])
-        rows = rows.drop(columns=["label"])
-    keep = [c for c in CONSENSUS_COLUMNS if c in rows.columns]
+    keep = [c for c in CONSENSUS_COLUMNS if c in rows.columns and c in wanted]
     return rows[keep].sort_values("task_id", kind="stable").reset_index(drop=True)
 
 
@@ -157,58 +144,9 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
-def conll_lines(text: str, spans: list[dict[str, Any]]) -> list[str]:
-    """CoNLL/BIO lines ("token TAG") for one text and its character spans."""
-    lines = []
-    ordered = sorted((s for s in spans if s.get("start") is not None), key=lambda s: (s["start"], -s["end"]))
-    for match in TOKEN.finditer(text):
-        tag = "O"
-        for span in ordered:
-            if match.start() < span["end"] and match.end() > span["start"]:
-                tag = ("B-" if match.start() <= span["start"] else "I-") + str(span["label"])
-                break
-        lines.append(f"{match.group(0)} {tag}")
-    return lines
-
-
 def write_training_export(rows: pd.DataFrame, spec: ProjectSpec, folder: Path) -> Path:
-    """The task type's training format: JSONL, image list CSV, CoNLL (BIO) or COCO."""
-    path = folder / EXPORT_FILES[spec.task]
-    if spec.task == "text-classification":
-        with path.open("w", encoding="utf-8") as handle:
-            for task_id, text, label, uri in rows[["task_id", "text", "label", "source_uri"]].itertuples(index=False):
-                record = {"task_id": int(task_id), "text": text, "label": label, "source_uri": uri}
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    elif spec.task == "image-classification":
-        rows[["source_uri", "label", "task_id", "image_width", "image_height"]].to_csv(path, index=False)
-    elif spec.task == "ner":
-        with path.open("w", encoding="utf-8") as handle:
-            for task_id, text, regions in rows[["task_id", "text", "regions"]].itertuples(index=False):
-                handle.write(f"# task_id = {task_id}\n")
-                handle.write("\n".join(conll_lines(text or "", list(regions or []))) + "\n\n")
-    else:
-        categories = [{"id": i, "name": label} for i, label in enumerate(spec.labels, start=1)]
-        category = {c["name"]: c["id"] for c in categories}
-        images, boxes = [], []
-        for task_id, uri, width, height, regions in rows[
-            ["task_id", "source_uri", "image_width", "image_height", "regions"]
-        ].itertuples(index=False):
-            images.append({"id": int(task_id), "file_name": uri, "width": _plain(width), "height": _plain(height)})
-            for region in regions or []:
-                x, y, w, h = (float(region[k]) for k in ("x", "y", "width", "height"))
-                boxes.append(
-                    {
-                        "id": len(boxes) + 1,
-                        "image_id": int(task_id),
-                        "category_id": category[region["label"]],
-                        "bbox": [x, y, w, h],
-                        "area": w * h,
-                        "iscrowd": 0,
-                    }
-                )
-        coco = {"info": {"description": spec.name}, "images": images, "annotations": boxes, "categories": categories}
-        path.write_text(json.dumps(coco, ensure_ascii=False), encoding="utf-8")
-    return path
+    """The task type's training format (JSONL, image list CSV, CoNLL (BIO), COCO, ...) in `folder`."""
+    return spec.task_type.write_training_export(rows, spec, folder)
 
 
 @dataclass
@@ -249,10 +187,7 @@ def build_dataset(
         DatasetFile(name, (folder / name).stat().st_size, file_sha256(folder / name), role)
         for name, role in roles.items()
     ]
-    if "label" in rows.columns:
-        counts = rows["label"].value_counts()
-    else:
-        counts = pd.Series([r["label"] for regions in rows["regions"] for r in regions]).value_counts()
+    counts = spec.task_type.labels_used(rows).value_counts()
     distribution = {label: int(counts.get(label, 0)) for label in spec.labels}
     return BuiltDataset(folder, files, digest, rows, distribution, len(sources))
 

@@ -1,50 +1,22 @@
-"""Label Studio labeling-interface XML for the built-in task types, with every label safely escaped."""
+"""The labeling interface of a spec: its Label Studio XML and the control annotators answer with."""
 
 from __future__ import annotations
 
-from xml.sax.saxutils import quoteattr
+from dataclasses import dataclass
 
 from labelflow.tasks.spec import ProjectSpec
+from labelflow.tasks.task_types import FROM_NAME
 
-# Label Studio tag names of the result each task type produces, used by pre-labels and collection.
-FROM_NAME = "label"
+CONTROL_TYPES = {"Choices": "choices", "Labels": "labels", "RectangleLabels": "rectanglelabels"}
 
-
-def _options(tag: str, labels: list[str]) -> str:
-    return "".join(f"\n    <{tag} value={quoteattr(label)}/>" for label in labels)
+__all__ = ["CONTROL_TYPES", "FROM_NAME", "LabelInterface", "build_label_config", "control_of", "label_interface"]
 
 
 def build_label_config(spec: ProjectSpec) -> str:
-    """The spec's raw `label_config`, or the built-in template for its task type."""
+    """The spec's raw `label_config`, or its task type's built-in template (every label escaped)."""
     if spec.label_config is not None:
         return spec.label_config
-    if spec.task == "text-classification":
-        return (
-            '<View>\n  <Text name="text" value="$text"/>\n'
-            f'  <Choices name="{FROM_NAME}" toName="text" choice="single-radio" showInLine="true">'
-            f"{_options('Choice', spec.labels)}\n  </Choices>\n</View>"
-        )
-    if spec.task == "image-classification":
-        return (
-            '<View>\n  <Image name="image" value="$image"/>\n'
-            f'  <Choices name="{FROM_NAME}" toName="image" choice="single-radio" showInLine="true">'
-            f"{_options('Choice', spec.labels)}\n  </Choices>\n</View>"
-        )
-    if spec.task == "ner":
-        return (
-            f'<View>\n  <Labels name="{FROM_NAME}" toName="text">{_options("Label", spec.labels)}\n  </Labels>\n'
-            '  <Text name="text" value="$text" granularity="symbol"/>\n</View>'
-        )
-    if spec.task == "object-detection":
-        return (
-            '<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
-            f'  <RectangleLabels name="{FROM_NAME}" toName="image">'
-            f"{_options('Label', spec.labels)}\n  </RectangleLabels>\n</View>"
-        )
-    raise ValueError(f"no built-in template for task type {spec.task!r}")
-
-
-CONTROL_TYPES = {"Choices": "choices", "Labels": "labels", "RectangleLabels": "rectanglelabels"}
+    return spec.task_type.label_config(spec.labels)
 
 
 def control_of(label_config: str) -> tuple[str, str, str]:
@@ -55,3 +27,19 @@ def control_of(label_config: str) -> tuple[str, str, str]:
         if element.tag in CONTROL_TYPES:
             return element.get("name", FROM_NAME), element.get("toName", ""), CONTROL_TYPES[element.tag]
     raise ValueError("label_config has no Choices, Labels or RectangleLabels control")
+
+
+@dataclass(frozen=True)
+class LabelInterface:
+    """A spec's labeling-interface XML and its labeling control: whose results are read and written."""
+
+    xml: str
+    from_name: str
+    to_name: str
+    result_type: str
+
+
+def label_interface(spec: ProjectSpec) -> LabelInterface:
+    """The interface Label Studio shows for a spec, with its control's names (one parse, for every caller)."""
+    xml = build_label_config(spec)
+    return LabelInterface(xml, *control_of(xml))

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from labelflow.tasks.label_config import build_label_config, control_of
+from labelflow.tasks.label_config import label_interface
 from labelflow.tasks.spec import ProjectSpec
 
 Prediction = dict[str, Any]
@@ -32,7 +32,8 @@ class KeywordPredictor:
     def __init__(self, spec: ProjectSpec) -> None:
         assert spec.prelabel is not None
         self.model_version = spec.prelabel.model_version
-        self.from_name, self.to_name, self.result_type = control_of(build_label_config(spec))
+        interface = label_interface(spec)
+        self.from_name, self.to_name, self.result_type = interface.from_name, interface.to_name, interface.result_type
         self.data_key = spec.data_key
         self.patterns = {
             label: re.compile("|".join(re.escape(word) for word in sorted(words, key=len, reverse=True)), re.IGNORECASE)
@@ -96,7 +97,8 @@ class OpenAIChatPredictor:
         self.labels = spec.labels
         self.instructions = spec.instructions or ""
         self.max_concurrency = options.max_concurrency
-        self.from_name, self.to_name, _ = control_of(build_label_config(spec))
+        interface = label_interface(spec)
+        self.from_name, self.to_name = interface.from_name, interface.to_name
         headers = {}
         if options.api_key_env:
             key = os.environ.get(options.api_key_env)

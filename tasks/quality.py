@@ -5,25 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from labelflow.tasks.agreement import (
-    category_counts,
-    fleiss_kappa,
-    krippendorff_alpha_nominal,
-    pairwise_cohen_kappa,
-    pairwise_region_f1,
-    region_task_agreement,
-)
-from labelflow.tasks.consensus import box_consensus, dawid_skene, estimated_accuracy, majority_vote, span_consensus
 from labelflow.tasks.spec import ProjectSpec
-
-CLASSIFICATION = ("text-classification", "image-classification")
 
 
 @dataclass
@@ -114,10 +102,7 @@ def judge(
     consensus["gold_label"] = attach_gold(consensus, gold)
 
     metrics: dict[str, Any] = {"task_type": spec.task, "aggregation": quality.aggregation}
-    if spec.task in CLASSIFICATION:
-        pairwise, annotator_extra = _classification(consensus, votes, reviews, spec, metrics)
-    else:
-        pairwise, annotator_extra = _regions(consensus, votes, reviews, spec, metrics)
+    pairwise, annotator_extra = spec.task_type.judge(consensus, votes, reviews, spec, metrics)
 
     low = consensus["finished"] & (consensus["agreement"] < quality.min_agreement)
     tie = consensus["finished"] & consensus["tie"]
@@ -148,10 +133,7 @@ def judge(
         mean_task_agreement=_mean(finished["agreement"]),
         mean_confidence=_mean(finished["confidence"]),
     )
-    gold_tasks = finished[finished["gold_label"].notna()]
-    if spec.task in CLASSIFICATION and len(gold_tasks):
-        metrics["gold_tasks"] = len(gold_tasks)
-        metrics["consensus_accuracy_on_gold"] = float((gold_tasks["label"] == gold_tasks["gold_label"]).mean())
+    metrics.update(spec.task_type.gold_metrics(finished))
     metrics["label_distribution"] = _label_distribution(finished[~finished["flagged"]], spec)
     return QualityReport(consensus=consensus, annotators=annotators, pairwise=pairwise, metrics=metrics)
 
@@ -162,117 +144,8 @@ def _mean(values: pd.Series) -> float | None:
 
 
 def _label_distribution(rows: pd.DataFrame, spec: ProjectSpec) -> dict[str, int]:
-    if spec.task in CLASSIFICATION:
-        counts = rows["label"].dropna().value_counts()
-    else:
-        counts = pd.Series([r["label"] for regions in rows["regions"] for r in regions or []]).value_counts()
+    counts = spec.task_type.labels_used(rows).value_counts()
     return {label: int(counts.get(label, 0)) for label in spec.labels}
-
-
-def _classification(
-    consensus: pd.DataFrame, votes: pd.DataFrame, reviews: pd.DataFrame, spec: ProjectSpec, metrics: dict[str, Any]
-) -> tuple[pd.DataFrame, dict[str, dict[Any, Any]]]:
-    quality = spec.quality
-    extra: dict[str, dict[Any, Any]] = {}
-    consensus["label"] = None
-    consensus["confidence"] = np.nan
-    consensus["agreement"] = np.nan
-    consensus["tie"] = False
-    consensus["method"] = None
-    if len(votes):
-        counts, _, _ = category_counts(votes)
-        metrics["krippendorff_alpha"] = _finite(krippendorff_alpha_nominal(counts))
-        metrics["fleiss_kappa"] = _finite(fleiss_kappa(counts))
-        aggregate = dawid_skene if quality.aggregation == "dawid-skene" else majority_vote
-        result = aggregate(votes, classes=list(spec.labels), tie_policy=quality.tie_policy, seed=quality.seed)
-        position = pd.Series(np.arange(len(result.task_ids)), index=result.task_ids)
-        rows = consensus["task_id"].map(position)
-        has = rows.notna().to_numpy()
-        index = rows[has].astype(int).to_numpy()
-        consensus.loc[has, "label"] = pd.Series(result.labels, dtype=object).iloc[index].to_numpy()
-        consensus.loc[has, "confidence"] = result.confidence[index]
-        consensus.loc[has, "tie"] = result.tie[index]
-        consensus.loc[has, "method"] = quality.aggregation
-        # Agreement of a task: the share of its annotators who chose the consensus label (the top share on a tie).
-        shares = result.posterior if aggregate is majority_vote else majority_vote(votes, list(spec.labels)).posterior
-        chosen = np.array([spec.labels.index(label) if label is not None else -1 for label in result.labels])
-        share_for = np.where(chosen >= 0, shares[np.arange(len(chosen)), np.maximum(chosen, 0)], shares.max(axis=1))
-        consensus.loc[has, "agreement"] = share_for[index]
-        pairwise = pairwise_cohen_kappa(votes)
-        metrics["mean_cohen_kappa"] = _mean(pairwise["cohen_kappa"]) if len(pairwise) else None
-        if result.annotator_confusion is not None:
-            priors = result.posterior.mean(axis=0)
-            extra["estimated_accuracy"] = {
-                annotator: estimated_accuracy(matrix, priors)
-                for annotator, matrix in result.annotator_confusion.items()
-            }
-            metrics["dawid_skene_iterations"] = result.iterations
-    else:
-        pairwise = pairwise_cohen_kappa(votes)
-    if len(reviews):
-        review_label = consensus["task_id"].map(reviews.set_index("task_id")["label"])
-        reviewed = review_label.notna()
-        consensus.loc[reviewed, "label"] = review_label[reviewed]
-        consensus.loc[reviewed, "confidence"] = 1.0
-        consensus.loc[reviewed, "method"] = "review"
-        consensus.loc[reviewed, "tie"] = False
-        consensus.loc[reviewed & consensus["agreement"].isna(), "agreement"] = 1.0
-    return pairwise, extra
-
-
-def _regions(
-    consensus: pd.DataFrame, votes: pd.DataFrame, reviews: pd.DataFrame, spec: ProjectSpec, metrics: dict[str, Any]
-) -> tuple[pd.DataFrame, dict[str, dict[Any, Any]]]:
-    kind = "boxes" if spec.task == "object-detection" else "spans"
-    iou = spec.quality.iou_threshold
-    grouped: dict[int, dict[int, list[dict[str, Any]]]] = {}
-    for task_id, annotator_id, regions in votes[["task_id", "annotator_id", "regions"]].itertuples(index=False):
-        grouped.setdefault(int(task_id), {})[int(annotator_id)] = (
-            [dict(r) for r in regions] if regions is not None else []
-        )
-    review_regions = {
-        int(t): [dict(r) for r in regions] if regions is not None else []
-        for t, regions in reviews[["task_id", "regions"]].itertuples(index=False)
-    }
-    labels, confidences, agreements, ious, methods = [], [], [], [], []
-    for task_id in consensus["task_id"]:
-        per_annotator = grouped.get(int(task_id), {})
-        if int(task_id) in review_regions:
-            labels.append(review_regions[int(task_id)])
-            confidences.append(1.0)
-            methods.append("review")
-        elif per_annotator:
-            merged, confidence = box_consensus(per_annotator, iou) if kind == "boxes" else span_consensus(per_annotator)
-            labels.append(merged)
-            confidences.append(confidence)
-            methods.append("iou-clusters" if kind == "boxes" else "span-vote")
-        else:
-            labels.append(None)
-            confidences.append(np.nan)
-            methods.append(None)
-        f1, mean_iou = region_task_agreement(per_annotator, kind, iou)
-        if math.isnan(f1) and int(task_id) in review_regions:
-            f1 = 1.0
-        agreements.append(f1)
-        ious.append(mean_iou)
-    consensus["label"] = None
-    consensus["regions"] = labels
-    consensus["confidence"] = confidences
-    consensus["agreement"] = agreements
-    consensus["tie"] = False
-    consensus["method"] = methods
-    if kind == "boxes":
-        consensus["matched_iou"] = ious
-        metrics["mean_matched_iou"] = _mean(pd.Series(ious))
-        metrics["mean_pairwise_box_f1"] = _mean(pd.Series(agreements))
-    else:
-        metrics["mean_pairwise_span_f1"] = _mean(pd.Series(agreements))
-    pairwise = pairwise_region_f1(votes, kind, iou)
-    return pairwise, {}
-
-
-def _finite(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else float(value)
 
 
 def score_annotators(
@@ -298,26 +171,7 @@ def score_annotators(
         on_finished = good[good["task_id"].isin(finished.index)]
         gold_labels = on_finished["task_id"].map(finished["gold_label"])
         on_gold = on_finished[gold_labels.notna()]
-        gold_accuracy = agreement = None
-        if spec.task in CLASSIFICATION:
-            if len(on_gold):
-                gold_accuracy = float((on_gold["label"] == gold_labels[gold_labels.notna()]).mean())
-            # Compare with consensus only where someone else also voted, so a lone vote does not agree with itself.
-            shared = on_finished[on_finished["task_id"].map(finished["annotations"]) >= 2]
-            if len(shared):
-                agreement = float((shared["label"] == shared["task_id"].map(finished["label"])).mean())
-        else:
-            kind = "boxes" if spec.task == "object-detection" else "spans"
-            scores = []
-            for task_id, regions in on_finished[["task_id", "regions"]].itertuples(index=False):
-                if finished.at[task_id, "annotations"] < 2:
-                    continue
-                merged = {
-                    0: [dict(r) for r in regions] if regions is not None else [],
-                    1: finished.at[task_id, "regions"] or [],
-                }
-                scores.append(region_task_agreement(merged, kind, quality.iou_threshold)[0])
-            agreement = float(np.mean(scores)) if scores else None
+        gold_accuracy, agreement = spec.task_type.score_annotator(on_finished, gold_labels, finished, spec)
         lead = pd.to_numeric(good["lead_time_seconds"], errors="coerce").dropna()
         lead = lead[lead > 0]
         if gold_accuracy is not None and len(on_gold) >= quality.min_gold_for_tier:

@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 
 from labelflow.integrations.label_studio import LabelStudioClient
-from labelflow.tasks.label_config import build_label_config, control_of
-from labelflow.tasks.quality import CLASSIFICATION, attach_gold
+from labelflow.tasks.label_config import label_interface
+from labelflow.tasks.quality import attach_gold
 from labelflow.tasks.spec import ProjectSpec
 
 
@@ -91,11 +91,6 @@ def truth_from_key(source_uri: str | None, labels: list[str], pattern: str | Non
     return None
 
 
-def classification_result(from_name: str, to_name: str, label: str) -> list[dict[str, Any]]:
-    """A Label Studio result choosing one class."""
-    return [{"from_name": from_name, "to_name": to_name, "type": "choices", "value": {"choices": [label]}}]
-
-
 @dataclass
 class SimulationPlan:
     """Which simulated annotator labels which task with what."""
@@ -160,9 +155,9 @@ def run(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Have the simulated annotators annotate the project's tasks through the API; returns what was done."""
-    if spec.task not in CLASSIFICATION:
+    interface = label_interface(spec)
+    if spec.task_type.simulated_result(interface.from_name, interface.to_name, spec.labels[0]) is None:
         raise SimulationError(f"the simulator supports classification tasks, not {spec.task!r}")
-    from_name, to_name, _ = control_of(build_label_config(spec))
     user_ids = ensure_users(ls, annotators)
     tasks = ls.export_tasks(project_id, timeout=spec.collect.timeout_seconds)
     tasks.sort(key=lambda t: int(t["id"]))
@@ -193,7 +188,8 @@ def run(
 
     def annotate(item: tuple[int, SimulatedAnnotator, str, float]) -> None:
         task_id, annotator, label, lead = item
-        ls.create_annotation(task_id, classification_result(from_name, to_name, label), user_ids[annotator.email], lead)
+        result = spec.task_type.simulated_result(interface.from_name, interface.to_name, label)
+        ls.create_annotation(task_id, result, user_ids[annotator.email], lead)
         if progress is not None:
             progress(next(done), len(work.items))
 

@@ -12,13 +12,10 @@ from xml.etree import ElementTree
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-TaskType = Literal["text-classification", "image-classification", "ner", "object-detection"]
-MODALITY: dict[str, Literal["text", "image"]] = {
-    "text-classification": "text",
-    "ner": "text",
-    "image-classification": "image",
-    "object-detection": "image",
-}
+from labelflow.tasks.task_types import TASK_TYPES, Media, TaskType
+
+# The spec's `task` accepts exactly the registered task types (tasks/task_types/__init__.py).
+TaskTypeName = Literal[tuple(TASK_TYPES)]  # type: ignore[valid-type]
 # Buckets labelflow writes its own data to by default: project state, dataset versions, MLflow artifacts. A source
 # inside one would turn labelflow's (and other projects') private files into tasks.
 STATE_BUCKET = "labelflow-state"
@@ -209,7 +206,7 @@ class ProjectSpec(_Section):
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
     source: Annotated[list[str], Field(min_length=1)]
-    task: TaskType
+    task: TaskTypeName
     labels: Annotated[list[str], Field(min_length=1)]
     label_config: str | None = None
     overlap: Annotated[int, Field(ge=1, le=50)] = 1
@@ -287,25 +284,31 @@ class ProjectSpec(_Section):
         if self.quality.max_overlap is not None and self.quality.max_overlap < self.overlap:
             raise ValueError(f"quality.max_overlap ({self.quality.max_overlap}) is below overlap ({self.overlap})")
         if self.prelabel is not None:
-            if self.prelabel.predictor == "keyword":
+            predictor = self.prelabel.predictor
+            if predictor == "keyword":
                 unknown = sorted(set(self.prelabel.keywords) - set(self.labels))
                 if unknown:
                     raise ValueError(f"prelabel.keywords names labels not in `labels`: {unknown}")
-                if self.modality != "text":
-                    raise ValueError("the keyword predictor works on text tasks only")
-            if self.prelabel.predictor == "openai" and self.task != "text-classification":
-                raise ValueError("the openai predictor supports text-classification")
+            if predictor not in self.task_type.predictors:
+                able = [name for name, kind in TASK_TYPES.items() if predictor in kind.predictors]
+                raise ValueError(f"the {predictor} predictor supports {', '.join(able)} tasks, not {self.task}")
+        self.task_type.check_spec(self)
         return self
 
     @property
-    def modality(self) -> Literal["text", "image"]:
-        """Whether tasks carry text or refer to images."""
-        return MODALITY[self.task]
+    def task_type(self) -> TaskType:
+        """The registered task type that owns everything specific to `task`."""
+        return TASK_TYPES[self.task]
+
+    @property
+    def modality(self) -> Media:
+        """Whether tasks carry text or refer to images (the task type's media)."""
+        return self.task_type.media
 
     @property
     def data_key(self) -> str:
         """The task data field annotators see: `text` or `image`."""
-        return self.modality
+        return self.task_type.data_key
 
     @property
     def sources(self) -> list[S3Location]:

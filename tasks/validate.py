@@ -227,13 +227,14 @@ def batches_to_validate(
         BatchToValidate(
             "annotations",
             annotation_frame(annotations, tasks),
-            validator.suite_for("annotations", spec.task) + spec_expectations(spec, "annotations"),
+            validator.suite_for("annotations", spec.task_type.expectation_suite)
+            + spec_expectations(spec, "annotations"),
             ID_COLUMNS["annotations"],
         ),
         BatchToValidate(
             "consensus",
             consensus_frame(publishable(consensus), tasks),
-            validator.suite_for("consensus", spec.task) + spec_expectations(spec, "consensus"),
+            validator.suite_for("consensus", spec.task_type.expectation_suite) + spec_expectations(spec, "consensus"),
             ID_COLUMNS["consensus"],
         ),
     ]

@@ -15,8 +15,9 @@ from labelflow.integrations.label_studio import LabelStudioClient
 from labelflow.integrations.object_store import ObjectStore
 from labelflow.tasks.annotation_store import AnnotationStore
 from labelflow.tasks.quality import judge
-from labelflow.tasks.simulate import build_annotators, classification_result, run, truth_from_key
+from labelflow.tasks.simulate import build_annotators, run, truth_from_key
 from labelflow.tasks.spec import ProjectSpec, parse_spec
+from labelflow.tasks.task_types.classification import choice_result
 
 LABELS = ["positive", "negative", "neutral"]
 
@@ -96,11 +97,11 @@ def test_incremental_collection_picks_up_new_edited_and_deleted_annotations_exac
     task_ids = sorted(by_task.groups)
     edited = rows[rows["task_id"] == task_ids[0]].iloc[0]
     new_label = next(label for label in LABELS if label != edited["label"])
-    label_studio.update_annotation(int(edited["annotation_id"]), classification_result("label", "text", new_label))
+    label_studio.update_annotation(int(edited["annotation_id"]), choice_result("label", "text", new_label))
     deleted = rows[rows["task_id"] == task_ids[1]].iloc[0]
     label_studio.delete_annotation(int(deleted["annotation_id"]))
     admin = label_studio.whoami()["id"]
-    added = label_studio.create_annotation(task_ids[2], classification_result("label", "text", "neutral"), admin, 3.0)
+    added = label_studio.create_annotation(task_ids[2], choice_result("label", "text", "neutral"), admin, 3.0)
 
     fourth = collect(path)
     assert fourth["collection"]["changed_tasks"] == 3
@@ -204,7 +205,7 @@ def test_annotation_outside_the_label_set_is_kept_and_flagged(
     project_id = project_id_of(collect(path))
     task_id = label_studio.task_ids(project_id)[0]
     admin = label_studio.whoami()["id"]
-    annotation_id = label_studio.create_annotation(task_id, classification_result("label", "text", "sarcastic"), admin)
+    annotation_id = label_studio.create_annotation(task_id, choice_result("label", "text", "sarcastic"), admin)
     summary = collect(path)
     _, rows = current(object_store, spec)
     row = rows.set_index("annotation_id").loc[annotation_id]

@@ -19,8 +19,8 @@ from labelflow.layout import PROJECT_DIR
 from labelflow.orchestration import Deployed, deploy_spec, parse_every
 from labelflow.tasks.collect import recorded_project
 from labelflow.tasks.registry import DatasetRegistry
-from labelflow.tasks.simulate import classification_result
 from labelflow.tasks.spec import load_spec
+from labelflow.tasks.task_types.classification import choice_result
 from tests.conftest import RunningStack
 
 
@@ -147,7 +147,7 @@ def test_uploads_trigger_one_debounced_ingest_and_an_annotation_triggers_collect
         hooks = wait_for(lambda: label_studio.webhooks(project_id), 60, "the Label Studio webhook", local_stack)
         assert hooks[0]["url"].endswith("/hooks/label-studio")
         for task_id in label_studio.task_ids(project_id)[:2]:
-            label_studio.create_annotation(task_id, classification_result("label", "text", "pos"))
+            label_studio.create_annotation(task_id, choice_result("label", "text", "pos"))
         collect_id = deployed["collect"].deployment_id
         wait_for(
             lambda: finished(runs_of(prefect_client, collect_id), "trigger:label-studio"),

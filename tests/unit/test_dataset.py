@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from labelflow.tasks.dataset import build_dataset, conll_lines, content_digest, manifest
+from labelflow.tasks.dataset import build_dataset, content_digest, manifest
 from labelflow.tasks.registry import parse_reference
 from labelflow.tasks.spec import parse_spec
+from labelflow.tasks.task_types.ner import conll_lines
 
 H = "a" * 64
 

@@ -1,0 +1,107 @@
+"""The task-type registry: each type owns its interface, parsing, suites and export, and nothing else dispatches."""
+
+from __future__ import annotations
+
+import re
+import typing
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from labelflow.tasks.annotations import REGION_TYPE
+from labelflow.tasks.label_config import control_of, label_interface
+from labelflow.tasks.spec import ProjectSpec, TaskTypeName, parse_spec
+from labelflow.tasks.task_types import TASK_TYPES, TaskType, task_type
+from labelflow.tasks.task_types.regions import REGION_FIELDS
+
+ROOT = Path(__file__).resolve().parents[2]
+HOSTILE_LABELS = ["a&b", 'say "hi"', "<script>", "日本語"]
+
+
+def spec_for(name: str, **extra: typing.Any) -> ProjectSpec:
+    return parse_spec({"name": f"t {name}", "source": "s3://raw/x/", "task": name, "labels": HOSTILE_LABELS, **extra})
+
+
+def test_the_spec_accepts_exactly_the_registered_types() -> None:
+    assert set(typing.get_args(TaskTypeName)) == set(TASK_TYPES)
+    assert list(TASK_TYPES) == ["text-classification", "image-classification", "ner", "object-detection"]
+    assert all(isinstance(kind, TaskType) and kind.name == name for name, kind in TASK_TYPES.items())
+    with pytest.raises(ValueError, match="unknown task type 'audio'; known: text-classification"):
+        task_type("audio")
+
+
+@pytest.mark.parametrize("name", list(TASK_TYPES))
+def test_each_type_builds_an_interface_that_reads_its_data_field_and_escapes_labels(name: str) -> None:
+    spec = spec_for(name)
+    interface = label_interface(spec)
+    root = ElementTree.fromstring(interface.xml)
+    values = [element.get("value") for element in root.iter() if element.tag in {"Choice", "Label"}]
+    assert values == HOSTILE_LABELS
+    assert f"${spec.task_type.data_key}" in interface.xml
+    assert (interface.from_name, interface.result_type) == ("label", control_of(interface.xml)[2])
+    assert interface.to_name == spec.data_key == spec.task_type.media
+
+
+@pytest.mark.parametrize("name", list(TASK_TYPES))
+def test_each_type_has_its_expectation_suites_and_a_distinct_export(name: str) -> None:
+    kind = TASK_TYPES[name]
+    for table in ("annotations", "consensus"):
+        assert (ROOT / "expectations" / f"{table}.{kind.expectation_suite}.json").is_file()
+    assert len({k.export_file for k in TASK_TYPES.values()}) == len(TASK_TYPES)
+    assert {"label", "regions"} & set(kind.consensus_columns)
+
+
+def test_region_fields_are_the_arrow_struct_fields() -> None:
+    assert tuple(REGION_TYPE.names) == REGION_FIELDS
+
+
+def test_results_are_parsed_by_the_type_and_bad_labels_are_kept_as_problems() -> None:
+    labels = {"PER", "ORG"}
+    ner = TASK_TYPES["ner"].parse_result(
+        [{"id": "s1", "value": {"start": 0, "end": 3, "text": "Bob", "labels": ["PER"]}}], labels, None, None
+    )
+    assert ner[0] is None and ner[1][0]["start"] == 0 and ner[1][0]["label"] == "PER" and ner[2] == []
+    box = TASK_TYPES["object-detection"].parse_result(
+        [{"id": "b1", "value": {"x": 10, "y": 20, "width": 50, "height": 25, "rectanglelabels": ["CAR"]}}],
+        labels,
+        200,
+        100,
+    )
+    assert (box[1][0]["x"], box[1][0]["y"], box[1][0]["width"], box[1][0]["height"]) == (20.0, 20.0, 100.0, 25.0)
+    assert box[2] == ["label 'CAR' is not in the spec's label set"]
+    label, regions, problems = TASK_TYPES["text-classification"].parse_result(
+        [{"value": {"choices": ["PER", "ORG"]}}], labels, None, None
+    )
+    assert (label, regions) == ("PER", None) and problems == ["2 classes chosen: ['PER', 'ORG']"]
+
+
+def test_only_types_with_a_simulated_answer_can_be_simulated() -> None:
+    answers = {name: kind.simulated_result("label", "text", "x") for name, kind in TASK_TYPES.items()}
+    assert answers["text-classification"] == [
+        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": ["x"]}}
+    ]
+    assert answers["ner"] is None and answers["object-detection"] is None
+
+
+def test_predictors_are_checked_against_the_type() -> None:
+    keyword = {"predictor": "keyword", "model_version": "kw-1", "keywords": {"a&b": ["x"]}}
+    assert spec_for("ner", prelabel=keyword).prelabel is not None
+    with pytest.raises(ValueError, match="the keyword predictor supports text-classification, ner tasks"):
+        spec_for("image-classification", prelabel=keyword)
+    openai = {"predictor": "openai", "model_version": "m", "endpoint": "http://127.0.0.1:1/v1", "model": "m"}
+    with pytest.raises(ValueError, match="the openai predictor supports text-classification tasks, not ner"):
+        spec_for("ner", prelabel=openai)
+
+
+def test_no_task_type_dispatch_outside_the_registry() -> None:
+    pattern = re.compile(r"spec\.task *(==|in\b|!=|not in\b)|\.task +(==|!=|in|not in) +[\"'(]")
+    offenders = []
+    for folder in ("flows", "tasks", "integrations", "labelflow"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if "task_types" in path.parts:
+                continue
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                if pattern.search(line):
+                    offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert offenders == []
