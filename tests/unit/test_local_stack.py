@@ -11,17 +11,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from labelflow.infra.local_stack import (
-    Credentials,
-    LocalStack,
-    Service,
-    StackConfig,
-    StackError,
-    build_services,
-    connection_env,
-    port_is_free,
-)
+from labelflow.infra.credentials import Credentials, connection_env
+from labelflow.infra.local_stack import LocalStack
 from labelflow.infra.seaweedfs_security import ensure_grpc_tls
+from labelflow.infra.services import Service, build_services
+from labelflow.infra.stack_config import StackConfig, StackError, port_is_free
 
 
 @pytest.fixture
@@ -353,8 +347,8 @@ def test_up_keeps_waiting_for_a_service_that_makes_progress(
     service = _sleeper(config, "label-studio")
     stack._start(service)
     now = [0.0]
-    monkeypatch.setattr("labelflow.infra.local_stack.time.monotonic", lambda: now[0])
-    monkeypatch.setattr("labelflow.infra.local_stack.time.sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
+    monkeypatch.setattr("labelflow.infra.supervisor.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("labelflow.infra.supervisor.time.sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
 
     def probe(svc: Service, timeout: float = 3.0) -> tuple[bool, str]:
         with stack.log_path("label-studio").open("a") as log:  # a migration line now and then
