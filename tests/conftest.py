@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from labelflow.infra.local_stack import LocalStack, StackConfig
+from labelflow.infra.local_stack import LocalStack
+from labelflow.infra.stack_config import StackConfig
 from labelflow.integrations.label_studio import LabelStudioClient
 from labelflow.integrations.mlflow_tracking import MLflowTracking
 from labelflow.integrations.object_store import ObjectStore
