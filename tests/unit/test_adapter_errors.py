@@ -17,10 +17,10 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
 import labelflow.integrations.label_studio as label_studio
+from labelflow.flows.steps import retry_if_transient
 from labelflow.integrations.label_studio import LabelStudioClient, LabelStudioError
 from labelflow.integrations.mlflow_tracking import MLflowError, MLflowTracking, mlflow_error
 from labelflow.integrations.settings import LabelStudioSettings, MLflowSettings
-from labelflow.tasks.ingest import retry_if_transient
 
 
 def client_answering(handler: Callable[[httpx.Request], httpx.Response]) -> LabelStudioClient:
@@ -192,19 +192,19 @@ def test_cli_failures_print_one_unwrapped_line_and_never_read_the_error_as_marku
 ) -> None:
     import typer
 
-    from labelflow.cli import _fail
+    from labelflow.cli.errors import fail
 
     long = "MLflow search runs at http://127.0.0.1:5000: cannot reach the server: [Errno 111] Connection refused " * 3
-    exit_ = _fail("datasets failed", MLflowError(long + "[/bold] [red]"), 1)
+    exit_ = fail("datasets failed", MLflowError(long + "[/bold] [red]"), 1)
     assert isinstance(exit_, typer.Exit) and exit_.exit_code == 1
     printed = capsys.readouterr().err
     assert printed.count("\n") == 1 and "[/bold] [red]" in printed and "[Errno 111]" in printed
 
 
 def test_console_logs_drop_only_expected_tracebacks() -> None:
-    from labelflow.cli import _WithoutTracebacksOf
+    from labelflow.cli.errors import WithoutTracebacksOf
 
-    formatter = _WithoutTracebacksOf(logging.Formatter("%(message)s"), (LabelStudioError,))
+    formatter = WithoutTracebacksOf(logging.Formatter("%(message)s"), (LabelStudioError,))
 
     def record_of(exc: Exception) -> logging.LogRecord:
         try:

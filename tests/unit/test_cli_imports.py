@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[2]
-HEAVY = ["prefect", "mlflow", "great_expectations", "boto3", "minio", "pandas", "labelflow.infra.local_stack"]
+LOCAL_STACK = "labelflow.infra.local_stack"
+HEAVY = ["prefect", "mlflow", "great_expectations", "boto3", "minio", "pandas", LOCAL_STACK]
+# The CLI is a package: every module of it is held to the same rules.
+CLI_MODULES = sorted((ROOT / "labelflow" / "cli").rglob("*.py"))
 LOADED_AFTER = """
 import json, sys
 from labelflow.cli import app
@@ -20,14 +23,19 @@ try:
     typer.main.get_command(app).main(args=sys.argv[1:], prog_name="labelflow", standalone_mode=False)
 except SystemExit:
     pass
-print(json.dumps(sorted(name for name in {heavy!r} if name in sys.modules)))
+print(json.dumps(sorted(name for name in {modules!r} if name in sys.modules)))
 """
 
 
 def heavy_modules_loaded_by(*args: str) -> list[str]:
     """Which heavy modules a fresh interpreter has loaded after running `labelflow ARGS` in-process."""
+    return modules_loaded_by(args, HEAVY)
+
+
+def modules_loaded_by(args: tuple[str, ...], modules: list[str]) -> list[str]:
+    """Which of `modules` a fresh interpreter has loaded after running `labelflow ARGS` in-process."""
     result = subprocess.run(
-        [sys.executable, "-c", LOADED_AFTER.format(heavy=HEAVY), *args],
+        [sys.executable, "-c", LOADED_AFTER.format(modules=modules), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -66,17 +74,47 @@ def test_nothing_under_flows_tasks_or_integrations_imports_infra() -> None:
     assert offenders == []
 
 
+def imports_the_local_stack(node: ast.AST) -> bool:
+    """Whether an import statement loads labelflow.infra.local_stack, however it is spelled."""
+    if isinstance(node, ast.Import):
+        return any(alias.name == LOCAL_STACK for alias in node.names)
+    if isinstance(node, ast.ImportFrom):
+        package, _, module = LOCAL_STACK.rpartition(".")
+        return node.module == LOCAL_STACK or (node.module == package and module in {a.name for a in node.names})
+    return False
+
+
+def is_type_checking_block(node: ast.stmt) -> bool:
+    """`if TYPE_CHECKING:`: imports for type hints only, never run."""
+    return isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def test_help_loads_every_cli_module_so_the_checks_above_cover_them() -> None:
+    expected = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in CLI_MODULES
+        if path.name != "__main__.py"
+    }
+    assert modules_loaded_by(("--help",), sorted(expected)) == sorted(expected)
+
+
 def test_only_up_down_and_status_reach_the_local_stack_module() -> None:
-    source = (ROOT / "labelflow" / "cli.py").read_text(encoding="utf-8")
-    tree = ast.parse(source)
-    users = set()
-    for function in [n for n in tree.body if isinstance(n, ast.FunctionDef)]:
-        for node in ast.walk(function):
-            if isinstance(node, ast.ImportFrom) and node.module == "labelflow.infra.local_stack":
-                users.add(function.name)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_stack":
-                users.add(function.name)
-    top_level = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "labelflow.infra.local_stack"]
-    assert top_level == [], "the local stack must not be imported when the CLI module loads"
+    users, loaded_with_the_cli = set(), []
+    for path in CLI_MODULES:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for statement in tree.body:
+            if isinstance(statement, ast.FunctionDef):
+                for node in ast.walk(statement):
+                    if imports_the_local_stack(node):
+                        users.add(statement.name)
+                    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_stack":
+                        users.add(statement.name)
+            elif not is_type_checking_block(statement):
+                where = path.relative_to(ROOT)
+                loaded_with_the_cli += [
+                    f"{where}:{n.lineno}" for n in ast.walk(statement) if imports_the_local_stack(n)
+                ]
+    assert loaded_with_the_cli == [], "the local stack must not be imported when the CLI modules load"
+    assert {"up", "down", "status"} <= users, "the commands that need the local stack were not found"
     # `demo` brings the stack up itself when it is not running (the README's one command).
     assert users <= {"_stack", "up", "down", "status", "demo"}, users

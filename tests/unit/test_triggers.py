@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from labelflow.infra.local_stack import banned_subnets_except_loopback_host
+from labelflow.infra.label_studio_env import banned_subnets_except_loopback_host
 from labelflow.orchestration import STAGES, DeployError, parse_every, read_templates
 from labelflow.tasks.spec import parse_spec
 from labelflow.triggers import (
