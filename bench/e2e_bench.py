@@ -97,7 +97,7 @@ def run_bench(tasks: int, new_objects: int, workers: int) -> dict[str, dict[str,
     figures: dict[str, dict[str, float]] = {}
 
     def annotate(limit: int | None = None) -> Callable[[], dict[str, Any]]:
-        return lambda: run(ls, spec, recorded_project.fn(store, spec), people, None, pattern, None, limit, 0, workers)
+        return lambda: run(ls, spec, recorded_project(store, spec), people, None, pattern, None, limit, 0, workers)
 
     print(f"project {name}: {tasks} text tasks x {len(ANNOTATORS)} simulated annotators")
     with measured(figures, f"upload {tasks} objects"):

@@ -68,7 +68,7 @@ def setup(name: str, rows: int) -> str:
     """Write a synthetic collected batch (and the ingest ledger behind it); return the batch URI."""
     from collect_bench import synthetic
 
-    from labelflow.tasks.collect import write_batch
+    from labelflow.tasks.collect import BatchRecord, write_batch
     from labelflow.tasks.ledger import IngestLedger, LedgerRow
     from labelflow.tasks.quality import judge
 
@@ -111,12 +111,13 @@ def setup(name: str, rows: int) -> str:
     store.put_bytes(
         location.bucket, f"{state.join('collect', 'reports', 'bench')}/consensus.parquet", buffer.getvalue()
     )
-    meta = {
-        "project_id": 1,
-        "label_studio_url": "http://127.0.0.1:8080/projects/1",
-        "watermark": "2026-11-23T00:00:00Z",
-    }
-    write_batch.fn(store, batch, tasks, annotations, meta | {"batch_uri": batch, "quality": {}})
+    record = BatchRecord(
+        project_id=1,
+        label_studio_url="http://127.0.0.1:8080/projects/1",
+        watermark="2026-11-23T00:00:00Z",
+        batch_uri=batch,
+    )
+    write_batch(store, record, tasks, annotations)
     return batch
 
 
@@ -147,7 +148,7 @@ def stage(kind: str, name: str, batch: str) -> dict[str, float]:
 
         figures["import_gx_seconds"] = time.perf_counter() - began
         began = time.perf_counter()
-        summary = run_validation.fn(
+        summary = run_validation(
             store,
             spec,
             GreatExpectations(DEFAULT_EXPECTATIONS_DIR),
@@ -163,15 +164,17 @@ def stage(kind: str, name: str, batch: str) -> dict[str, float]:
         figures["consensus_rows"] = summary.rows["consensus"]
         Path(tempfile.gettempdir(), f"{name}-validation.json").write_text(json.dumps(summary.as_dict(), default=str))
     else:
+        from labelflow.tasks.collect import BatchRecord, BatchTables
         from labelflow.tasks.publish import publish_dataset
         from labelflow.tasks.validate import ValidationSummary
 
+        # Validation ran in another process: its summary comes from the file it left.
         summary = ValidationSummary(**json.loads(Path(tempfile.gettempdir(), f"{name}-validation.json").read_text()))
         began = time.perf_counter()
-        result = publish_dataset.fn(store, registry, spec, tables, meta, summary)
+        result = publish_dataset(store, registry, spec, BatchTables(**tables), BatchRecord.from_dict(meta), summary)
         figures["seconds"] = time.perf_counter() - began
-        figures["version"] = result["version"]
-        figures["rows"] = result["rows"]
+        figures["version"] = result.version
+        figures["rows"] = result.rows
     figures["peak_rss_mb"] = peak_rss_mb()
     return figures
 

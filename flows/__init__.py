@@ -1,1 +1,2 @@
-"""Prefect flows: ingest, collect (judge, validate, register), the pipeline of both, and the smoke check."""
+"""Prefect flows, the only Prefect-aware layer: ingest, collect (judge, validate, register), the pipeline of both,
+the smoke check, and `steps`: how a flow runs the plain steps of tasks/ under the one retry policy."""

@@ -1,32 +1,35 @@
-"""Collect flows: annotations out of Label Studio -> quality -> Great Expectations gate -> versioned dataset in MLflow."""
+"""Collect flow: annotations out of Label Studio -> quality -> Great Expectations gate -> versioned dataset in MLflow.
+
+One flow over the tables it collects: the spec is loaded once, the batch is written once (for audit and lineage),
+and validation and registration run as steps on the tables in memory.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
-from prefect.utilities.annotations import quote
+from prefect import flow
 
 from labelflow.flows.locks import stage_lock
-from labelflow.integrations.great_expectations import GreatExpectations
-from labelflow.integrations.label_studio import LabelStudioClient
-from labelflow.integrations.object_store import ObjectStore
+from labelflow.flows.steps import PrefectSteps, StepRunner
 from labelflow.integrations.resources import Resources
 from labelflow.tasks.annotation_store import AnnotationStore
 from labelflow.tasks.collect import (
+    BatchRecord,
+    BatchTables,
+    Collection,
     collect_changes,
     judge_annotations,
     load_current,
     load_gold,
-    read_batch,
     recorded_project,
     route_back,
     tasks_to_route,
     write_batch,
 )
-from labelflow.tasks.publish import check_dataset_owner, publish_dataset
+from labelflow.tasks.ports import ClientsPort, ObjectStorePort, ValidatorPort
+from labelflow.tasks.publish import PublishResult, check_dataset_owner, publish_dataset
 from labelflow.tasks.quality_report import markdown, write_quality_report
 from labelflow.tasks.registry import DatasetRegistry
 from labelflow.tasks.spec import ProjectSpec, load_spec
@@ -37,157 +40,150 @@ COLLECT_TIMEOUT_SECONDS = 4 * 3600
 
 @flow(
     name="labelflow-collect",
-    # No flow retries: tasks retry transient errors, a failed validation must not be retried, and the stage is
+    # No flow retries: steps retry transient errors, a failed validation must not be retried, and the stage is
     # idempotent (watermark + content digest), so the next run completes what a failed one did not.
     timeout_seconds=COLLECT_TIMEOUT_SECONDS,
     persist_result=True,
 )
 def collect(spec_path: str, full: bool = False, dask_address: str | None = None) -> dict[str, Any]:
-    """Collect, judge, validate and register one spec's annotations: the whole stage as subflows."""
+    """Collect, judge, validate and register one spec's annotations: the whole stage, in one flow."""
     spec = load_spec(spec_path)
     with stage_lock("collect", spec):
         return collect_validate_register(spec, spec_path, full, dask_address)
 
 
+@flow(name="labelflow-collect-annotations", persist_result=True)
+def collect_annotations(spec_path: str, full: bool = False) -> dict[str, Any]:
+    """Collect a spec's new annotations and judge their quality, without validating or registering."""
+    return collect_and_judge(load_spec(spec_path), full=full).summary()
+
+
 def collect_validate_register(
-    spec: ProjectSpec, spec_path: str, full: bool, dask_address: str | None = None
+    spec: ProjectSpec,
+    spec_path: str | None,
+    full: bool = False,
+    dask_address: str | None = None,
+    clients: ClientsPort | None = None,
+    validator: ValidatorPort | None = None,
+    steps: StepRunner | None = None,
 ) -> dict[str, Any]:
-    """The three subflows in order, under the caller's stage lock; judging runs on Dask when given an address."""
+    """The stage under the caller's stage lock: collect and judge, validate, register; returns the run summary.
+
+    Judging runs on the Dask cluster at `dask_address` when one is given. Without a `validator`, the spec's
+    Great Expectations suites are used.
+    """
+    steps = steps or PrefectSteps()
+    clients = clients or Resources.from_settings()
+    registry = None
     if spec.dataset is not None:
         # Another project's dataset is refused here, not after collecting, judging and validating the batch.
-        resources = Resources.from_settings()
-        registry = DatasetRegistry(resources.store, resources.tracking)
-        check_dataset_owner(quote(registry), quote(spec))
-    collecting = collect_annotations
-    if dask_address:
-        from prefect_dask import DaskTaskRunner
+        registry = DatasetRegistry(clients.store, clients.tracking)
+        steps(check_dataset_owner, registry, spec)
+    collection = collect_and_judge(spec, full, dask_address, clients, steps)
+    if validator is None:
+        from labelflow.integrations.great_expectations import GreatExpectations
 
-        collecting = collect_annotations.with_options(task_runner=DaskTaskRunner(address=dask_address))
-    collected = collecting(spec_path, full=full)
-    validation = validate_batch(spec_path, collected["batch"])
-    summary = {**collected, "validation": validation}
-    if validation.get("skipped"):
-        summary["dataset"] = {"published": False, "reason": f"validation skipped: {validation['skipped']}"}
-    elif spec.dataset is None:
-        summary["dataset"] = {"published": False, "reason": "the spec has no `dataset` section"}
+        validator = GreatExpectations(expectations_dir(spec, spec_path), examples=spec.validation.examples)
+    validation = validate_collection(spec, collection, validator, clients.store, steps)
+    summary = {**collection.summary(), "validation": validation.as_dict()}
+    if validation.skipped:
+        dataset = PublishResult(False, f"validation skipped: {validation.skipped}")
+    elif registry is None:
+        dataset = PublishResult(False, "the spec has no `dataset` section")
     else:
-        summary["dataset"] = register_dataset(spec_path, collected["batch"], validation)
+        dataset = register_collection(spec, collection, validation, clients.store, registry, steps)
+    summary["dataset"] = dataset.as_dict()
     return summary
 
 
-@flow(name="labelflow-collect-annotations", persist_result=True)
-def collect_annotations(spec_path: str, full: bool = False) -> dict[str, Any]:
-    """Collect a spec's new annotations and judge their quality; returns the run summary."""
-    return collect_spec(load_spec(spec_path), full=full)
-
-
-def collect_spec(
-    spec: ProjectSpec, full: bool = False, store: ObjectStore | None = None, ls: LabelStudioClient | None = None
-) -> dict[str, Any]:
-    """The collect wiring for a loaded spec (inside a flow; clients default to the settings)."""
-    logger = get_run_logger()
-    resources = Resources.from_settings()
-    store = store or resources.store
-    ls = ls or resources.label_studio_client
+def collect_and_judge(
+    spec: ProjectSpec,
+    full: bool = False,
+    dask_address: str | None = None,
+    clients: ClientsPort | None = None,
+    steps: StepRunner | None = None,
+) -> Collection:
+    """Collect the changed annotations, judge the project's current table, route disagreement back, keep the batch."""
+    steps = steps or PrefectSteps()
+    clients = clients or Resources.from_settings()
+    store, ls = clients.store, clients.label_studio_client
     table = AnnotationStore(store, spec.state_location)
-    q_store, q_ls, q_spec, q_table = quote(store), quote(ls), quote(spec), quote(table)
-    project_id = recorded_project(q_store, q_spec)
-    stats = collect_changes(q_ls, q_table, q_spec, project_id, full=full)
-    logger.info(
+    project_id = steps(recorded_project, store, spec)
+    stats = steps(collect_changes, ls, table, spec, project_id, full=full)
+    steps.log.info(
         "%s collection: %d changed tasks, %d annotations, %d deleted tasks",
         stats.mode,
         stats.changed_tasks,
         stats.annotation_rows,
         stats.deleted_tasks,
     )
-    gold = load_gold(q_store, q_spec)
-    tasks, annotations = load_current(q_table)
-    # The one CPU-heavy step, submitted to the flow's task runner: threads by default, a Dask cluster when the
-    # collect flow is given `dask_address` (its inputs are plain tables, so they travel to remote workers).
-    # Unquoted: Dask serializes Prefect's `quote` wrapper as a bare tuple; DataFrames are not walked anyway.
-    report = judge_annotations.submit(tasks, annotations, spec, gold).result()
+    gold = steps(load_gold, store, spec)
+    tasks, annotations = steps(load_current, table)
+    # The one CPU-heavy step: on a Dask cluster when the flow is given `dask_address` (its inputs are plain
+    # tables, so they travel to remote workers), in this process otherwise.
+    if dask_address:
+        report = steps.on_dask(
+            dask_address, judge_annotations, tasks=tasks, annotations=annotations, spec=spec, gold=gold
+        )
+    else:
+        report = steps(judge_annotations, tasks, annotations, spec, gold)
     routes = tasks_to_route(report, spec)
-    routed = route_back(q_ls, q_table, quote(routes)) if routes else 0
+    routed = steps(route_back, ls, table, routes) if routes else 0
     run_name = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    location = write_quality_report(q_store, q_spec, quote(report), quote(stats.as_dict()), run_name)
-    label_studio_url = f"{ls.settings.base_url}/projects/{project_id}"
-    meta = {
-        "project": spec.name,
-        "project_id": project_id,
-        "label_studio_url": label_studio_url,
-        "watermark": stats.watermark or table.watermark().updated_at,
-        "collected_at": run_name,
-        "quality": report.metrics,
-        "batch_uri": location,
-    }
-    write_batch(q_store, location, quote(tasks), quote(annotations), quote(meta))
-    create_markdown_artifact(
-        key=f"quality-{spec.slug}"[:100].lower(),
-        markdown=markdown(spec, report, stats.as_dict(), routed, location),
-        description=f"labelflow annotation quality for {spec.name}",
+    location = steps(write_quality_report, store, spec, report, stats, run_name)
+    record = BatchRecord(
+        project=spec.name,
+        project_id=project_id,
+        label_studio_url=f"{ls.settings.base_url}/projects/{project_id}",
+        watermark=stats.watermark or table.watermark().updated_at,
+        collected_at=run_name,
+        quality=report.metrics,
+        batch_uri=location,
     )
-    return {
-        "project": spec.name,
-        "project_id": project_id,
-        "label_studio_url": label_studio_url,
-        "collection": stats.as_dict(),
-        "quality": report.metrics,
-        "annotators": report.annotators.to_dict("records"),
-        "routed_back": routed,
-        "report": location,
-        "batch": location,
-    }
+    # Written once, next to the quality report, for audit and lineage; the stage goes on with the tables it holds.
+    steps(write_batch, store, record, tasks, annotations)
+    steps.artifact(
+        f"quality-{spec.slug}",
+        markdown(spec, report, stats, routed, location),
+        f"labelflow annotation quality for {spec.name}",
+    )
+    return Collection(stats, report, BatchTables(tasks, annotations, report.consensus), record, routed)
 
 
-@flow(name="labelflow-validate-batch", persist_result=True)
-def validate_batch(spec_path: str, batch_uri: str) -> dict[str, Any]:
-    """Run the Great Expectations gate on a collected batch; the flow fails when the batch does not pass."""
-    spec = load_spec(spec_path)
-    store = Resources.from_settings().store
-    validator = GreatExpectations(expectations_dir(spec, spec_path), examples=spec.validation.examples)
-    _, tables = read_batch(store, batch_uri)
-    run_name = batch_uri.rstrip("/").rsplit("/", 1)[-1]
-    summary = run_validation(
-        quote(store),
-        quote(spec),
-        quote(validator),
-        quote(tables["annotations"]),
-        quote(tables["consensus"]),
-        quote(tables["tasks"]),
-        run_name,
+def validate_collection(
+    spec: ProjectSpec, collection: Collection, validator: ValidatorPort, store: ObjectStorePort, steps: StepRunner
+) -> ValidationSummary:
+    """The Great Expectations gate on a collection's tables; raises ValidationFailed when they do not pass."""
+    run_name = collection.record.batch_uri.rstrip("/").rsplit("/", 1)[-1]
+    tables = collection.tables
+    summary = steps(
+        run_validation, store, spec, validator, tables.annotations, tables.consensus, tables.tasks, run_name
     )
-    create_markdown_artifact(
-        key=f"validation-{spec.slug}"[:100].lower(),
-        markdown=validation_markdown(spec, summary),
-        description=f"labelflow validation for {spec.name}",
+    steps.artifact(
+        f"validation-{spec.slug}", validation_markdown(spec, summary), f"labelflow validation for {spec.name}"
     )
     if not summary.success:
         raise ValidationFailed(summary)
-    get_run_logger().info(summary.text())
-    return summary.as_dict()
+    steps.log.info(summary.text())
+    return summary
 
 
-@flow(name="labelflow-register-dataset", persist_result=True)
-def register_dataset(spec_path: str, batch_uri: str, validation: dict[str, Any]) -> dict[str, Any]:
-    """Publish a validated batch as a new immutable dataset version in MLflow (only when its content changed)."""
-    spec = load_spec(spec_path)
-    resources = Resources.from_settings()
-    store = resources.store
-    registry = DatasetRegistry(store, resources.tracking)
-    meta, tables = read_batch(store, batch_uri)
-    summary = ValidationSummary(**validation)
-    result = publish_dataset(quote(store), quote(registry), quote(spec), quote(tables), quote(meta), quote(summary))
-    logger = get_run_logger()
-    if result["published"]:
-        logger.info(
-            "published %s version %d (%d rows) at %s",
-            result["dataset"],
-            result["version"],
-            result["rows"],
-            result["location"],
+def register_collection(
+    spec: ProjectSpec,
+    collection: Collection,
+    validation: ValidationSummary,
+    store: ObjectStorePort,
+    registry: DatasetRegistry,
+    steps: StepRunner,
+) -> PublishResult:
+    """Publish a validated collection as a new immutable dataset version (only when its content changed)."""
+    result = steps(publish_dataset, store, registry, spec, collection.tables, collection.record, validation)
+    if result.published:
+        steps.log.info(
+            "published %s version %d (%d rows) at %s", result.dataset, result.version, result.rows, result.location
         )
     else:
-        logger.info("no new version of %s: %s", result["dataset"], result["reason"])
+        steps.log.info("no new version of %s: %s", result.dataset, result.reason)
     return result
 
 

@@ -5,13 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
-from prefect.utilities.annotations import quote
+from prefect import flow
 
 from labelflow.flows.locks import stage_lock
-from labelflow.integrations.label_studio import LabelStudioClient
-from labelflow.integrations.object_store import ObjectStore
+from labelflow.flows.steps import PrefectSteps, StepRunner
 from labelflow.integrations.resources import Resources
 from labelflow.tasks.ingest import (
     IngestStats,
@@ -28,6 +25,7 @@ from labelflow.tasks.ingest import (
     write_run_report,
 )
 from labelflow.tasks.ledger import IngestLedger
+from labelflow.tasks.ports import ClientsPort
 from labelflow.tasks.prelabel import build_predictor
 from labelflow.tasks.spec import ProjectSpec, load_spec
 
@@ -36,7 +34,7 @@ INGEST_TIMEOUT_SECONDS = 6 * 3600  # 100k+ objects fit comfortably; a hung run i
 
 @flow(
     name="labelflow-ingest",
-    # No flow retries: the tasks retry transient errors themselves, and the stage is idempotent, so the next
+    # No flow retries: the steps retry transient errors themselves, and the stage is idempotent, so the next
     # scheduled or event-triggered run picks up whatever a failed run left.
     timeout_seconds=INGEST_TIMEOUT_SECONDS,
     persist_result=True,
@@ -51,40 +49,45 @@ def ingest(spec_path: str, limit: int | None = None) -> dict[str, Any]:
 def ingest_spec(
     spec: ProjectSpec,
     limit: int | None = None,
-    store: ObjectStore | None = None,
-    ls: LabelStudioClient | None = None,
-    resources: Resources | None = None,
+    clients: ClientsPort | None = None,
+    steps: StepRunner | None = None,
 ) -> dict[str, Any]:
-    """The ingest wiring for an already-loaded spec (called inside the flow; clients default to the settings)."""
-    logger = get_run_logger()
-    resources = resources or Resources.from_settings()
-    store = store or resources.store
-    ls = ls or resources.label_studio_client
+    """The ingest stage for a loaded spec: its steps in order, their results added up into the run summary."""
+    steps = steps or PrefectSteps()
+    clients = clients or Resources.from_settings()
+    store, ls = clients.store, clients.label_studio_client
     stats = IngestStats()
-    # Arguments are quoted: Prefect otherwise walks every argument on every task call, and walking the ledger
-    # index made each call cost time proportional to the project's whole history (10 s per call at 100k objects).
-    q_store, q_ls, q_spec, q_stats = quote(store), quote(ls), quote(spec), quote(stats)
-    check_sources(q_store, q_spec)
-    project_id = ensure_project(q_ls, q_store, q_spec)
+    steps(check_sources, store, spec)
+    project_id = steps(ensure_project, ls, store, spec)
     if spec.modality == "image":
         # The read-only identity is resolved first: without one, nothing is connected (never the admin key).
-        ensure_storage_connections(q_ls, q_store, q_spec, project_id, quote(resources.reader_settings))
+        steps(ensure_storage_connections, ls, store, spec, project_id, clients.reader_settings)
     ledger = IngestLedger(store, spec.state_location)
-    q_ledger = quote(ledger)
     with stats.timed("ledger"):
-        index = load_ledger(q_ledger)
-        stats.recovered = recover_interrupted_batches(q_ls, q_ledger, quote(index), project_id)
-    q_index = quote(index)
+        index = steps(load_ledger, ledger)
+        recovered = steps(recover_interrupted_batches, ls, ledger, index, project_id)
+    index.add_rows(recovered)
+    stats.recovered = len(recovered)
     predictor = build_predictor(spec)
-    for chunk in iter_new_objects(store, spec, index, stats, limit=limit):
-        cleaned, rejected = clean_objects(q_store, q_spec, quote(chunk), q_index, q_stats)
+    for listed in iter_new_objects(store, spec, index, limit=limit):
+        stats.add_listing(listed)
+        if not listed.objects:
+            continue
+        cleaned = steps(clean_objects, store, spec, listed.objects, index)
+        stats.add_cleaning(cleaned)
         predictions = None
-        if predictor and cleaned:
-            predictions = prelabel_objects(quote(predictor), q_spec, quote(cleaned), q_stats)
-        import_and_record(
-            q_ls, q_ledger, q_index, q_spec, project_id, quote(cleaned), quote(rejected), quote(predictions), q_stats
+        if predictor and cleaned.accepted:
+            prelabels = steps(prelabel_objects, predictor, spec, cleaned.accepted)
+            stats.add_prelabels(prelabels)
+            predictions = prelabels.predictions
+        # Once: its batches retry inside, and a repeat of the whole chunk would import them a second time.
+        imported = steps.once(
+            import_and_record, ls, ledger, spec, project_id, cleaned.accepted, cleaned.rejected, predictions
         )
-        logger.info(
+        stats.add_import(imported)
+        # Before the next chunk is cleaned: its duplicates of this chunk's content are found through the index.
+        index.add_rows([*imported.ingested, *imported.rejected])
+        steps.log.info(
             "chunk done: %d tasks created, %d quarantined so far", stats.tasks_created, sum(stats.quarantined.values())
         )
     summary = {
@@ -94,13 +97,11 @@ def ingest_spec(
         **stats.as_dict(),
     }
     run_name = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    report_uri = write_run_report(
-        q_store, quote(spec.state_location), run_name, quote(summary), quote(stats.quarantine_rows)
-    )
+    report_uri = steps(write_run_report, store, spec.state_location, run_name, summary, stats.quarantine_rows)
     summary["quarantine_report"] = report_uri
-    create_markdown_artifact(
-        key=f"ingest-{spec.slug}"[:100].lower(),
-        markdown=summary_markdown(spec, project_id, summary, stats.quarantine_rows, report_uri),
-        description=f"labelflow ingest summary for {spec.name}",
+    steps.artifact(
+        f"ingest-{spec.slug}",
+        summary_markdown(spec, project_id, summary, stats.quarantine_rows, report_uri),
+        f"labelflow ingest summary for {spec.name}",
     )
     return summary

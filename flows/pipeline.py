@@ -1,4 +1,4 @@
-"""The whole pipeline for one spec: ingest, then collect + validate + register, as subflows."""
+"""The whole pipeline for one spec: the ingest flow, then the collect flow (collect, validate, register), as subflows."""
 
 from __future__ import annotations
 

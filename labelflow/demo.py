@@ -200,7 +200,7 @@ def run_demo(console: Console, workdir: Path, images: int, texts: int, seed: int
             with stage(progress, f"{project.name}: ingest into Label Studio"):
                 project.results["ingest"] = ingest_flow(str(spec_path))
             spec = load_spec(spec_path)
-            project_id = recorded_project.fn(store, spec)
+            project_id = recorded_project(store, spec)
             truth = parse_gold(project.truth.to_csv(index=False).encode(), "truth.csv", spec.labels)
             with stage(progress, f"{project.name}: 3 simulated annotators label every task", None) as advance:
                 project.results["simulate"] = simulate(

@@ -23,8 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from labelflow.integrations.object_store import ObjectStore, ObjectStoreError
+from labelflow.integrations.object_store import ObjectStoreError
 from labelflow.tasks.annotations import ANNOTATION_SCHEMA, TASK_SCHEMA
+from labelflow.tasks.ports import ObjectStorePort
 from labelflow.tasks.spec import S3Location
 
 COMPACT_AFTER_PARTS = 48
@@ -62,7 +63,7 @@ class CurrentTable:
     parts: int
 
 
-def _read_parquet(store: ObjectStore, bucket: str, key: str, schema: pa.Schema) -> pa.Table:
+def _read_parquet(store: ObjectStorePort, bucket: str, key: str, schema: pa.Schema) -> pa.Table:
     return pq.read_table(io.BytesIO(store.get_bytes(bucket, key))).cast(schema)
 
 
@@ -78,7 +79,7 @@ def _latest_per_task(table: pa.Table) -> pa.Table:
 class AnnotationStore:
     """Reads and appends a project's collected annotations under its state location."""
 
-    def __init__(self, store: ObjectStore, state: S3Location) -> None:
+    def __init__(self, store: ObjectStorePort, state: S3Location) -> None:
         self.store = store
         self.state = state
         self.bucket = state.bucket

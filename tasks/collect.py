@@ -5,20 +5,19 @@ from __future__ import annotations
 import io
 import json
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pandas as pd
 import pyarrow.compute as pc
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from labelflow.integrations.label_studio import LabelStudioClient
-from labelflow.integrations.object_store import ObjectStore, ObjectStoreError
+from labelflow.integrations.object_store import ObjectStoreError
 from labelflow.tasks.annotation_store import AnnotationStore, Watermark, edge_of, next_window_start, window_start
 from labelflow.tasks.annotations import AnnotationNormalizer, annotations_table, parse_time, tasks_table
-from labelflow.tasks.ingest import check_record_owner, project_record_key, read_project_record, retry_if_transient
+from labelflow.tasks.ingest import check_record_owner, project_record_key, read_project_record
 from labelflow.tasks.label_config import label_interface
+from labelflow.tasks.ports import LabelStudioPort, ObjectStorePort
 from labelflow.tasks.quality import QualityReport, judge, parse_gold
 from labelflow.tasks.spec import ProjectSpec, S3Location
 
@@ -48,8 +47,72 @@ class CollectStats:
         return dict(self.__dict__)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
-def recorded_project(store: ObjectStore, spec: ProjectSpec) -> int:
+@dataclass(frozen=True)
+class BatchTables:
+    """A collected batch's tables: the tasks and annotations that were judged, and the consensus judged from them."""
+
+    tasks: pd.DataFrame
+    annotations: pd.DataFrame
+    consensus: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """A collected batch's lineage, kept as its `batch.json`: the project, the watermark, its quality, its place."""
+
+    project_id: int
+    label_studio_url: str
+    watermark: str | None
+    batch_uri: str
+    quality: dict[str, Any] = field(default_factory=dict)
+    project: str = ""
+    collected_at: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `batch.json` document, its keys in the order labelflow has always written them."""
+        return {
+            "project": self.project,
+            "project_id": self.project_id,
+            "label_studio_url": self.label_studio_url,
+            "watermark": self.watermark,
+            "collected_at": self.collected_at,
+            "quality": self.quality,
+            "batch_uri": self.batch_uri,
+        }
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> BatchRecord:
+        """From a `batch.json` document (keys it does not know are ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in document.items() if key in known})
+
+
+@dataclass(frozen=True)
+class Collection:
+    """One judged collection: what was collected, the quality report, the batch's tables and its record."""
+
+    stats: CollectStats
+    report: QualityReport
+    tables: BatchTables
+    record: BatchRecord
+    routed: int
+
+    def summary(self) -> dict[str, Any]:
+        """The run summary (`labelflow collect --json`), before validation and registration add theirs."""
+        return {
+            "project": self.record.project,
+            "project_id": self.record.project_id,
+            "label_studio_url": self.record.label_studio_url,
+            "collection": self.stats.as_dict(),
+            "quality": self.report.metrics,
+            "annotators": self.report.annotators.to_dict("records"),
+            "routed_back": self.routed,
+            "report": self.record.batch_uri,
+            "batch": self.record.batch_uri,
+        }
+
+
+def recorded_project(store: ObjectStorePort, spec: ProjectSpec) -> int:
     """The Label Studio project id that ingest recorded for this spec."""
     recorded = read_project_record(store, spec)
     if recorded is None:
@@ -61,9 +124,8 @@ def recorded_project(store: ObjectStore, spec: ProjectSpec) -> int:
     return int(recorded["project_id"])
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
 def collect_changes(
-    ls: LabelStudioClient, annotations: AnnotationStore, spec: ProjectSpec, project_id: int, full: bool = False
+    ls: LabelStudioPort, annotations: AnnotationStore, spec: ProjectSpec, project_id: int, full: bool = False
 ) -> CollectStats:
     """Append the tasks changed since the watermark (all tasks when `full`) to the table, then move the watermark."""
     stats = CollectStats(mode="full" if full else "incremental")
@@ -145,8 +207,7 @@ def collect_changes(
     return stats
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
-def load_gold(store: ObjectStore, spec: ProjectSpec) -> pd.DataFrame | None:
+def load_gold(store: ObjectStorePort, spec: ProjectSpec) -> pd.DataFrame | None:
     """The spec's gold labels, if it names a file."""
     if spec.quality.gold is None:
         return None
@@ -160,7 +221,6 @@ def load_gold(store: ObjectStore, spec: ProjectSpec) -> pd.DataFrame | None:
     return parse_gold(payload, location.prefix, spec.labels)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
 def load_current(annotations: AnnotationStore) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The project's current (tasks, annotations) tables, with the overlap routing asked for."""
     current = annotations.load()
@@ -172,7 +232,6 @@ def load_current(annotations: AnnotationStore) -> tuple[pd.DataFrame, pd.DataFra
     return tasks, current.annotations.to_pandas()
 
 
-@task(cache_policy=NO_CACHE)
 def judge_annotations(
     tasks: pd.DataFrame, annotations: pd.DataFrame, spec: ProjectSpec, gold: pd.DataFrame | None
 ) -> QualityReport:
@@ -197,8 +256,7 @@ def tasks_to_route(report: QualityReport, spec: ProjectSpec) -> list[tuple[int, 
     return [(int(t), int(r) + 1) for t, r in flagged.loc[disagreement, ["task_id", "required"]].itertuples(index=False)]
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
-def route_back(ls: LabelStudioClient, annotations: AnnotationStore, routes: list[tuple[int, int]]) -> int:
+def route_back(ls: LabelStudioPort, annotations: AnnotationStore, routes: list[tuple[int, int]]) -> int:
     """Raise the overlap of low-agreement tasks so Label Studio hands them to another annotator."""
     routed = annotations.routed()
     try:
@@ -210,25 +268,22 @@ def route_back(ls: LabelStudioClient, annotations: AnnotationStore, routes: list
     return len(routes)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
-def write_batch(
-    store: ObjectStore, batch_uri: str, tasks: pd.DataFrame, annotations: pd.DataFrame, meta: dict[str, Any]
-) -> str:
-    """Keep the tables this collection judged next to its report: the batch that validation and registration read."""
-    location = S3Location.parse(batch_uri)
+def write_batch(store: ObjectStorePort, record: BatchRecord, tasks: pd.DataFrame, annotations: pd.DataFrame) -> str:
+    """Keep the tables this collection judged next to its report, for audit and lineage; return the batch URI."""
+    location = S3Location.parse(record.batch_uri)
     for name, frame in (("tasks", tasks), ("annotations", annotations)):
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
         store.put_bytes(
             location.bucket, location.join(f"{name}.parquet"), buffer.getvalue(), "application/vnd.apache.parquet"
         )
-    payload = json.dumps(meta, indent=2, ensure_ascii=False, default=str).encode("utf-8")
+    payload = json.dumps(record.as_dict(), indent=2, ensure_ascii=False, default=str).encode("utf-8")
     store.put_bytes(location.bucket, location.join("batch.json"), payload, "application/json")
-    return batch_uri
+    return record.batch_uri
 
 
-def read_batch(store: ObjectStore, batch_uri: str) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
-    """A batch's metadata and its tables (consensus, annotations, tasks)."""
+def read_batch(store: ObjectStorePort, batch_uri: str) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    """A batch's metadata and its tables (consensus, annotations, tasks), as an audit reads them back."""
     location = S3Location.parse(batch_uri)
     meta = json.loads(store.get_bytes(location.bucket, location.join("batch.json")))
     tables = {

@@ -16,12 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
-from labelflow.integrations.errors import AdapterError
-from labelflow.integrations.label_studio import LabelStudioClient, LabelStudioError
-from labelflow.integrations.object_store import ObjectStore, ObjectStoreError, StoredObject
+from labelflow.integrations.label_studio import LabelStudioError
+from labelflow.integrations.object_store import ObjectStoreError, StoredObject
 from labelflow.integrations.settings import S3StorageSettings
 from labelflow.tasks.cleaning import (
     Inspection,
@@ -34,6 +30,7 @@ from labelflow.tasks.cleaning import (
 from labelflow.tasks.label_config import build_label_config
 from labelflow.tasks.ledger import IngestLedger, LedgerIndex, LedgerRow
 from labelflow.tasks.memory_budget import MemoryBudget, return_freed_memory
+from labelflow.tasks.ports import LabelStudioPort, ObjectStorePort
 from labelflow.tasks.prelabel import Predictor
 from labelflow.tasks.spec import STATE_BUCKET, ProjectSpec, S3Location, SpecError
 
@@ -41,20 +38,56 @@ log = logging.getLogger("labelflow.ingest")
 BATCH_FIELD = "labelflow_batch"
 
 
-def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect retry condition: retry what an adapter marks transient (outages, timeouts, 5xx), fail fast on the rest."""
-    try:
-        state.result()
-    except AdapterError as exc:
-        return exc.transient
-    except Exception:
-        return False
-    return False
+@dataclass(frozen=True)
+class CleanedObject:
+    """A new object that passed cleaning, ready to become a task."""
+
+    obj: StoredObject
+    inspection: Inspection
+
+
+@dataclass(frozen=True)
+class ListedChunk:
+    """New objects to clean and import, with what the listing counted since the previous chunk."""
+
+    objects: list[StoredObject]
+    listed: int
+    already_known: int
+    new: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CleanedChunk:
+    """A chunk after cleaning: the objects that become tasks, the rejected ones, and those deleted meanwhile."""
+
+    accepted: list[CleanedObject]
+    rejected: list[LedgerRow]
+    vanished: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Prelabels:
+    """One prediction (or None) per cleaned object of a chunk."""
+
+    predictions: list[dict | None]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ImportedChunk:
+    """What a chunk's import recorded in the ledger: one row per task created, and the rejected objects."""
+
+    ingested: list[LedgerRow]
+    rejected: list[LedgerRow]
+    import_seconds: float
+    record_seconds: float
 
 
 @dataclass
 class IngestStats:
-    """Counters and per-stage seconds for one ingest run."""
+    """Counters and per-stage seconds for one ingest run: the flow adds up what its steps return."""
 
     listed: int = 0
     already_known: int = 0
@@ -77,6 +110,34 @@ class IngestStats:
         finally:
             self.seconds[stage] += time.perf_counter() - began
 
+    def add_listing(self, chunk: ListedChunk) -> None:
+        """Count what the listing found for one chunk."""
+        self.listed += chunk.listed
+        self.already_known += chunk.already_known
+        self.new += chunk.new
+        self.seconds["list"] += chunk.seconds
+
+    def add_cleaning(self, cleaned: CleanedChunk) -> None:
+        """Count one chunk's rejected and vanished objects."""
+        self.seconds["clean"] += cleaned.seconds
+        self.vanished += cleaned.vanished
+        for row in cleaned.rejected:
+            self.quarantined[row.reason] += 1
+            if row.reason == Reason.DUPLICATE:
+                self.duplicates += 1
+
+    def add_prelabels(self, prelabels: Prelabels) -> None:
+        """Count one chunk's predictions."""
+        self.seconds["prelabel"] += prelabels.seconds
+        self.predictions += sum(1 for p in prelabels.predictions if p)
+
+    def add_import(self, imported: ImportedChunk) -> None:
+        """Count one chunk's created tasks and keep its quarantine rows for the report."""
+        self.seconds["import"] += imported.import_seconds
+        self.seconds["record"] += imported.record_seconds
+        self.tasks_created += len(imported.ingested)
+        self.quarantine_rows.extend(imported.rejected)
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (without the per-object quarantine rows)."""
         return {
@@ -93,14 +154,6 @@ class IngestStats:
             "recovered_from_interrupted_run": self.recovered,
             "seconds": {stage: round(value, 3) for stage, value in self.seconds.items()},
         }
-
-
-@dataclass(frozen=True)
-class CleanedObject:
-    """A new object that passed cleaning, ready to become a task."""
-
-    obj: StoredObject
-    inspection: Inspection
 
 
 # --- project and storage ----------------------------------------------------------------------------------
@@ -147,7 +200,7 @@ def project_record_key(spec: ProjectSpec) -> str:
     return spec.state_location.join("project.json")
 
 
-def read_project_record(store: ObjectStore, spec: ProjectSpec) -> dict[str, Any] | None:
+def read_project_record(store: ObjectStorePort, spec: ProjectSpec) -> dict[str, Any] | None:
     """The recorded Label Studio project of a spec, or None before the first ingest."""
     try:
         return json.loads(store.get_bytes(spec.state_location.bucket, project_record_key(spec)))
@@ -157,8 +210,7 @@ def read_project_record(store: ObjectStore, spec: ProjectSpec) -> dict[str, Any]
         return None
 
 
-@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retry_if_transient)
-def ensure_project(ls: LabelStudioClient, store: ObjectStore, spec: ProjectSpec) -> int:
+def ensure_project(ls: LabelStudioPort, store: ObjectStorePort, spec: ProjectSpec) -> int:
     """Find (state file, then title) or create the Label Studio project, and keep its settings in line with the spec."""
     state = spec.state_location
     store.ensure_bucket(state.bucket)
@@ -194,9 +246,8 @@ def ensure_project(ls: LabelStudioClient, store: ObjectStore, spec: ProjectSpec)
     return project_id
 
 
-@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retry_if_transient)
 def ensure_storage_connections(
-    ls: LabelStudioClient, store: ObjectStore, spec: ProjectSpec, project_id: int, reader: S3StorageSettings
+    ls: LabelStudioPort, store: ObjectStorePort, spec: ProjectSpec, project_id: int, reader: S3StorageSettings
 ) -> list[int]:
     """One S3 import storage per source location, so Label Studio resolves the tasks' s3:// URIs.
 
@@ -230,8 +281,7 @@ def ensure_storage_connections(
     return ids
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_if_transient)
-def check_sources(store: ObjectStore, spec: ProjectSpec) -> None:
+def check_sources(store: ObjectStorePort, spec: ProjectSpec) -> None:
     """Fail fast when a source bucket is missing or a source would read another project's state."""
     for source in spec.sources:
         if not store.bucket_exists(source.bucket):
@@ -248,7 +298,7 @@ def check_sources(store: ObjectStore, spec: ProjectSpec) -> None:
                 )
 
 
-def registered_state_locations(store: ObjectStore) -> list[S3Location]:
+def registered_state_locations(store: ObjectStorePort) -> list[S3Location]:
     """Every project's state location, from the index in the state bucket (spec validation knows only defaults)."""
     if not store.bucket_exists(STATE_BUCKET):
         return []
@@ -256,7 +306,7 @@ def registered_state_locations(store: ObjectStore) -> list[S3Location]:
     return [state for state in found if state is not None]
 
 
-def register_state_location(store: ObjectStore, spec: ProjectSpec) -> None:
+def register_state_location(store: ObjectStorePort, spec: ProjectSpec) -> None:
     """Add the spec's state location to the index so that no other project's source can read it."""
     store.ensure_bucket(STATE_BUCKET)
     payload = {"project": spec.name, "state": str(spec.state_location)}
@@ -266,48 +316,59 @@ def register_state_location(store: ObjectStore, spec: ProjectSpec) -> None:
 
 
 # --- ledger -----------------------------------------------------------------------------------------------
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_if_transient)
 def load_ledger(ledger: IngestLedger) -> LedgerIndex:
     """Read what was already ingested or quarantined for the project."""
     return ledger.load()
 
 
-@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retry_if_transient)
 def recover_interrupted_batches(
-    ls: LabelStudioClient, ledger: IngestLedger, index: LedgerIndex, project_id: int
-) -> int:
-    """Record the tasks of batches an interrupted run imported but did not record; the rest is redone normally."""
-    recovered = 0
+    ls: LabelStudioPort, ledger: IngestLedger, index: LedgerIndex, project_id: int
+) -> list[LedgerRow]:
+    """Record the tasks of batches an interrupted run imported but did not record; return the rows recorded.
+
+    A pending batch is one whose import may or may not have reached Label Studio before its run died. The tasks
+    Label Studio holds for it (found by their batch id) are recorded with their task ids; its other objects are not,
+    so the listing sees them as new and they are imported normally. The caller adds the rows to its index.
+    """
+    recovered: list[LedgerRow] = []
+    recorded: set[tuple[str, str, str]] = set()  # an object in two pending batches is recorded once
     for batch_id, rows in ledger.pending_batches().items():
         found = {t["data"].get("source_uri"): int(t["id"]) for t in ls.tasks_where(project_id, BATCH_FIELD, batch_id)}
         done = []
         for row in rows:
             task_id = found.get(f"s3://{row.bucket}/{row.key}")
-            if task_id is not None and not index.is_known(row.bucket, row.key, row.etag):
+            version = (row.bucket, row.key, row.etag)
+            if task_id is not None and not index.is_known(*version) and version not in recorded:
                 done.append(LedgerRow(**{**row.__dict__, "task_id": task_id}))
+                recorded.add(version)
         ledger.append(done)
-        for row in done:
-            index.add_row(row)
         ledger.clear_pending(batch_id)
-        recovered += len(done)
+        recovered.extend(done)
     return recovered
 
 
 # --- listing and cleaning ---------------------------------------------------------------------------------
 def iter_new_objects(
-    store: ObjectStore, spec: ProjectSpec, index: LedgerIndex, stats: IngestStats, limit: int | None = None
-) -> Iterator[list[StoredObject]]:
-    """Stream the sources' listings, skipping known object versions, in chunks bounded by count and bytes."""
+    store: ObjectStorePort, spec: ProjectSpec, index: LedgerIndex, limit: int | None = None
+) -> Iterator[ListedChunk]:
+    """Stream the sources' listings, skipping known object versions, in chunks bounded by count and bytes.
+
+    Each chunk carries the counts since the previous one; the last one may hold no objects, only counts.
+    """
     chunk: list[StoredObject] = []
     chunk_bytes = 0
+    listed = already_known = new = 0
+    new_in_run = 0
+    seconds = 0.0
     state = spec.state_location
     byte_budget = max(spec.ingest.max_object_bytes, 256 * 1024 * 1024)
     seen_this_run: set[tuple[str, str]] = set()
     for source in spec.sources:
         listing = store.list_objects(source.bucket, source.prefix)
         while True:
-            with stats.timed("list"):
-                obj = next(listing, None)
+            began = time.perf_counter()
+            obj = next(listing, None)
+            seconds += time.perf_counter() - began
             if obj is None:
                 break
             if obj.bucket == state.bucket and obj.key.startswith(state.prefix.rstrip("/") + "/"):
@@ -315,20 +376,22 @@ def iter_new_objects(
             if (obj.bucket, obj.key) in seen_this_run:
                 continue  # overlapping source prefixes
             seen_this_run.add((obj.bucket, obj.key))
-            stats.listed += 1
+            listed += 1
             if index.is_known(obj.bucket, obj.key, obj.etag):
-                stats.already_known += 1
+                already_known += 1
                 continue
-            if limit is not None and stats.new >= limit:
+            if limit is not None and new_in_run >= limit:
                 continue
-            stats.new += 1
+            new += 1
+            new_in_run += 1
             chunk.append(obj)
             chunk_bytes += min(obj.size, spec.ingest.max_object_bytes)
             if len(chunk) >= spec.ingest.chunk_objects or chunk_bytes >= byte_budget:
-                yield chunk
+                yield ListedChunk(chunk, listed, already_known, new, seconds)
                 chunk, chunk_bytes = [], 0
-    if chunk:
-        yield chunk
+                listed = already_known = new = 0
+                seconds = 0.0
+    yield ListedChunk(chunk, listed, already_known, new, seconds)
 
 
 def _quarantine(obj: StoredObject, sha256: str, reason: Reason, detail: str) -> LedgerRow:
@@ -352,7 +415,7 @@ def _mib(nbytes: int) -> str:
 
 
 def fetch_and_inspect(
-    store: ObjectStore, spec: ProjectSpec, obj: StoredObject, budget: MemoryBudget
+    store: ObjectStorePort, spec: ProjectSpec, obj: StoredObject, budget: MemoryBudget
 ) -> Inspection | None:
     """Download and inspect one object while its bytes, and its decoded size, are held in the pool's shared budget."""
     options = spec.ingest
@@ -396,15 +459,13 @@ def fetch_and_inspect(
         need = total
 
 
-@task(cache_policy=NO_CACHE)
 def clean_objects(
-    store: ObjectStore,
+    store: ObjectStorePort,
     spec: ProjectSpec,
     objects: list[StoredObject],
     index: LedgerIndex,
-    stats: IngestStats,
     budget: MemoryBudget | None = None,
-) -> tuple[list[CleanedObject], list[LedgerRow]]:
+) -> CleanedChunk:
     """Download and inspect new objects in parallel, within one memory budget; reject with a reason, never silently."""
     rejected: list[LedgerRow] = []
     to_fetch: list[StoredObject] = []
@@ -427,10 +488,12 @@ def clean_objects(
 
     accepted: list[CleanedObject] = []
     first_in_chunk: dict[str, str] = {}
-    with stats.timed("clean"), ThreadPoolExecutor(max_workers=spec.ingest.download_workers) as pool:
+    vanished = 0
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=spec.ingest.download_workers) as pool:
         for obj, inspection in pool.map(fetch_and_inspect_one, to_fetch):
             if inspection is None:
-                stats.vanished += 1
+                vanished += 1
                 continue
             if not inspection.accepted:
                 rejected.append(_quarantine(obj, inspection.sha256, inspection.reason, inspection.detail))  # type: ignore[arg-type]
@@ -450,22 +513,14 @@ def clean_objects(
                 continue
             first_in_chunk[inspection.sha256] = obj.uri
             accepted.append(CleanedObject(obj, inspection))
-    for row in rejected:
-        stats.quarantined[row.reason] += 1
-        if row.reason == Reason.DUPLICATE:
-            stats.duplicates += 1
-    return accepted, rejected
+    return CleanedChunk(accepted, rejected, vanished, time.perf_counter() - began)
 
 
-@task(cache_policy=NO_CACHE)
-def prelabel_objects(
-    predictor: Predictor, spec: ProjectSpec, cleaned: list[CleanedObject], stats: IngestStats
-) -> list[dict | None]:
+def prelabel_objects(predictor: Predictor, spec: ProjectSpec, cleaned: list[CleanedObject]) -> Prelabels:
     """Run the spec's predictor over a chunk; one prediction or None per object."""
-    with stats.timed("prelabel"):
-        predictions = predictor.predict([task_data(spec, item, batch_id="") for item in cleaned])
-    stats.predictions += sum(1 for p in predictions if p)
-    return predictions
+    began = time.perf_counter()
+    predictions = predictor.predict([task_data(spec, item, batch_id="") for item in cleaned])
+    return Prelabels(predictions, time.perf_counter() - began)
 
 
 # --- import -----------------------------------------------------------------------------------------------
@@ -510,7 +565,7 @@ def _gave_up(exc: LabelStudioError, attempts: int) -> LabelStudioError:
 
 
 def import_batch_idempotently(
-    ls: LabelStudioClient, project_id: int, payloads: list[dict[str, Any]], batch_id: str, attempts: int = 5
+    ls: LabelStudioPort, project_id: int, payloads: list[dict[str, Any]], batch_id: str, attempts: int = 5
 ) -> dict[str, int]:
     """Import one batch; after a transient failure, look the batch up before retrying so nothing is created twice."""
     delay = 1.0
@@ -547,19 +602,20 @@ def import_batch_idempotently(
     raise LabelStudioError(f"import of batch {batch_id} did not complete after {attempts} attempts", transient=True)
 
 
-@task(cache_policy=NO_CACHE)
 def import_and_record(
-    ls: LabelStudioClient,
+    ls: LabelStudioPort,
     ledger: IngestLedger,
-    index: LedgerIndex,
     spec: ProjectSpec,
     project_id: int,
     cleaned: list[CleanedObject],
     rejected: list[LedgerRow],
     predictions: list[dict | None] | None,
-    stats: IngestStats,
-) -> None:
-    """Create tasks batch by batch (each marked pending first), then record the chunk's outcomes in one ledger part."""
+) -> ImportedChunk:
+    """Create tasks batch by batch (each marked pending first), then record the chunk's outcomes in one ledger part.
+
+    Not to be repeated as a whole: each batch is retried inside (`import_batch_idempotently`), and a run that dies
+    between an import and the ledger write is reconciled by the next run (`recover_interrupted_batches`).
+    """
     rows: list[LedgerRow] = []
     batch_ids: list[str] = []
     payloads = []
@@ -568,37 +624,34 @@ def import_and_record(
         if predictions and predictions[i]:
             payload["predictions"] = [predictions[i]]
         payloads.append(payload)
-    with stats.timed("import"):
-        for indices in request_batches(payloads, spec.ingest.batch_size, spec.ingest.max_request_bytes):
-            batch_id = uuid.uuid4().hex
-            batch_payloads = [payloads[i] for i in indices]
-            for payload in batch_payloads:
-                payload["data"][BATCH_FIELD] = batch_id
-            pending = [
-                LedgerRow(
-                    bucket=cleaned[i].obj.bucket,
-                    key=cleaned[i].obj.key,
-                    etag=cleaned[i].obj.etag,
-                    size=cleaned[i].obj.size,
-                    sha256=cleaned[i].inspection.sha256,
-                    status="ingested",
-                    batch_id=batch_id,
-                )
-                for i in indices
-            ]
-            ledger.mark_pending(batch_id, pending)
-            batch_ids.append(batch_id)
-            task_ids = import_batch_idempotently(ls, project_id, batch_payloads, batch_id)
-            for row in pending:
-                rows.append(LedgerRow(**{**row.__dict__, "task_id": task_ids[f"s3://{row.bucket}/{row.key}"]}))
-    with stats.timed("record"):
-        ledger.append([*rows, *rejected])
-        for batch_id in batch_ids:
-            ledger.clear_pending(batch_id)
-    for row in [*rows, *rejected]:
-        index.add_row(row)
-    stats.tasks_created += len(rows)
-    stats.quarantine_rows.extend(rejected)
+    began = time.perf_counter()
+    for indices in request_batches(payloads, spec.ingest.batch_size, spec.ingest.max_request_bytes):
+        batch_id = uuid.uuid4().hex
+        batch_payloads = [payloads[i] for i in indices]
+        for payload in batch_payloads:
+            payload["data"][BATCH_FIELD] = batch_id
+        pending = [
+            LedgerRow(
+                bucket=cleaned[i].obj.bucket,
+                key=cleaned[i].obj.key,
+                etag=cleaned[i].obj.etag,
+                size=cleaned[i].obj.size,
+                sha256=cleaned[i].inspection.sha256,
+                status="ingested",
+                batch_id=batch_id,
+            )
+            for i in indices
+        ]
+        ledger.mark_pending(batch_id, pending)
+        batch_ids.append(batch_id)
+        task_ids = import_batch_idempotently(ls, project_id, batch_payloads, batch_id)
+        for row in pending:
+            rows.append(LedgerRow(**{**row.__dict__, "task_id": task_ids[f"s3://{row.bucket}/{row.key}"]}))
+    imported = time.perf_counter()
+    ledger.append([*rows, *rejected])
+    for batch_id in batch_ids:
+        ledger.clear_pending(batch_id)
+    return ImportedChunk(rows, rejected, imported - began, time.perf_counter() - imported)
 
 
 # --- reports ----------------------------------------------------------------------------------------------
@@ -642,9 +695,8 @@ def summary_markdown(
     return "\n".join(lines)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_if_transient)
 def write_run_report(
-    store: ObjectStore, state: S3Location, run_name: str, summary: dict[str, Any], rows: list[LedgerRow]
+    store: ObjectStorePort, state: S3Location, run_name: str, summary: dict[str, Any], rows: list[LedgerRow]
 ) -> str:
     """Store the run's summary and quarantine report next to the project's other state; return the report URI."""
     base = state.join("ingest", "runs", run_name)

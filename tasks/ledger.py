@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from labelflow.integrations.object_store import ObjectStore
+from labelflow.tasks.ports import ObjectStorePort
 from labelflow.tasks.spec import S3Location
 
 LEDGER_SCHEMA = pa.schema(
@@ -72,6 +72,11 @@ class LedgerIndex:
         """Account for one ledger row."""
         self.add(row.bucket, row.key, row.etag, row.sha256, row.status, row.task_id)
 
+    def add_rows(self, rows: Iterable[LedgerRow]) -> None:
+        """Account for ledger rows a step recorded."""
+        for row in rows:
+            self.add_row(row)
+
     def is_known(self, bucket: str, key: str, etag: str) -> bool:
         """True when this exact version of the object was already ingested or quarantined."""
         return self.seen.get((bucket, key)) == etag
@@ -80,7 +85,7 @@ class LedgerIndex:
 class IngestLedger:
     """Append-only Parquet parts under `<state>/ingest/ledger/`, plus pending-batch markers for crash recovery."""
 
-    def __init__(self, store: ObjectStore, state: S3Location) -> None:
+    def __init__(self, store: ObjectStorePort, state: S3Location) -> None:
         self.store = store
         self.state = state
         self.parts_prefix = state.join("ingest", "ledger") + "/"

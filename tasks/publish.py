@@ -6,23 +6,55 @@ import hashlib
 import json
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from labelflow.integrations.object_store import ObjectStore
+from labelflow.tasks.collect import BatchRecord, BatchTables
 from labelflow.tasks.dataset import build_dataset, manifest
-from labelflow.tasks.ingest import retry_if_transient
 from labelflow.tasks.ledger import IngestLedger
+from labelflow.tasks.ports import ObjectStorePort
 from labelflow.tasks.registry import DatasetPublisher, DatasetRegistry, pipeline_revision
 from labelflow.tasks.spec import ProjectSpec, S3Location
 from labelflow.tasks.validate import ValidationSummary, publishable
 
 METRIC_NAME = re.compile(r"[A-Za-z0-9_. /-]+")  # what MLflow accepts in a metric name
+# The keys of a PublishResult's summary, in the order the run summary has always shown them.
+RESULT_KEYS = (
+    "dataset",
+    "rows",
+    "label_distribution",
+    "digest",
+    "published",
+    "version",
+    "reason",
+    "location",
+    "mlflow_url",
+    "version_conflicts",
+)
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What registration did: a new version, or why none (nothing to publish, unchanged content, skipped)."""
+
+    published: bool
+    reason: str | None = None
+    dataset: str | None = None
+    rows: int | None = None
+    label_distribution: dict[str, int] | None = None
+    digest: str | None = None
+    version: int | None = None
+    location: str | None = None
+    mlflow_url: str | None = None
+    version_conflicts: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The run summary's `dataset` entry: only what applies (no version when none exists, say)."""
+        return {key: getattr(self, key) for key in RESULT_KEYS if key == "published" or getattr(self, key) is not None}
 
 
 def spec_document(spec: ProjectSpec) -> tuple[bytes, str]:
@@ -45,26 +77,24 @@ def dataset_publisher(spec: ProjectSpec) -> DatasetPublisher:
     return DatasetPublisher(project=spec.slug, project_name=spec.name, shared=spec.dataset.shared)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
 def check_dataset_owner(registry: DatasetRegistry, spec: ProjectSpec) -> None:
     """Refuse, before any collecting, a spec whose dataset belongs to another project (publishing checks again)."""
     if spec.dataset is not None:
         registry.check_owner(spec.dataset.name, dataset_publisher(spec), dataset_base(spec))
 
 
-def _read_ledger(store: ObjectStore, spec: ProjectSpec) -> pd.DataFrame:
+def _read_ledger(store: ObjectStorePort, spec: ProjectSpec) -> pd.DataFrame:
     return IngestLedger(store, spec.state_location).read_all().to_pandas()
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
 def publish_dataset(
-    store: ObjectStore,
+    store: ObjectStorePort,
     registry: DatasetRegistry,
     spec: ProjectSpec,
-    tables: dict[str, pd.DataFrame],
-    batch: dict[str, Any],
+    tables: BatchTables,
+    batch: BatchRecord,
     validation: ValidationSummary,
-) -> dict[str, Any]:
+) -> PublishResult:
     """Publish the batch as version N+1 unless its content digest equals the latest version's."""
     if spec.dataset is None:
         raise ValueError("the spec has no `dataset` section: nothing to register")
@@ -73,11 +103,11 @@ def publish_dataset(
     name = spec.dataset.name
     publisher, base = dataset_publisher(spec), dataset_base(spec)
     registry.check_owner(name, publisher, base)  # refuse another project's dataset before anything is written
-    published = publishable(tables["consensus"])
+    published = publishable(tables.consensus)
     ledger = _read_ledger(store, spec)
     with tempfile.TemporaryDirectory(prefix="labelflow-dataset-") as scratch:
-        built = build_dataset(Path(scratch), spec, published, tables["annotations"], tables["tasks"], ledger)
-        summary = {
+        built = build_dataset(Path(scratch), spec, published, tables.annotations, tables.tasks, ledger)
+        content = {
             "dataset": name,
             "rows": len(built.rows),
             "label_distribution": built.label_distribution,
@@ -85,16 +115,17 @@ def publish_dataset(
         }
         ready = registry.versions(name)
         if built.rows.empty:
-            return summary | {"published": False, "reason": "no finished task with an unflagged consensus yet"}
+            return PublishResult(False, "no finished task with an unflagged consensus yet", **content)
         if ready and ready[-1].digest == built.digest:
             latest = ready[-1]
-            return summary | {
-                "published": False,
-                "version": latest.version,
-                "reason": f"content unchanged since version {latest.version} (digest {built.digest[:12]})",
-                "location": latest.location,
-                "mlflow_url": registry.tracking.run_url(latest.experiment_id, latest.run_id),
-            }
+            return PublishResult(
+                False,
+                f"content unchanged since version {latest.version} (digest {built.digest[:12]})",
+                **content,
+                version=latest.version,
+                location=latest.location,
+                mlflow_url=registry.tracking.run_url(latest.experiment_id, latest.run_id),
+            )
         spec_yaml, spec_sha = spec_document(spec)
         revision = pipeline_revision()
         commit = revision.split("+git.", 1)[1] if "+git." in revision else "unknown"
@@ -102,10 +133,10 @@ def publish_dataset(
             "labelflow.spec.name": spec.name,
             "labelflow.spec.sha256": spec_sha,
             "labelflow.task_type": spec.task,
-            "labelflow.label_studio.project_id": str(batch.get("project_id")),
-            "labelflow.label_studio.url": str(batch.get("label_studio_url")),
-            "labelflow.collection.watermark": str(batch.get("watermark")),
-            "labelflow.collection.batch": str(batch.get("batch_uri")),
+            "labelflow.label_studio.project_id": str(batch.project_id),
+            "labelflow.label_studio.url": str(batch.label_studio_url),
+            "labelflow.collection.watermark": str(batch.watermark),
+            "labelflow.collection.batch": str(batch.batch_uri),
             "labelflow.validation.success": str(validation.success).lower(),
             "labelflow.validation.result": str(validation.result_uri),
             "labelflow.validation.docs": str(validation.docs_index),
@@ -120,12 +151,12 @@ def publish_dataset(
             lineage = {
                 "spec": {"name": spec.name, "sha256": spec_sha},
                 "label_studio": {
-                    "project_id": batch.get("project_id"),
-                    "url": batch.get("label_studio_url"),
+                    "project_id": batch.project_id,
+                    "url": batch.label_studio_url,
                     "tasks": int(built.rows["task_id"].nunique()),
-                    "watermark": batch.get("watermark"),
+                    "watermark": batch.watermark,
                 },
-                "collection_batch": batch.get("batch_uri"),
+                "collection_batch": batch.batch_uri,
                 "source_locations": spec.source,
                 "validation": {
                     "success": validation.success,
@@ -135,7 +166,7 @@ def publish_dataset(
                 "pipeline_revision": revision,
             }
             document = manifest(name, version.version, built, spec, lineage)
-            quality = batch.get("quality", {})
+            quality = batch.quality
             metrics = {"rows": float(len(built.rows))}
             metrics |= {
                 f"rows.{label}": float(n)
@@ -156,10 +187,11 @@ def publish_dataset(
                 "aggregation": spec.quality.aggregation,
             }
             registry.finish(version, document, built.rows, artifacts, params, metrics)
-    return summary | {
-        "published": True,
-        "version": version.version,
-        "location": version.location,
-        "mlflow_url": registry.tracking.run_url(version.experiment_id, version.run_id),
-        "version_conflicts": version.claim.conflicts if version.claim else 0,
-    }
+    return PublishResult(
+        True,
+        **content,
+        version=version.version,
+        location=version.location,
+        mlflow_url=registry.tracking.run_url(version.experiment_id, version.run_id),
+        version_conflicts=version.claim.conflicts if version.claim else 0,
+    )

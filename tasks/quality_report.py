@@ -7,21 +7,22 @@ import html
 import io
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from labelflow.integrations.object_store import ObjectStore
-from labelflow.tasks.ingest import retry_if_transient
+from labelflow.tasks.ports import ObjectStorePort
 from labelflow.tasks.quality import QualityReport
 from labelflow.tasks.spec import ProjectSpec, S3Location
+
+if TYPE_CHECKING:
+    from labelflow.tasks.collect import CollectStats
 
 PERCENT_COLUMNS = ("gold_accuracy", "agreement_with_consensus", "score", "estimated_accuracy")
 
 
 def format_value(value: Any, column: str = "") -> str:
+    """A metric or table value as the reports show it (shares as percentages, "–" for none)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if column in PERCENT_COLUMNS:
@@ -56,12 +57,12 @@ def metrics_lines(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     return [(label, format_value(metrics[key])) for key, label in names if key in metrics and metrics[key] is not None]
 
 
-def markdown(spec: ProjectSpec, report: QualityReport, stats: dict[str, Any], routed: int, location: str) -> str:
+def markdown(spec: ProjectSpec, report: QualityReport, stats: CollectStats, routed: int, location: str) -> str:
     """The Prefect artifact: metrics, annotator table, flagged tasks."""
     lines = [f"# Quality of {spec.name}", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {name} | {value} |" for name, value in metrics_lines(report.metrics)]
     lines += [
-        f"| collected this run | {stats.get('changed_tasks', 0)} tasks, {stats.get('annotation_rows', 0)} annotations |",
+        f"| collected this run | {stats.changed_tasks} tasks, {stats.annotation_rows} annotations |",
         f"| routed back for another annotation | {routed} |",
         "",
         "## Annotators",
@@ -182,9 +183,8 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
 def write_quality_report(
-    store: ObjectStore, spec: ProjectSpec, report: QualityReport, stats: dict[str, Any], run_name: str
+    store: ObjectStorePort, spec: ProjectSpec, report: QualityReport, stats: CollectStats, run_name: str
 ) -> str:
     """Write consensus.parquet, annotators.csv, pairwise.csv, metrics.json and report.html; return the folder URI."""
     state: S3Location = spec.state_location
@@ -192,7 +192,7 @@ def write_quality_report(
     metrics = {k: _jsonable(v) for k, v in report.metrics.items()}
     files: dict[str, tuple[bytes, str]] = {
         "metrics.json": (
-            json.dumps({"metrics": metrics, "collection": stats}, indent=2, default=str).encode(),
+            json.dumps({"metrics": metrics, "collection": stats.as_dict()}, indent=2, default=str).encode(),
             "application/json",
         ),
         "annotators.csv": (report.annotators.to_csv(index=False).encode("utf-8"), "text/csv; charset=utf-8"),

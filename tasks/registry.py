@@ -25,9 +25,10 @@ from typing import Any
 
 import pandas as pd
 
-from labelflow.integrations.mlflow_tracking import MLflowError, MLflowTracking
-from labelflow.integrations.object_store import ObjectStore, ObjectStoreError, content_type_of
+from labelflow.integrations.errors import AdapterError
+from labelflow.integrations.object_store import ObjectStoreError, content_type_of
 from labelflow.tasks.dataset import MANIFEST, READY_MARKER, BuiltDataset, file_sha256
+from labelflow.tasks.ports import DatasetStorePort, TrackingPort
 from labelflow.tasks.spec import S3Location, SpecError
 
 EXPERIMENT_PREFIX = "datasets/"
@@ -295,7 +296,7 @@ def _version_of(run: Any, experiment_id: str) -> DatasetVersion:
 class DatasetRegistry:
     """Publish and resolve dataset versions; a version is visible only once all its files are verified."""
 
-    def __init__(self, store: ObjectStore, tracking: MLflowTracking) -> None:
+    def __init__(self, store: DatasetStorePort, tracking: TrackingPort) -> None:
         self.store = store
         self.tracking = tracking
         # What judges a claim abandoned; tests replace them.
@@ -604,7 +605,7 @@ class DatasetRegistry:
         try:
             self._clear_folder(version.name, version.folder, version.version, keep=claim.key)
             self.store.delete(claim.bucket, claim.key)
-        except (ObjectStoreError, MLflowError) as exc:  # the original error matters more
+        except AdapterError as exc:  # the object store's or MLflow's: the original error matters more
             logger.warning("could not remove the failed version %s:%d: %s", version.name, version.version, exc)
 
     def _begin(

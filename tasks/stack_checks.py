@@ -1,4 +1,7 @@
-"""Steps that prove each service of a stack really works, used by the smoke flow and the tests."""
+"""Steps that prove each service of a stack really works, used by the smoke flow and the tests.
+
+They take the real adapters, not ports: what they check is the adapters against real servers.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from labelflow.integrations.label_studio import LabelStudioClient
 from labelflow.integrations.mlflow_tracking import MLflowTracking
@@ -18,7 +19,6 @@ from labelflow.integrations.object_store import ObjectStore
 SMOKE_TEXT = "labelflow smoke check: 数据标注 ✓\n"
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def check_object_store(store: ObjectStore, bucket: str) -> str:
     """Create a bucket, write, list and read back an object through a presigned URL."""
     store.ensure_bucket(bucket)
@@ -34,7 +34,6 @@ def check_object_store(store: ObjectStore, bucket: str) -> str:
     return f"object store: wrote, listed and presigned-read s3://{bucket}/{key}"
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def check_label_studio(ls: LabelStudioClient, store: ObjectStore, bucket: str) -> str:
     """Create a project with an S3 storage connection and have Label Studio serve an s3:// task URI."""
     key = f"smoke/{uuid.uuid4().hex}.txt"
@@ -58,7 +57,6 @@ def check_label_studio(ls: LabelStudioClient, store: ObjectStore, bucket: str) -
     return f"Label Studio: token of {user.get('email')} accepted; task {task_id} resolved {uri} through S3 storage"
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def check_mlflow(tracking: MLflowTracking, experiment: str) -> str:
     """Log a run with one artifact and read it back through the tracking server."""
     experiment_id = tracking.ensure_experiment(experiment)

@@ -11,17 +11,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from labelflow.integrations.great_expectations import (
-    BatchToValidate,
-    ExpectationDefinition,
-    ExpectationOutcome,
-    GreatExpectations,
-)
-from labelflow.integrations.object_store import ObjectStore, content_type_of
-from labelflow.tasks.ingest import retry_if_transient
+from labelflow.integrations.great_expectations import BatchToValidate, ExpectationDefinition, ExpectationOutcome
+from labelflow.integrations.object_store import content_type_of
+from labelflow.tasks.ports import ObjectStorePort, ValidatorPort
 from labelflow.tasks.spec import ProjectSpec, S3Location
 
 DEFAULT_EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "expectations"
@@ -217,7 +210,7 @@ def spec_expectations(spec: ProjectSpec, table: str) -> list[ExpectationDefiniti
 
 def batches_to_validate(
     spec: ProjectSpec,
-    validator: GreatExpectations,
+    validator: ValidatorPort,
     annotations: pd.DataFrame,
     consensus: pd.DataFrame,
     tasks: pd.DataFrame,
@@ -248,11 +241,10 @@ def summarize(
     return ValidationSummary(success=not failed, evaluated=len(outcomes), failed=failed, rows=rows, suites=suites)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
 def run_validation(
-    store: ObjectStore,
+    store: ObjectStorePort,
     spec: ProjectSpec,
-    validator: GreatExpectations,
+    validator: ValidatorPort,
     annotations: pd.DataFrame,
     consensus: pd.DataFrame,
     tasks: pd.DataFrame,

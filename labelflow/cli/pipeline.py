@@ -155,7 +155,7 @@ def simulate(
 
         resources = Resources.from_settings(label_studio_timeout=600)
         store, ls = resources.store, resources.label_studio_client
-        project_id = recorded_project.fn(store, project_spec)
+        project_id = recorded_project(store, project_spec)
         result = run(ls, project_spec, project_id, people, gold, truth_pattern, per_task, limit, seed)
     if as_json:
         typer.echo(json.dumps(result, indent=2))

@@ -18,6 +18,7 @@ CHECKS = (
     "fresh venv",
     "site-packages",
     "labelflow --help",
+    "source bucket",
     "labelflow ingest",
     "labelflow simulate",
     "labelflow collect",

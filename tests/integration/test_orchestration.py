@@ -137,7 +137,7 @@ def test_uploads_trigger_one_debounced_ingest_and_an_annotation_triggers_collect
             local_stack,
         )
         spec = load_spec(spec_path)
-        project_id = recorded_project.fn(object_store, spec)
+        project_id = recorded_project(object_store, spec)
         wait_for(lambda: label_studio.count_tasks(project_id) == 60, 120, "60 tasks in Label Studio")
         triggered = [r for r in runs_of(prefect_client, ingest_id) if "trigger:seaweedfs" in r.tags]
         assert 1 <= len(triggered) <= 3, [r.name for r in triggered]  # 61 events, a handful of runs

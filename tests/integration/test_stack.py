@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from labelflow.cli import app
-from labelflow.infra.local_stack import MLFLOW_ARTIFACT_BUCKET
+from labelflow.infra.services import MLFLOW_ARTIFACT_BUCKET
 from labelflow.integrations.label_studio import LabelStudioClient
 from labelflow.integrations.mlflow_tracking import MLflowTracking
 from labelflow.integrations.object_store import ObjectStore
@@ -21,7 +21,7 @@ from tests.conftest import RunningStack
 
 
 def test_object_store_bucket_put_list_presigned_get(object_store: ObjectStore, unique_name: str) -> None:
-    line = check_object_store.fn(object_store, unique_name)
+    line = check_object_store(object_store, unique_name)
     assert f"s3://{unique_name}/smoke/" in line
     keys = [obj.key for obj in object_store.list_objects(unique_name)]
     assert len(keys) == 1
@@ -44,7 +44,7 @@ def test_label_studio_token_and_s3_resolution(
     label_studio: LabelStudioClient, object_store: ObjectStore, unique_name: str
 ) -> None:
     assert label_studio.whoami()["email"] == "admin@labelflow.local"
-    line = check_label_studio.fn(label_studio, object_store, unique_name)
+    line = check_label_studio(label_studio, object_store, unique_name)
     assert "resolved s3://" in line
 
 
@@ -71,7 +71,7 @@ def test_label_studio_keeps_ssrf_protection_for_user_endpoints(
 def test_mlflow_artifact_lands_in_object_store(
     mlflow_tracking: MLflowTracking, object_store: ObjectStore, unique_name: str
 ) -> None:
-    line = check_mlflow.fn(mlflow_tracking, unique_name)
+    line = check_mlflow(mlflow_tracking, unique_name)
     run_id = line.split()[2]
     experiment_id = mlflow_tracking.ensure_experiment(unique_name)
     stored = [o.key for o in object_store.list_objects(MLFLOW_ARTIFACT_BUCKET, f"artifacts/{experiment_id}/{run_id}/")]

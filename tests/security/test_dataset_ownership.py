@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from labelflow.integrations.mlflow_tracking import MLflowTracking
 from labelflow.integrations.object_store import ObjectStore
+from labelflow.tasks.collect import BatchRecord, BatchTables
 from labelflow.tasks.publish import publish_dataset
 from labelflow.tasks.registry import DatasetRegistry, experiment_name
 from labelflow.tasks.spec import DATASETS_BUCKET, ProjectSpec, parse_spec
@@ -75,8 +76,8 @@ def publish(
 ) -> dict[str, Any]:
     """What the register step does, without Prefect: its own registry client, like a separate process."""
     registry = DatasetRegistry(store, MLflowTracking(tracking.settings))
-    batch = {"project_id": publisher, "label_studio_url": "http://ls", "watermark": "w", "batch_uri": batch_uri}
-    return publish_dataset.fn(store, registry, spec, tables_for(publisher), batch, passed())
+    batch = BatchRecord(project_id=publisher, label_studio_url="http://ls", watermark="w", batch_uri=batch_uri)
+    return publish_dataset(store, registry, spec, BatchTables(**tables_for(publisher)), batch, passed()).as_dict()
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from labelflow.infra.local_stack import Credentials, StackConfig
+from labelflow.infra.credentials import Credentials
+from labelflow.infra.stack_config import StackConfig
 from labelflow.integrations.label_studio import LabelStudioClient
 from labelflow.integrations.object_store import ObjectStore
 from labelflow.integrations.resources import Resources
@@ -114,7 +115,7 @@ def test_storage_connections_get_the_read_only_identity(
     monkeypatch.setenv("LABELFLOW_S3_STORAGE_SECRET_KEY", "reader-secret")
     # One connection made by an older labelflow with the admin key, one source still unconnected.
     ls = FakeLabelStudio([{"id": 7, "bucket": "old", "prefix": "", "aws_access_key_id": "admin"}])
-    ids = ensure_storage_connections.fn(
+    ids = ensure_storage_connections(
         ls, admin_store, _spec(("old", ""), ("new", "raw")), 1, load_settings(S3StorageSettings)
     )
     assert ids == [7, 101]
@@ -127,7 +128,7 @@ def test_storage_connections_get_the_read_only_identity(
 def test_without_a_read_only_identity_nothing_is_connected(admin_store: ObjectStore) -> None:
     ls = FakeLabelStudio()
     with pytest.raises(SettingsError) as caught:  # the flow resolves the identity before connecting anything
-        ensure_storage_connections.fn(ls, admin_store, _spec(("new", "")), 1, Resources.from_settings().reader_settings)
+        ensure_storage_connections(ls, admin_store, _spec(("new", "")), 1, Resources.from_settings().reader_settings)
     message = str(caught.value)
     assert "LABELFLOW_S3_STORAGE_ACCESS_KEY is not set" in message
     assert "LABELFLOW_S3_STORAGE_SECRET_KEY is not set" in message
@@ -314,7 +315,7 @@ def test_label_studio_reads_sources_through_the_reader_identity(
         # A connection made the old way, with the admin key, as an existing stack home has them.
         object_store.put_bytes(bucket, "old/a.txt", b"a")
         old = label_studio.add_s3_import_storage(project_id, bucket, "old/", object_store.settings)
-        ids = ensure_storage_connections.fn(
+        ids = ensure_storage_connections(
             label_studio,
             object_store,
             _spec((bucket, "old/"), (bucket, "raw/")),

@@ -12,7 +12,7 @@ from PIL import Image
 
 from labelflow.integrations.object_store import StoredObject
 from labelflow.tasks.cleaning import Reason
-from labelflow.tasks.ingest import IngestStats, clean_objects
+from labelflow.tasks.ingest import clean_objects
 from labelflow.tasks.ledger import LedgerIndex
 from labelflow.tasks.memory_budget import MemoryBudget
 from labelflow.tasks.spec import parse_spec
@@ -117,8 +117,8 @@ def run_clean(
     spec = parse_spec({**IMAGE_SPEC, "ingest": spec_overrides})
     store = FakeStore(objects)
     listed = [StoredObject("raw", key, len(data), f"etag-{key}") for key, data in objects.items()]
-    accepted, rejected = clean_objects.fn(store, spec, listed, LedgerIndex(), IngestStats(), budget=budget)
-    return accepted, rejected, store
+    cleaned = clean_objects(store, spec, listed, LedgerIndex(), budget=budget)
+    return cleaned.accepted, cleaned.rejected, store
 
 
 def test_downloads_and_decodes_share_one_budget() -> None:
