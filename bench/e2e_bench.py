@@ -71,9 +71,9 @@ def upload(store: Any, bucket: str, start: int, count: int) -> None:
 def run_bench(tasks: int, new_objects: int, workers: int) -> dict[str, dict[str, float]]:
     from labelflow.flows.collect import collect
     from labelflow.flows.ingest import ingest
+    from labelflow.flows.simulate import simulate_annotations
     from labelflow.integrations.resources import Resources
-    from labelflow.tasks.collect import recorded_project
-    from labelflow.tasks.simulate import build_annotators, run
+    from labelflow.tasks.simulate import build_annotators
     from labelflow.tasks.spec import load_spec
 
     resources = Resources.from_settings(label_studio_timeout=3600)
@@ -97,7 +97,7 @@ def run_bench(tasks: int, new_objects: int, workers: int) -> dict[str, dict[str,
     figures: dict[str, dict[str, float]] = {}
 
     def annotate(limit: int | None = None) -> Callable[[], dict[str, Any]]:
-        return lambda: run(ls, spec, recorded_project(store, spec), people, None, pattern, None, limit, 0, workers)
+        return lambda: simulate_annotations(resources, spec, people, None, pattern, None, limit, 0, workers)[1]
 
     print(f"project {name}: {tasks} text tasks x {len(ANNOTATORS)} simulated annotators")
     with measured(figures, f"upload {tasks} objects"):

@@ -164,11 +164,10 @@ def run_demo(console: Console, workdir: Path, images: int, texts: int, seed: int
     from labelflow.datasets import load_dataset
     from labelflow.flows.collect import collect as collect_flow
     from labelflow.flows.ingest import ingest as ingest_flow
+    from labelflow.flows.simulate import simulate_annotations
     from labelflow.integrations.resources import Resources
-    from labelflow.tasks.collect import recorded_project
     from labelflow.tasks.quality import parse_gold
     from labelflow.tasks.simulate import build_annotators
-    from labelflow.tasks.simulate import run as simulate
     from labelflow.tasks.spec import S3Location, load_spec
 
     quiet_console_logs()
@@ -200,11 +199,10 @@ def run_demo(console: Console, workdir: Path, images: int, texts: int, seed: int
             with stage(progress, f"{project.name}: ingest into Label Studio"):
                 project.results["ingest"] = ingest_flow(str(spec_path))
             spec = load_spec(spec_path)
-            project_id = recorded_project(store, spec)
             truth = parse_gold(project.truth.to_csv(index=False).encode(), "truth.csv", spec.labels)
             with stage(progress, f"{project.name}: 3 simulated annotators label every task", None) as advance:
-                project.results["simulate"] = simulate(
-                    ls, spec, project_id, build_annotators(ANNOTATORS, 0), truth, seed=seed, progress=advance
+                _, project.results["simulate"] = simulate_annotations(
+                    resources, spec, build_annotators(ANNOTATORS, 0), truth, seed=seed, progress=advance
                 )
             with stage(progress, f"{project.name}: collect, judge, validate, publish"):
                 project.results["collect"] = collect_flow(str(spec_path))

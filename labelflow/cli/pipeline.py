@@ -134,11 +134,12 @@ def simulate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Create Label Studio users that annotate the project's tasks through the API with known accuracy."""
+    from labelflow.flows.simulate import simulate_annotations
     from labelflow.integrations.label_studio import LabelStudioError
     from labelflow.integrations.object_store import ObjectStoreError
-    from labelflow.tasks.collect import CollectError, recorded_project
+    from labelflow.tasks.collect import CollectError
     from labelflow.tasks.quality import parse_gold
-    from labelflow.tasks.simulate import build_annotators, run
+    from labelflow.tasks.simulate import build_annotators
     from labelflow.tasks.spec import load_spec
 
     # Malformed --accuracy, a bad truth file or an unusable simulation setup are input errors (exit 2).
@@ -154,9 +155,9 @@ def simulate(
         from labelflow.integrations.resources import Resources
 
         resources = Resources.from_settings(label_studio_timeout=600)
-        store, ls = resources.store, resources.label_studio_client
-        project_id = recorded_project(store, project_spec)
-        result = run(ls, project_spec, project_id, people, gold, truth_pattern, per_task, limit, seed)
+        project_id, result = simulate_annotations(
+            resources, project_spec, people, gold, truth_pattern, per_task, limit, seed
+        )
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
