@@ -54,6 +54,33 @@ def base_env() -> dict[str, str]:
     return env
 
 
+def _loopback_service(
+    name: str,
+    title: str,
+    port: int,
+    command: list[str],
+    env: dict[str, str],
+    *,
+    port_name: str = "http",
+    health_path: str = "/health",
+    healthy_when: Callable[[httpx.Response], bool] | None = None,
+) -> Service:
+    """A server on one loopback port, healthy when `health_path` there answers (by default: with 200)."""
+    url = f"http://{LOOPBACK}:{port}"
+    service = Service(
+        name=name,
+        title=title,
+        url=url,
+        health_url=f"{url}{health_path}",
+        ports={port_name: port},
+        command=command,
+        env=env,
+    )
+    if healthy_when is not None:
+        service.healthy_when = healthy_when
+    return service
+
+
 def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
     """The five services in start order (the event listener first), each with its command line and environment."""
     return [
@@ -152,15 +179,12 @@ def _seaweedfs_service(config: StackConfig, creds: Credentials) -> Service:
 
 def _label_studio_service(config: StackConfig, creds: Credentials) -> Service:
     """Label Studio from its own virtual environment, with SQLite under the stack's data directory."""
-    ls_url = f"http://{LOOPBACK}:{config.label_studio_port}"
     ls_env = base_env()
     ls_env.update(label_studio_variables(config, creds))
-    return Service(
-        name="label-studio",
-        title="Label Studio",
-        url=ls_url,
-        health_url=f"{ls_url}/health",
-        ports={"http": config.label_studio_port},
+    return _loopback_service(
+        "label-studio",
+        "Label Studio",
+        config.label_studio_port,
         command=[
             str(config.label_studio_venv / "bin" / "label-studio"),
             "start",
@@ -178,7 +202,6 @@ def _mlflow_service(config: StackConfig, creds: Credentials) -> Service:
     """The MLflow tracking server: run metadata in SQLite, artifacts in the stack's own S3 bucket."""
     data = config.data_dir
     s3_url = f"http://{LOOPBACK}:{config.s3_port}"
-    mlflow_url = f"http://{LOOPBACK}:{config.mlflow_port}"
     mlflow_env = base_env()
     mlflow_env.update(
         {
@@ -190,12 +213,10 @@ def _mlflow_service(config: StackConfig, creds: Credentials) -> Service:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     )
-    return Service(
-        name="mlflow",
-        title="MLflow tracking server",
-        url=mlflow_url,
-        health_url=f"{mlflow_url}/health",
-        ports={"http": config.mlflow_port},
+    return _loopback_service(
+        "mlflow",
+        "MLflow tracking server",
+        config.mlflow_port,
         command=[
             _bin("mlflow"),
             "server",
@@ -229,30 +250,26 @@ def _prefect_service(config: StackConfig) -> Service:
             "PREFECT_SERVER_API_PORT": str(config.prefect_port),
         }
     )
-    return Service(
-        name="prefect",
-        title="Prefect server",
-        url=prefect_url,
-        health_url=f"{prefect_url}/api/health",
-        ports={"http": config.prefect_port},
+    return _loopback_service(
+        "prefect",
+        "Prefect server",
+        config.prefect_port,
         command=[_bin("prefect"), "server", "start", "--host", LOOPBACK, "--port", str(config.prefect_port)],
         env=prefect_env,
+        health_path="/api/health",
         healthy_when=lambda r: r.status_code == 200 and r.text.strip() == "true",
     )
 
 
 def build_listener_service(config: StackConfig, creds: Credentials) -> Service:
     """`labelflow listen`: webhooks from the filer and Label Studio -> debounced runs; up whenever SeaweedFS is."""
-    url = listener_url(config)
     env = base_env()
     env.update(connection_env(config, creds))  # its own settings: it may start before the stack file exists
     env["LABELFLOW_HOME"] = str(config.home)
-    return Service(
-        name="listener",
-        title="Event listener (webhooks -> runs)",
-        url=url,
-        health_url=f"{url}/health",
-        ports={"http": config.listener_port},
+    return _loopback_service(
+        "listener",
+        "Event listener (webhooks -> runs)",
+        config.listener_port,
         command=[_bin("labelflow"), "listen", "--port", str(config.listener_port)],
         env=env,
     )
@@ -260,15 +277,12 @@ def build_listener_service(config: StackConfig, creds: Credentials) -> Service:
 
 def build_worker_service(config: StackConfig) -> Service:
     """The optional sixth service: `labelflow worker`, a Prefect process worker for the stack's work pool."""
-    url = f"http://{LOOPBACK}:{config.worker_health_port}"
     env = base_env()
     env["LABELFLOW_HOME"] = str(config.home)  # `--project-dir` sets LABELFLOW_PROJECT_DIR for the flow runs
-    return Service(
-        name="worker",
-        title="Prefect worker",
-        url=url,
-        health_url=f"{url}/health",
-        ports={"health": config.worker_health_port},
+    return _loopback_service(
+        "worker",
+        "Prefect worker",
+        config.worker_health_port,
         command=[
             _bin("labelflow"),
             "worker",
@@ -280,4 +294,5 @@ def build_worker_service(config: StackConfig) -> Service:
             str(PROJECT_DIR),
         ],
         env=env,
+        port_name="health",
     )

@@ -24,12 +24,20 @@ def category_counts(votes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[A
     return flat.reshape(n_items, n_labels).astype(np.float64), np.asarray(task_ids), list(labels)
 
 
-def krippendorff_alpha_nominal(counts: np.ndarray) -> float:
-    """Krippendorff's alpha for nominal data from an items x categories count matrix (missing values allowed)."""
+def pairable_counts(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The rows of an items x categories count matrix with two or more values, their value counts m and the total n.
+
+    Krippendorff's alpha pairs values within an item, so an item with fewer than two values does not count.
+    """
     m = counts.sum(axis=1)
     pairable = m >= 2
     counts, m = counts[pairable], m[pairable]
-    n = m.sum()
+    return counts, m, m.sum()
+
+
+def krippendorff_alpha_nominal(counts: np.ndarray) -> float:
+    """Krippendorff's alpha for nominal data from an items x categories count matrix (missing values allowed)."""
+    counts, m, n = pairable_counts(counts)
     if n <= 1:
         return math.nan
     observed = ((m**2 - (counts**2).sum(axis=1)) / (m - 1)).sum()

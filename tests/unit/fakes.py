@@ -42,9 +42,10 @@ LS_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # how Label Studio writes its timestamps
 # --- object store --------------------------------------------------------------------------------------------------
 class FakeObjectStore:
     """Buckets of objects in a dict. ETags are the content's MD5 (as S3's for a simple PUT); conditional writes
-    are atomic; `fail_on` makes the next matching call raise, as an outage or a killed process would."""
+    are atomic (or, with `honours_conditions=False`, ignored, as by a store without If-None-Match/If-Match);
+    `fail_on` makes the next matching call raise, as an outage or a killed process would."""
 
-    def __init__(self) -> None:
+    def __init__(self, honours_conditions: bool = True) -> None:
         self.settings = S3Settings(
             endpoint_url=f"http://store-{uuid.uuid4().hex[:8]}.fake", access_key="a", secret_key="s"
         )
@@ -54,6 +55,7 @@ class FakeObjectStore:
         self.writes: list[str] = []  # every key written, in order
         self.failures: list[tuple[str, str, ObjectStoreError]] = []  # (operation, key prefix, error), used once
         self.lock = threading.Lock()
+        self.honours_conditions = honours_conditions
 
     def fail_on(self, operation: str, prefix: str, transient: bool = False) -> None:
         """Make the next `operation` ("put", "get", "delete") on a key under `prefix` fail once."""
@@ -118,10 +120,11 @@ class FakeObjectStore:
     ) -> str | None:
         with self.lock:
             current = self.objects.get((bucket, key))
-            if if_match is None and current is not None:
-                return None
-            if if_match is not None and (current is None or current[1] != if_match):
-                return None
+            if self.honours_conditions:
+                if if_match is None and current is not None:
+                    return None
+                if if_match is not None and (current is None or current[1] != if_match):
+                    return None
             etag = hashlib.md5(data).hexdigest()
             self.objects[(bucket, key)] = (data, etag)
             return etag
@@ -377,7 +380,10 @@ class FakeTracking:
             return run_id
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        self.runs[run_id].tags.update(tags)
+        with self.lock:
+            if self.runs[run_id].deleted:  # as MLflow refuses to tag a deleted run
+                raise RuntimeError("the run must be active")
+            self.runs[run_id].tags.update(tags)
 
     def log_params_and_metrics(self, run_id: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
         self.runs[run_id].params.update(params)
@@ -392,10 +398,12 @@ class FakeTracking:
         self.runs[run_id].inputs.append(source)
 
     def finish_run(self, run_id: str, status: str = "FINISHED") -> None:
-        self.runs[run_id].status = status
+        with self.lock:
+            self.runs[run_id].status = status
 
     def delete_run(self, run_id: str) -> None:
-        self.runs[run_id].deleted = True
+        with self.lock:
+            self.runs[run_id].deleted = True
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         return f"{self.settings.tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import threading
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from labelflow.integrations.object_store import ObjectStoreError, StoredObject
+from labelflow.integrations.object_store import ObjectStoreError
 from labelflow.tasks.registry import (
     ABANDONED_AFTER_SECONDS,
     CLAIM,
@@ -32,148 +26,16 @@ from labelflow.tasks.registry import (
     ownership_refusal,
 )
 from labelflow.tasks.spec import S3Location, SpecError
+from tests.unit.fakes import FakeObjectStore, FakeTracking
 
 BASE = S3Location(bucket="datasets", prefix="reviews")
 OWNER = DatasetPublisher("owner-1a2b3c4d", "Owner project")
 OTHER = DatasetPublisher("other-5e6f7a8b", "Other project")
 
 
-class FakeStore:
-    """Objects in a dict; conditional writes are atomic under a lock, like S3's."""
-
-    def __init__(self, honours_conditions: bool = True) -> None:
-        self.settings = SimpleNamespace(endpoint=f"http://fake-{uuid.uuid4().hex}")
-        self.objects: dict[tuple[str, str], tuple[bytes, str]] = {}
-        self.lock = threading.Lock()
-        self.honours_conditions = honours_conditions
-
-    def ensure_bucket(self, bucket: str) -> None:
-        pass
-
-    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "") -> str:
-        with self.lock:
-            etag = hashlib.md5(data + uuid.uuid4().bytes).hexdigest()
-            self.objects[(bucket, key)] = (data, etag)
-            return etag
-
-    def put_conditional(
-        self, bucket: str, key: str, data: bytes, if_match: str | None = None, content_type: str = ""
-    ) -> str | None:
-        with self.lock:
-            current = self.objects.get((bucket, key))
-            if self.honours_conditions:
-                if if_match is None and current is not None:
-                    return None
-                if if_match is not None and (current is None or current[1] != if_match):
-                    return None
-            etag = hashlib.md5(data + uuid.uuid4().bytes).hexdigest()
-            self.objects[(bucket, key)] = (data, etag)
-            return etag
-
-    def _get(self, bucket: str, key: str) -> tuple[bytes, str]:
-        with self.lock:
-            if (bucket, key) not in self.objects:
-                raise ObjectStoreError(f"s3://{bucket}/{key}: NoSuchKey", not_found=True)
-            return self.objects[(bucket, key)]
-
-    def get_bytes(self, bucket: str, key: str, max_bytes: int | None = None) -> bytes:
-        return self._get(bucket, key)[0]
-
-    def stat(self, bucket: str, key: str) -> StoredObject:
-        data, etag = self._get(bucket, key)
-        return StoredObject(bucket, key, len(data), etag)
-
-    def delete(self, bucket: str, key: str) -> None:
-        with self.lock:
-            self.objects.pop((bucket, key), None)
-
-    def list_objects(self, bucket: str, prefix: str = "") -> Iterator[StoredObject]:
-        with self.lock:
-            found = sorted((k, v) for (b, k), v in self.objects.items() if b == bucket and k.startswith(prefix))
-        for key, (data, etag) in found:
-            yield StoredObject(bucket, key, len(data), etag)
-
-    def keys(self, prefix: str = "") -> list[str]:
-        return [item.key for item in self.list_objects(BASE.bucket, prefix)]
-
-
-@dataclass
-class FakeRun:
-    run_id: str
-    experiment_id: str
-    tags: dict[str, str]
-    status: str = "RUNNING"
-    deleted: bool = False
-
-    @property
-    def data(self) -> Any:
-        return SimpleNamespace(tags=dict(self.tags))
-
-    @property
-    def info(self) -> Any:
-        return SimpleNamespace(run_id=self.run_id)
-
-
-@dataclass
-class FakeTracking:
-    """Experiments with unique names and runs with tags; `search_runs` reads `tags.`k` = 'v'` filters."""
-
-    experiments: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
-    runs: dict[str, FakeRun] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    settings: Any = field(default_factory=lambda: SimpleNamespace(tracking_uri="http://fake-mlflow"))
-
-    def experiment_id(self, name: str) -> str | None:
-        return self.experiments[name][0] if name in self.experiments else None
-
-    def create_experiment_once(self, name: str, tags: dict[str, str]) -> tuple[str, bool]:
-        with self.lock:
-            if name in self.experiments:
-                return self.experiments[name][0], False
-            self.experiments[name] = (str(len(self.experiments) + 1), dict(tags))
-            return self.experiments[name][0], True
-
-    def _tags(self, experiment_id: str) -> dict[str, str]:
-        return next(tags for eid, tags in self.experiments.values() if eid == experiment_id)
-
-    def experiment_tags(self, experiment_id: str) -> dict[str, str]:
-        return dict(self._tags(experiment_id))
-
-    def set_experiment_tags(self, experiment_id: str, tags: dict[str, str]) -> None:
-        self._tags(experiment_id).update(tags)
-
-    def search_runs(self, experiment_id: str, filter_string: str = "") -> list[FakeRun]:
-        wanted = dict(re.findall(r"tags\.`([^`]+)` = '([^']*)'", filter_string))
-        with self.lock:
-            return [
-                run
-                for run in self.runs.values()
-                if run.experiment_id == experiment_id
-                and not run.deleted
-                and all(run.tags.get(k) == v for k, v in wanted.items())
-            ]
-
-    def start_run(self, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
-        with self.lock:
-            run_id = uuid.uuid4().hex
-            self.runs[run_id] = FakeRun(run_id, experiment_id, dict(tags))
-            return run_id
-
-    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        if self.runs[run_id].deleted:
-            raise RuntimeError("the run must be active")
-        self.runs[run_id].tags.update(tags)
-
-    def finish_run(self, run_id: str, status: str = "FINISHED") -> None:
-        self.runs[run_id].status = status
-
-    def delete_run(self, run_id: str) -> None:
-        self.runs[run_id].deleted = True
-
-
 @pytest.fixture
 def registry() -> DatasetRegistry:
-    return DatasetRegistry(FakeStore(), FakeTracking())  # type: ignore[arg-type]
+    return DatasetRegistry(FakeObjectStore(), FakeTracking())  # type: ignore[arg-type]
 
 
 def claim_of(registry: DatasetRegistry, number: int) -> dict[str, Any]:
@@ -286,7 +148,7 @@ def test_a_crashed_publication_in_this_process_is_taken_over_and_its_leftovers_r
     registry.store.put_bytes(BASE.bucket, BASE.join("v1", "consensus.parquet"), b"half written")
     with registry.publishing("reviews", "digest", BASE, {}, OWNER) as version:
         assert version.version == 1 and version.claim is not None and version.claim.conflicts == 0
-        assert registry.store.keys("reviews/v1/") == ["reviews/v1/_CLAIM.json"]
+        assert registry.store.keys(BASE.bucket, "reviews/v1/") == ["reviews/v1/_CLAIM.json"]
         assert registry.tracking.runs[orphan.run_id].deleted
         mark_ready(registry, version)
 
@@ -303,12 +165,12 @@ def test_a_live_publisher_elsewhere_is_never_discarded_until_its_heartbeat_stops
     with registry.publishing("reviews", "digest", BASE, {}, OWNER) as version:
         assert version.version == 2 and version.claim is not None and version.claim.conflicts == 1
         mark_ready(registry, version)
-    assert "reviews/v1/consensus.parquet" in registry.store.keys("reviews/v1/")
+    assert "reviews/v1/consensus.parquet" in registry.store.keys(BASE.bucket, "reviews/v1/")
     assert not registry.tracking.runs[live.run_id].deleted
 
     registry.clock = lambda: 1000.0 + ABANDONED_AFTER_SECONDS + 1  # no heartbeat for five minutes: it died
     assert registry.discard_incomplete("reviews") == [1]
-    assert registry.store.keys("reviews/v1/") == [] and registry.tracking.runs[live.run_id].deleted
+    assert registry.store.keys(BASE.bucket, "reviews/v1/") == [] and registry.tracking.runs[live.run_id].deleted
 
 
 def test_a_dead_process_on_this_host_is_taken_over_at_once(registry: DatasetRegistry) -> None:
@@ -336,15 +198,15 @@ def test_a_failed_publication_removes_its_own_version(registry: DatasetRegistry)
     with pytest.raises(ObjectStoreError), registry.publishing("reviews", "digest", BASE, {}, OWNER) as version:
         registry.store.put_bytes(BASE.bucket, BASE.join("v1", "consensus.parquet"), b"x")
         raise ObjectStoreError("upload failed", transient=True)
-    assert registry.store.keys("reviews/") == ["reviews/_OWNER.json"]
+    assert registry.store.keys(BASE.bucket, "reviews/") == ["reviews/_OWNER.json"]
     assert registry.tracking.runs[version.run_id].deleted
 
 
 def test_a_store_that_ignores_conditional_writes_is_refused() -> None:
-    registry = DatasetRegistry(FakeStore(honours_conditions=False), FakeTracking())  # type: ignore[arg-type]
+    registry = DatasetRegistry(FakeObjectStore(honours_conditions=False), FakeTracking())  # type: ignore[arg-type]
     with pytest.raises(ObjectStoreError, match="ignores conditional writes"):
         registry.begin("reviews", "digest", BASE, {}, OWNER)
-    assert registry.store.keys("reviews/v") == []
+    assert registry.store.keys(BASE.bucket, "reviews/v") == []
 
 
 # --- ownership ---------------------------------------------------------------------------------------
@@ -356,12 +218,12 @@ def test_the_first_publisher_owns_the_dataset_and_another_project_creates_nothin
     assert json.loads(registry.store.get_bytes(BASE.bucket, "reviews/_OWNER.json"))["labelflow.dataset.owner"] == (
         OWNER.project
     )
-    before, runs = registry.store.keys(), len(registry.tracking.runs)
+    before, runs = registry.store.keys(BASE.bucket), len(registry.tracking.runs)
     with pytest.raises(DatasetOwnershipError, match="belongs to project 'Owner project'"):
         registry.check_owner("reviews", OTHER, BASE)
     with pytest.raises(DatasetOwnershipError, match="'Other project'"):
         registry.begin("reviews", "digest", BASE, {}, OTHER)
-    assert registry.store.keys() == before and len(registry.tracking.runs) == runs
+    assert registry.store.keys(BASE.bucket) == before and len(registry.tracking.runs) == runs
 
 
 def test_sharing_needs_both_specs_and_the_owner_records_its_choice(registry: DatasetRegistry) -> None:
