@@ -115,6 +115,47 @@ class IngestOptions(_Section):
         return value
 
 
+# A record field path: dot-separated keys and list indexes, e.g. `messages.0.content`.
+FIELD_PATH = re.compile(r"^[^.\s][^.]*(\.[^.]+)*$")
+
+
+class RecordsSpec(_Section):
+    """Sources are files of records (JSONL, JSON array, CSV, TSV, Parquet): each record becomes one task."""
+
+    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet"] = "auto"
+    # Task field -> the record's field (a dotted path such as `messages.0.content`), or a list of paths for a task
+    # field that holds several values (a ranking's responses).
+    fields: Annotated[dict[str, str | Annotated[list[str], Field(min_length=1)]], Field(min_length=1)]
+    id: str | None = None  # the record's own id column, kept as `record_id` for lineage
+    max_chars: Annotated[int, Field(gt=0)] = 100_000  # per field; a longer value quarantines the record as too_long
+    field_max_chars: dict[str, Annotated[int, Field(gt=0)]] = Field(default_factory=dict)  # per-field overrides
+
+    @field_validator("fields")
+    @classmethod
+    def _paths(cls, value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        for name, paths in value.items():
+            for path in [paths] if isinstance(paths, str) else paths:
+                if not FIELD_PATH.match(path):
+                    raise ValueError(f"{name}: {path!r} is not a field path (keys and indexes joined by dots)")
+        return value
+
+    @model_validator(mode="after")
+    def _known_limits(self) -> RecordsSpec:
+        unknown = sorted(set(self.field_max_chars) - set(self.fields))
+        if unknown:
+            raise ValueError(f"field_max_chars names fields not in `fields`: {unknown}")
+        return self
+
+    def paths(self, name: str) -> list[str]:
+        """The record paths of one task field (one, or several for a list field)."""
+        value = self.fields[name]
+        return [value] if isinstance(value, str) else list(value)
+
+    def limit(self, name: str) -> int:
+        """The character limit of one task field."""
+        return self.field_max_chars.get(name, self.max_chars)
+
+
 class StorageOptions(_Section):
     """The Label Studio storage connection that resolves s3:// URIs in tasks."""
 
@@ -207,7 +248,7 @@ class ProjectSpec(_Section):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     source: Annotated[list[str], Field(min_length=1)]
     task: TaskTypeName
-    labels: Annotated[list[str], Field(min_length=1)]
+    labels: list[str] = Field(default_factory=list)  # required by the task types that label (see _consistent)
     label_config: str | None = None
     overlap: Annotated[int, Field(ge=1, le=50)] = 1
     instructions: str | None = None
@@ -219,6 +260,8 @@ class ProjectSpec(_Section):
     dataset: DatasetSpec | None = None
     validation: ValidationOptions = Field(default_factory=ValidationOptions)
     prelabel: PrelabelSpec | None = None
+    records: RecordsSpec | None = None
+    options: dict[str, Any] = Field(default_factory=dict)  # the task type's own settings, checked by the type
 
     @field_validator("source", mode="before")
     @classmethod
@@ -262,6 +305,10 @@ class ProjectSpec(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ProjectSpec:
+        if self.task_type.uses_labels and not self.labels:
+            raise ValueError(f"labels: List should have at least 1 item (task {self.task} chooses among labels)")
+        self.task_type.check_records(self.records)
+        self.task_type.parse_options(self.options)
         if self.label_config is not None:
             variable = f"${self.data_key}"
             if variable not in self.label_config:
@@ -299,6 +346,11 @@ class ProjectSpec(_Section):
     def task_type(self) -> TaskType:
         """The registered task type that owns everything specific to `task`."""
         return TASK_TYPES[self.task]
+
+    @property
+    def task_options(self) -> Any:
+        """The task type's settings (`options:`), validated by the type's own model; None for a type without any."""
+        return self.task_type.parse_options(self.options)
 
     @property
     def modality(self) -> Media:
@@ -352,15 +404,22 @@ class ProjectSpec(_Section):
         return None
 
 
+# "records.fields: ..." or "labels: ...": a model-level message that starts with the spec field it is about.
+SPEC_FIELD_MESSAGE = re.compile(r"^[a-z_]+(\.[a-z_]+)*: ")
+
+
 def format_validation_error(exc: ValidationError) -> str:
     """One line per problem: the field path and what is wrong."""
     lines = []
     for error in exc.errors():
-        path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        path = ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown field (check the spelling)"
-        lines.append(f"  {path}: {message}")
+        if not path and SPEC_FIELD_MESSAGE.match(message):
+            lines.append(f"  {message}")  # a cross-field check that names its field itself
+        else:
+            lines.append(f"  {path or '(top level)'}: {message}")
     return "\n".join(lines)
 
 

@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     import pandas as pd
+    from pydantic import BaseModel
 
-    from labelflow.tasks.spec import ProjectSpec
+    from labelflow.tasks.spec import ProjectSpec, RecordsSpec
 
-Media = Literal["text", "image"]
+# text: a task holds one text; image: a task refers to one image; record: a task holds a record's mapped fields
+# (a prompt and responses, say), read from files of records.
+Media = Literal["text", "image", "record"]
 # The name of the labeling control in every built-in template; pre-labels and collection read results by it.
 FROM_NAME = "label"
 
@@ -36,6 +39,12 @@ class TaskType(ABC):
     expectation_suite: ClassVar[str]  # <table>.<suite>.json files in expectations/ hold this type's checks
     # Pre-label predictors (spec `prelabel.predictor`) that can produce results for this type.
     predictors: ClassVar[frozenset[str]] = frozenset()
+    uses_labels: ClassVar[bool] = True  # annotators choose among the spec's `labels`
+    # Task fields a records file must provide (`records.fields`), and those it may; empty: no record sources.
+    record_fields: ClassVar[tuple[str, ...]] = ()
+    optional_record_fields: ClassVar[tuple[str, ...]] = ()
+    list_record_fields: ClassVar[frozenset[str]] = frozenset()  # fields holding several values (a list of paths)
+    options_model: ClassVar[type[BaseModel] | None] = None  # the type's own settings (spec `options:`)
 
     @property
     def data_key(self) -> str:
@@ -47,6 +56,49 @@ class TaskType(ABC):
     def check_spec(self, spec: ProjectSpec) -> None:
         """Raise ValueError for spec settings this type cannot honour (field checks common to all are in spec.py)."""
         return None  # the built-in types need nothing beyond the common checks
+
+    def check_records(self, records: RecordsSpec | None) -> None:
+        """Raise ValueError when the spec's `records` section does not give this type the fields it needs."""
+        if records is None:
+            if self.media == "record":
+                raise ValueError(f"records: task {self.name} reads files of records; add a `records:` section")
+            return
+        if not self.record_fields:
+            raise ValueError(f"records: task {self.name} does not read files of records")
+        missing = [name for name in self.record_fields if name not in records.fields]
+        if missing:
+            raise ValueError(
+                f"records.fields: task {self.name} needs {', '.join(self.record_fields)}; missing {', '.join(missing)}"
+            )
+        known = set(self.record_fields) | set(self.optional_record_fields)
+        unknown = sorted(set(records.fields) - known)
+        if unknown:
+            raise ValueError(
+                f"records.fields: task {self.name} has no field {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+        for name, paths in records.fields.items():
+            if isinstance(paths, list) and name not in self.list_record_fields:
+                raise ValueError(f"records.fields.{name}: one field path expected, not a list")
+            if isinstance(paths, str) and name in self.list_record_fields:
+                raise ValueError(f"records.fields.{name}: a list of field paths expected")
+
+    def parse_options(self, options: dict[str, Any]) -> Any:
+        """The type's settings from the spec's `options:`; ValueError names the field."""
+        if self.options_model is None:
+            if options:
+                raise ValueError(f"options: task {self.name} has no options")
+            return None
+        from pydantic import ValidationError
+
+        try:
+            return self.options_model.model_validate(options)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            path = ".".join(str(part) for part in ("options", *error["loc"]))
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown field (check the spelling)"
+            raise ValueError(f"{path}: {message}") from None
 
     @abstractmethod
     def label_config(self, labels: list[str]) -> str:

@@ -105,3 +105,26 @@ def test_no_task_type_dispatch_outside_the_registry() -> None:
                 if pattern.search(line):
                     offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_records_and_options_are_checked_by_the_task_type() -> None:
+    base = {"name": "r", "source": "s3://raw/x/", "task": "ner", "labels": ["PER"]}
+    with pytest.raises(ValueError, match=r"(?m)^  records: task ner does not read files of records$"):
+        parse_spec({**base, "records": {"fields": {"text": "body"}}})
+    with pytest.raises(ValueError, match=r"(?m)^  options: task ner has no options$"):
+        parse_spec({**base, "options": {"scale": 5}})
+    with pytest.raises(ValueError, match=r"records.fields: text: 'a..b' is not a field path"):
+        parse_spec({**base, "records": {"fields": {"text": "a..b"}}})
+    with pytest.raises(ValueError, match=r"field_max_chars names fields not in `fields`: \['prompt'\]"):
+        parse_spec({**base, "records": {"fields": {"text": "body"}, "field_max_chars": {"prompt": 10}}})
+    with pytest.raises(ValueError, match=r"(?m)^  labels: List should have at least 1 item \(task ner"):
+        parse_spec({**base, "labels": []})
+
+
+def test_records_spec_gives_paths_and_limits() -> None:
+    from labelflow.tasks.spec import RecordsSpec
+
+    records = RecordsSpec(fields={"prompt": "messages.0.content", "responses": ["a", "b", "c"]}, max_chars=50,
+                          field_max_chars={"prompt": 10})  # fmt: skip
+    assert records.paths("prompt") == ["messages.0.content"] and records.paths("responses") == ["a", "b", "c"]
+    assert (records.limit("prompt"), records.limit("responses")) == (10, 50)
