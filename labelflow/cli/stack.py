@@ -126,6 +126,8 @@ def demo(
     from labelflow.infra.local_stack import StackError
 
     stack = _stack(home)
+    # The demo's clients read their connection settings from the stack's home: the one --home names, not ./.labelflow.
+    os.environ["LABELFLOW_HOME"] = str(stack.config.home)
     if not all(s.healthy for s in stack.status()):
         console.print("[bold]Starting the local stack[/bold] (the first time installs Label Studio: a few minutes)")
         try:

@@ -44,3 +44,32 @@ def test_a_model_trained_on_true_digit_labels_beats_chance_by_far() -> None:
     inputs = training_inputs(project, rows, payloads.__getitem__)
     accuracy = train_and_score(project, inputs, project.truth.set_index("source_uri").loc[rows["source_uri"], "label"])
     assert accuracy > 0.85  # ten classes: chance is 0.1
+
+
+def test_demo_home_option_is_the_home_its_clients_read(monkeypatch, tmp_path) -> None:
+    """`labelflow demo --home DIR` from another directory connects to DIR's stack, not ./.labelflow."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    import labelflow.cli.stack as stack_commands
+    import labelflow.demo as demo_module
+    from labelflow.cli import app
+
+    home = tmp_path / "stack-home"
+    seen: dict[str, str | None] = {}
+    fake_stack = SimpleNamespace(config=SimpleNamespace(home=home), status=lambda: [SimpleNamespace(healthy=True)])
+    monkeypatch.setattr(stack_commands, "_stack", lambda given: fake_stack)
+    monkeypatch.delenv("LABELFLOW_HOME", raising=False)
+
+    def stop_at_settings(*args: object, **kwargs: object) -> None:
+        import os
+
+        seen["home"] = os.environ.get("LABELFLOW_HOME")
+        raise SystemExit(0)
+
+    monkeypatch.setattr(stack_commands, "prefect_connection", stop_at_settings)
+    monkeypatch.setattr(demo_module, "run_demo", stop_at_settings)
+    monkeypatch.chdir(tmp_path)
+    CliRunner().invoke(app, ["demo", "--home", str(home)])
+    assert seen["home"] == str(home)
