@@ -10,7 +10,16 @@ from typing import Annotated, Any, Literal
 from xml.etree import ElementTree
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from labelflow.tasks.task_types import TASK_TYPES, Media, TaskType
 
@@ -248,7 +257,8 @@ class ProjectSpec(_Section):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     source: Annotated[list[str], Field(min_length=1)]
     task: TaskTypeName
-    labels: list[str] = Field(default_factory=list)  # required by the task types that label (see _consistent)
+    # Required by the task types that label; validated even when absent, so a missing list is reported.
+    labels: list[str] = Field(default_factory=list, validate_default=True)
     label_config: str | None = None
     overlap: Annotated[int, Field(ge=1, le=50)] = 1
     instructions: str | None = None
@@ -277,7 +287,10 @@ class ProjectSpec(_Section):
 
     @field_validator("labels")
     @classmethod
-    def _clean_labels(cls, value: list[str]) -> list[str]:
+    def _clean_labels(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        task = info.data.get("task")  # validated before labels (field order), absent only when it is invalid
+        if not value and task in TASK_TYPES and TASK_TYPES[task].uses_labels:
+            raise ValueError(f"List should have at least 1 item (task {task} chooses among labels)")
         labels = [unicodedata.normalize("NFC", label.strip()) for label in value]
         if any(not label for label in labels):
             raise ValueError("labels must not be empty")
@@ -305,8 +318,6 @@ class ProjectSpec(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ProjectSpec:
-        if self.task_type.uses_labels and not self.labels:
-            raise ValueError(f"labels: List should have at least 1 item (task {self.task} chooses among labels)")
         self.task_type.check_records(self.records)
         self.task_type.parse_options(self.options)
         if self.label_config is not None:

@@ -128,3 +128,15 @@ def test_records_spec_gives_paths_and_limits() -> None:
                           field_max_chars={"prompt": 10})  # fmt: skip
     assert records.paths("prompt") == ["messages.0.content"] and records.paths("responses") == ["a", "b", "c"]
     assert (records.limit("prompt"), records.limit("responses")) == (10, 50)
+
+
+def test_a_missing_label_set_is_reported_with_the_other_field_errors() -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_spec({"name": "x", "source": "s3://b/", "task": "ner", "labels": []})
+    lines = str(caught.value).splitlines()[1:]
+    assert lines == [
+        "  source: 's3://b/' is not an s3://bucket/prefix URI",
+        "  labels: List should have at least 1 item (task ner chooses among labels)",
+    ]
+    with pytest.raises(ValueError, match=r"(?m)^  labels: List should have at least 1 item \(task image-"):
+        parse_spec({"name": "x", "source": "s3://raw/x/", "task": "image-classification"})
