@@ -15,6 +15,14 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 
+def mean_or_none(values: Sequence[Any] | pd.Series) -> float | None:
+    """The mean of the numeric, non-missing values; None when there are none (a metric with no evidence)."""
+    numbers = pd.to_numeric(
+        pd.Series(values, dtype=object) if not isinstance(values, pd.Series) else values, errors="coerce"
+    ).dropna()
+    return float(numbers.mean()) if len(numbers) else None
+
+
 def category_counts(votes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[Any]]:
     """(items x categories count matrix, task ids of the rows, category values) of classification votes."""
     task_codes, task_ids = pd.factorize(votes["task_id"], sort=True)

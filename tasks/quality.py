@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labelflow.tasks.agreement import mean_or_none
 from labelflow.tasks.spec import ProjectSpec
 
 
@@ -130,17 +131,12 @@ def judge(
         annotations=len(annotations),
         invalid_annotations=int(annotations["problem"].notna().sum()),
         annotators=int(annotations["annotator_id"].nunique()),
-        mean_task_agreement=_mean(finished["agreement"]),
-        mean_confidence=_mean(finished["confidence"]),
+        mean_task_agreement=mean_or_none(finished["agreement"]),
+        mean_confidence=mean_or_none(finished["confidence"]),
     )
     metrics.update(spec.task_type.gold_metrics(finished))
     metrics["label_distribution"] = _label_distribution(finished[~finished["flagged"]], spec)
     return QualityReport(consensus=consensus, annotators=annotators, pairwise=pairwise, metrics=metrics)
-
-
-def _mean(values: pd.Series) -> float | None:
-    values = pd.to_numeric(values, errors="coerce").dropna()
-    return float(values.mean()) if len(values) else None
 
 
 def _label_distribution(rows: pd.DataFrame, spec: ProjectSpec) -> dict[str, int]:

@@ -419,14 +419,19 @@ class ProjectSpec(_Section):
 SPEC_FIELD_MESSAGE = re.compile(r"^[a-z_]+(\.[a-z_]+)*: ")
 
 
+def describe_error(error: Any) -> tuple[str, str]:
+    """(dotted field path, message a person reads) of one pydantic error."""
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown field (check the spelling)"
+    return ".".join(str(part) for part in error["loc"]), message
+
+
 def format_validation_error(exc: ValidationError) -> str:
     """One line per problem: the field path and what is wrong."""
     lines = []
     for error in exc.errors():
-        path = ".".join(str(part) for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling)"
+        path, message = describe_error(error)
         if not path and SPEC_FIELD_MESSAGE.match(message):
             lines.append(f"  {message}")  # a cross-field check that names its field itself
         else:

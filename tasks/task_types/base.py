@@ -90,15 +90,13 @@ class TaskType(ABC):
             return None
         from pydantic import ValidationError
 
+        from labelflow.tasks.spec import describe_error  # spec imports this module
+
         try:
             return self.options_model.model_validate(options)
         except ValidationError as exc:
-            error = exc.errors()[0]
-            path = ".".join(str(part) for part in ("options", *error["loc"]))
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown field (check the spelling)"
-            raise ValueError(f"{path}: {message}") from None
+            path, message = describe_error(exc.errors()[0])
+            raise ValueError(f"options.{path}: {message}") from None
 
     @abstractmethod
     def label_config(self, labels: list[str]) -> str:

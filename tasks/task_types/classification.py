@@ -18,13 +18,6 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def _mean(values: pd.Series) -> float | None:
-    import pandas as pd
-
-    values = pd.to_numeric(values, errors="coerce").dropna()
-    return float(values.mean()) if len(values) else None
-
-
 def choice_result(from_name: str, to_name: str, label: str) -> list[dict[str, Any]]:
     """A Label Studio result choosing one class."""
     return [{"from_name": from_name, "to_name": to_name, "type": "choices", "value": {"choices": [label]}}]
@@ -76,6 +69,7 @@ class ClassificationTask(TaskType):
             category_counts,
             fleiss_kappa,
             krippendorff_alpha_nominal,
+            mean_or_none,
             pairwise_cohen_kappa,
         )
         from labelflow.tasks.consensus import dawid_skene, estimated_accuracy, majority_vote
@@ -109,7 +103,7 @@ class ClassificationTask(TaskType):
             share_for = np.where(chosen >= 0, shares[np.arange(len(chosen)), np.maximum(chosen, 0)], shares.max(axis=1))
             consensus.loc[has, "agreement"] = share_for[index]
             pairwise = pairwise_cohen_kappa(votes)
-            metrics["mean_cohen_kappa"] = _mean(pairwise["cohen_kappa"]) if len(pairwise) else None
+            metrics["mean_cohen_kappa"] = mean_or_none(pairwise["cohen_kappa"]) if len(pairwise) else None
             if result.annotator_confusion is not None:
                 priors = result.posterior.mean(axis=0)
                 extra["estimated_accuracy"] = {

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from labelflow.tasks.task_types.base import FROM_NAME, label_options
-from labelflow.tasks.task_types.regions import RegionTask, _mean
+from labelflow.tasks.task_types.regions import RegionTask
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,7 +76,9 @@ class NamedEntities(RegionTask):
         self, consensus: pd.DataFrame, agreements: list[float], ious: list[float], metrics: dict[str, Any]
     ) -> None:
         """Mean pairwise span F1."""
-        metrics["mean_pairwise_span_f1"] = _mean(agreements)
+        from labelflow.tasks.agreement import mean_or_none
+
+        metrics["mean_pairwise_span_f1"] = mean_or_none(agreements)
 
     @property
     def consensus_columns(self) -> tuple[str, ...]:

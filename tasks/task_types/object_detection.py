@@ -7,21 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from labelflow.tasks.task_types.base import FROM_NAME, label_options
-from labelflow.tasks.task_types.regions import RegionTask, _mean
+from labelflow.tasks.task_types.regions import RegionTask
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from labelflow.tasks.spec import ProjectSpec
-
-
-def _plain_number(value: Any) -> Any:
-    """A numpy scalar as a Python number (JSON cannot encode numpy types); NaN as None."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and value != value:
-        return None
-    return value
 
 
 class ObjectDetection(RegionTask):
@@ -71,9 +62,11 @@ class ObjectDetection(RegionTask):
         self, consensus: pd.DataFrame, agreements: list[float], ious: list[float], metrics: dict[str, Any]
     ) -> None:
         """Mean IoU of matched boxes (also per task) and mean pairwise box F1."""
+        from labelflow.tasks.agreement import mean_or_none
+
         consensus["matched_iou"] = ious
-        metrics["mean_matched_iou"] = _mean(ious)
-        metrics["mean_pairwise_box_f1"] = _mean(agreements)
+        metrics["mean_matched_iou"] = mean_or_none(ious)
+        metrics["mean_pairwise_box_f1"] = mean_or_none(agreements)
 
     @property
     def consensus_columns(self) -> tuple[str, ...]:
@@ -82,6 +75,8 @@ class ObjectDetection(RegionTask):
 
     def write_training_export(self, rows: pd.DataFrame, spec: ProjectSpec, folder: Path) -> Path:
         """coco.json: images, box annotations ([x, y, width, height] in pixels) and categories numbered from 1."""
+        from labelflow.tasks.dataset import _plain  # numpy scalars as JSON numbers, NaN as null
+
         path = folder / self.export_file
         categories = [{"id": i, "name": label} for i, label in enumerate(spec.labels, start=1)]
         category = {c["name"]: c["id"] for c in categories}
@@ -89,9 +84,7 @@ class ObjectDetection(RegionTask):
         for task_id, uri, width, height, regions in rows[
             ["task_id", "source_uri", "image_width", "image_height", "regions"]
         ].itertuples(index=False):
-            images.append(
-                {"id": int(task_id), "file_name": uri, "width": _plain_number(width), "height": _plain_number(height)}
-            )
+            images.append({"id": int(task_id), "file_name": uri, "width": _plain(width), "height": _plain(height)})
             for region in regions or []:
                 x, y, w, h = (float(region[k]) for k in ("x", "y", "width", "height"))
                 boxes.append(

@@ -17,11 +17,6 @@ if TYPE_CHECKING:
 REGION_FIELDS = ("label", "start", "end", "text", "x", "y", "width", "height", "rotation")
 
 
-def _mean(values: list[float]) -> float | None:
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return float(sum(finite) / len(finite)) if finite else None
-
-
 def _region_lists(regions: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in regions] if regions is not None else []
 
