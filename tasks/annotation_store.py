@@ -27,6 +27,7 @@ from labelflow.integrations.object_store import ObjectStoreError
 from labelflow.tasks.annotations import ANNOTATION_SCHEMA, TASK_SCHEMA
 from labelflow.tasks.ports import ObjectStorePort
 from labelflow.tasks.spec import S3Location
+from labelflow.tasks.tables import conform
 
 COMPACT_AFTER_PARTS = 48
 PARQUET = "application/vnd.apache.parquet"
@@ -64,7 +65,7 @@ class CurrentTable:
 
 
 def _read_parquet(store: ObjectStorePort, bucket: str, key: str, schema: pa.Schema) -> pa.Table:
-    return pq.read_table(io.BytesIO(store.get_bytes(bucket, key))).cast(schema)
+    return conform(pq.read_table(io.BytesIO(store.get_bytes(bucket, key))), schema)
 
 
 def _latest_per_task(table: pa.Table) -> pa.Table:
@@ -122,8 +123,8 @@ class AnnotationStore:
     def append(self, seq: int, tasks: pa.Table, annotations: pa.Table) -> None:
         """Write one collection's parts: annotations first, then tasks (a task part makes its annotations live)."""
         self.store.ensure_bucket(self.bucket)
-        self._put(f"{self.annotations_prefix}part-{seq:020d}.parquet", annotations.cast(ANNOTATION_SCHEMA))
-        self._put(f"{self.tasks_prefix}part-{seq:020d}.parquet", tasks.cast(TASK_SCHEMA))
+        self._put(f"{self.annotations_prefix}part-{seq:020d}.parquet", conform(annotations, ANNOTATION_SCHEMA))
+        self._put(f"{self.tasks_prefix}part-{seq:020d}.parquet", conform(tasks, TASK_SCHEMA))
 
     def _put(self, key: str, table: pa.Table) -> None:
         buffer = io.BytesIO()

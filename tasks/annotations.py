@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +46,9 @@ ANNOTATION_SCHEMA = pa.schema(
         ("ground_truth", pa.bool_()),
         ("problem", pa.string()),  # why this annotation cannot be used as it is (e.g. a label outside the set)
         ("seq", pa.int64()),  # the collection that wrote this row
+        # Record types (preference, ranking, grading, SFT): the structured answer as JSON; `label` is its summary.
+        # Tables written before this column existed read it as null.
+        ("answer", pa.string()),
     ]
 )
 TASK_SCHEMA = pa.schema(
@@ -62,6 +66,9 @@ TASK_SCHEMA = pa.schema(
         ("cancelled", pa.int64()),
         ("deleted", pa.bool_()),  # the task no longer exists in Label Studio
         ("seq", pa.int64()),
+        # Record types: the task's record fields as JSON (prompt, responses, models, gold, generation lineage),
+        # with its place in the source file (record_index, record_id).
+        ("record", pa.string()),
     ]
 )
 
@@ -122,12 +129,19 @@ class AnnotationNormalizer:
             "cancelled": len(annotations) - len(kept),
             "deleted": False,
             "seq": seq,
+            "record": self._record(data) if self.task_type.media == "record" else None,
         }
-        rows = [self.annotation(task_row, annotation, width, height, seq) for annotation in kept]
+        rows = [self.annotation(task_row, annotation, width, height, seq, data) for annotation in kept]
         return NormalizedTask(task=task_row, annotations=rows)
 
     def annotation(
-        self, task_row: dict[str, Any], annotation: dict[str, Any], width: int | None, height: int | None, seq: int
+        self,
+        task_row: dict[str, Any],
+        annotation: dict[str, Any],
+        width: int | None,
+        height: int | None,
+        seq: int,
+        task_data: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """One annotation row; labels outside the spec's set are kept and marked in `problem`, never dropped."""
         completed_by = annotation.get("completed_by")
@@ -138,7 +152,14 @@ class AnnotationNormalizer:
             annotator_id = _int_or_none(completed_by)
             email = self.users.get(annotator_id or -1)
         prediction = annotation.get("prediction") or {}
-        label, regions, problems = self._labels(annotation.get("result") or [], width, height)
+        result = annotation.get("result") or []
+        answer = None
+        if self.task_type.media == "record":
+            mine = [item for item in result if self.task_type.owns_result(item, self.from_name)]
+            label, answer, problems = self.task_type.parse_answer(mine, task_data or {}, self.spec)
+            regions = None
+        else:
+            label, regions, problems = self._labels(result, width, height)
         return {
             "project_id": self.project_id,
             "task_id": task_row["task_id"],
@@ -156,7 +177,14 @@ class AnnotationNormalizer:
             "ground_truth": bool(annotation.get("ground_truth")),
             "problem": "; ".join(problems) if problems else None,
             "seq": seq,
+            "answer": json.dumps(answer, ensure_ascii=False, sort_keys=True) if answer is not None else None,
         }
+
+    def _record(self, data: dict[str, Any]) -> str:
+        """A record task's fields and lineage as JSON, for judging and exports."""
+        keys = (*self.task_type.record_data_keys, "record_index", "record_id")  # type: ignore[attr-defined]
+        record = {key: data[key] for key in keys if data.get(key) is not None}
+        return json.dumps(record, ensure_ascii=False, sort_keys=True)
 
     def _labels(
         self, result: list[dict[str, Any]], width: int | None, height: int | None

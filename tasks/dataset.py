@@ -25,7 +25,9 @@ CONSENSUS_COLUMNS = [
     "text",
     "image_width",
     "image_height",
+    "record",
     "label",
+    "answer",
     "regions",
     "confidence",
     "agreement",
@@ -35,7 +37,9 @@ CONSENSUS_COLUMNS = [
     "gold_label",
 ]
 # Columns every task type's consensus table has; the type adds its own (tasks/task_types, `consensus_columns`).
-COMMON_CONSENSUS_COLUMNS = frozenset(CONSENSUS_COLUMNS) - {"text", "image_width", "image_height", "label", "regions"}
+COMMON_CONSENSUS_COLUMNS = frozenset(CONSENSUS_COLUMNS) - {
+    "text", "image_width", "image_height", "record", "label", "answer", "regions"
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,9 @@ def dataset_rows(published: pd.DataFrame, tasks: pd.DataFrame, spec: ProjectSpec
     """The consensus dataset: one row per published task with its text or image size, sorted by task id."""
     info = tasks.drop_duplicates("task_id").set_index("task_id")
     rows = published.copy()
-    for column in ("text", "image_width", "image_height"):
+    for column in ("text", "image_width", "image_height", "record"):
+        if column in rows.columns and column == "record":
+            continue  # record types' consensus already holds it
         rows[column] = rows["task_id"].map(info[column]) if column in info.columns else None
     if "regions" not in rows.columns:
         rows["regions"] = None
@@ -97,15 +103,23 @@ def raw_annotations(annotations: pd.DataFrame, task_ids: pd.Series) -> pd.DataFr
     return rows.sort_values(["task_id", "annotation_id"], kind="stable").reset_index(drop=True)
 
 
-def source_rows(ledger: pd.DataFrame, task_ids: pd.Series) -> pd.DataFrame:
-    """The source objects (bucket, key, ETag, size, SHA-256) each published task was made from."""
-    columns = ["task_id", "bucket", "key", "etag", "size", "sha256"]
+SOURCE_COLUMNS = ["task_id", "bucket", "key", "etag", "size", "sha256"]
+# Tasks made from files of records also name the record: its 1-based place in the file and its own id; `sha256`
+# is then the record's (record_sha256 over its mapped fields), not the file's.
+RECORD_SOURCE_COLUMNS = [*SOURCE_COLUMNS, "record_index", "record_id"]
+
+
+def source_rows(ledger: pd.DataFrame, task_ids: pd.Series, records: bool = False) -> pd.DataFrame:
+    """The source objects (bucket, key, ETag, size, SHA-256), or records, each published task was made from."""
+    columns = RECORD_SOURCE_COLUMNS if records else SOURCE_COLUMNS
     if ledger.empty:
         return pd.DataFrame(columns=columns)
     wanted = set(task_ids.tolist())
     rows = ledger[(ledger["status"] == "ingested") & ledger["task_id"].isin(wanted)]
-    rows = rows.sort_values(["task_id", "bucket", "key"], kind="stable").drop_duplicates(["bucket", "key", "etag"])
-    return rows[columns].astype({"task_id": "int64", "size": "int64"}).reset_index(drop=True)
+    identity = ["bucket", "key", "etag", "record_index"] if records else ["bucket", "key", "etag"]
+    rows = rows.sort_values(["task_id", "bucket", "key"], kind="stable").drop_duplicates(identity)
+    types = {"task_id": "int64", "size": "int64"} | ({"record_index": "Int64"} if records else {})
+    return rows.reindex(columns=columns).astype(types).reset_index(drop=True)
 
 
 def has_nested_values(column: pd.Series) -> bool:
@@ -172,7 +186,7 @@ def build_dataset(
     """Write consensus.parquet, annotations.parquet, sources.parquet and the training export into `folder`."""
     rows = dataset_rows(published, tasks, spec)
     raw = raw_annotations(annotations, rows["task_id"])
-    sources = source_rows(ledger, rows["task_id"])
+    sources = source_rows(ledger, rows["task_id"], records=spec.task_type.media == "record")
     digest = content_digest(rows, raw, sources, spec)
     written = {
         "consensus.parquet": ("consensus", rows),
@@ -209,7 +223,7 @@ def manifest(
         "sources": {
             "file": "sources.parquet",
             "count": built.sources,
-            "columns": ["task_id", "bucket", "key", "etag", "size", "sha256"],
+            "columns": RECORD_SOURCE_COLUMNS if spec.task_type.media == "record" else SOURCE_COLUMNS,
         },
         "lineage": lineage,
     }

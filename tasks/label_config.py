@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from labelflow.tasks.spec import ProjectSpec
 from labelflow.tasks.task_types import FROM_NAME
 
-CONTROL_TYPES = {"Choices": "choices", "Labels": "labels", "RectangleLabels": "rectanglelabels"}
+CONTROL_TYPES = {
+    "Choices": "choices",
+    "Labels": "labels",
+    "RectangleLabels": "rectanglelabels",
+    # the record types' answers (preference, ranking, grading, SFT)
+    "Pairwise": "pairwise",
+    "Ranker": "ranker",
+    "Rating": "rating",
+    "TextArea": "textarea",
+}
 
 __all__ = ["CONTROL_TYPES", "FROM_NAME", "LabelInterface", "build_label_config", "control_of", "label_interface"]
 
@@ -16,7 +25,7 @@ def build_label_config(spec: ProjectSpec) -> str:
     """The spec's raw `label_config`, or its task type's built-in template (every label escaped)."""
     if spec.label_config is not None:
         return spec.label_config
-    return spec.task_type.label_config(spec.labels)
+    return spec.task_type.label_config_for(spec)
 
 
 def control_of(label_config: str) -> tuple[str, str, str]:
@@ -26,7 +35,7 @@ def control_of(label_config: str) -> tuple[str, str, str]:
     for element in ElementTree.fromstring(label_config).iter():
         if element.tag in CONTROL_TYPES:
             return element.get("name", FROM_NAME), element.get("toName", ""), CONTROL_TYPES[element.tag]
-    raise ValueError("label_config has no Choices, Labels or RectangleLabels control")
+    raise ValueError(f"label_config has no labeling control ({', '.join(CONTROL_TYPES)})")
 
 
 @dataclass(frozen=True)

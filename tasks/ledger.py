@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from labelflow.tasks.ports import ObjectStorePort
 from labelflow.tasks.spec import S3Location
+from labelflow.tasks.tables import conform
 
 LEDGER_SCHEMA = pa.schema(
     [
@@ -28,6 +29,10 @@ LEDGER_SCHEMA = pa.schema(
         ("task_id", pa.int64()),
         ("batch_id", pa.string()),
         ("recorded_at", pa.float64()),
+        # Files of records: one row per record (its 1-based place in the file and its own id), and one `file` row
+        # once the whole file version was read. Ledgers written before these columns read them as null.
+        ("record_index", pa.int64()),
+        ("record_id", pa.string()),
     ]
 )
 COMPACT_AFTER_PARTS = 64
@@ -109,7 +114,7 @@ class IngestLedger:
 
     def _compact(self, parts: list[str], tables: list[pa.Table]) -> None:
         """Merge many small parts into one, writing the merged part before deleting the old ones."""
-        merged = pa.concat_tables([t.cast(LEDGER_SCHEMA) for t in tables])
+        merged = pa.concat_tables([conform(t, LEDGER_SCHEMA) for t in tables])
         self._write_table(merged, prefix="compacted")
         for key in parts:
             self.store.delete(self.state.bucket, key)
@@ -137,7 +142,7 @@ class IngestLedger:
     def read_all(self) -> pa.Table:
         """The whole ledger as one table (for reports and tests)."""
         tables = [
-            pq.read_table(io.BytesIO(self.store.get_bytes(self.state.bucket, obj.key))).cast(LEDGER_SCHEMA)
+            conform(pq.read_table(io.BytesIO(self.store.get_bytes(self.state.bucket, obj.key))), LEDGER_SCHEMA)
             for obj in self.store.list_objects(self.state.bucket, self.parts_prefix)
         ]
         return pa.concat_tables(tables) if tables else LEDGER_SCHEMA.empty_table()

@@ -13,6 +13,7 @@ import pandas as pd
 
 from labelflow.tasks.agreement import mean_or_none
 from labelflow.tasks.spec import ProjectSpec
+from labelflow.tasks.task_types.record_task import record_of
 
 
 @dataclass
@@ -101,6 +102,11 @@ def judge(
     consensus["invalid_annotations"] = consensus["task_id"].map(problems).fillna(0).astype(int)
     consensus["finished"] = (consensus["annotations"] >= consensus["required"]) | consensus["reviewed"]
     consensus["gold_label"] = attach_gold(consensus, gold)
+    if spec.task_type.media == "record":
+        # A record type's tasks carry their record (prompt, responses, `gold`): judging and exports read it.
+        consensus["record"] = tasks["record"].to_numpy() if "record" in tasks.columns else None
+        from_record = consensus["record"].map(lambda r: spec.task_type.gold_of(record_of(r)))  # type: ignore[attr-defined]
+        consensus["gold_label"] = consensus["gold_label"].where(consensus["gold_label"].notna(), from_record)
 
     metrics: dict[str, Any] = {"task_type": spec.task, "aggregation": quality.aggregation}
     pairwise, annotator_extra = spec.task_type.judge(consensus, votes, reviews, spec, metrics)

@@ -155,6 +155,8 @@ def run(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Have the simulated annotators annotate the project's tasks through the API; returns what was done."""
+    if spec.task_type.media == "record":
+        return run_records(ls, spec, project_id, annotators, per_task, limit, seed, workers, progress)
     interface = label_interface(spec)
     if spec.task_type.simulated_result(interface.from_name, interface.to_name, spec.labels[0]) is None:
         raise SimulationError(f"the simulator supports classification tasks, not {spec.task!r}")
@@ -202,6 +204,93 @@ def run(
         "tasks": len(tasks),
         "tasks_with_truth": len(truths),
         "annotations_created": len(work.items),
+        "annotators": [
+            {
+                "email": a.email,
+                "user_id": user_ids[a.email],
+                "configured_accuracy": None if a.spammer else a.accuracy,
+                "spammer": a.spammer,
+                "annotations": per_annotator[a.email],
+                "observed_accuracy": correct[a.email] / per_annotator[a.email] if per_annotator[a.email] else None,
+            }
+            for a in annotators
+        ],
+    }
+
+
+def plan_records(
+    tasks: list[dict[str, Any]],
+    spec: ProjectSpec,
+    annotators: list[SimulatedAnnotator],
+    user_ids: dict[str, int],
+    per_task: int,
+    seed: int,
+) -> tuple[list[tuple[int, SimulatedAnnotator, list[dict[str, Any]], float, bool]], int]:
+    """(task, who, result, lead, agrees with gold) for record tasks with a `gold` answer; and how many had none."""
+    task_type = spec.task_type
+    items = []
+    skipped = 0
+    for item in tasks:
+        task_id, data = int(item["id"]), item.get("data") or {}
+        gold = task_type.gold_of(data)  # type: ignore[attr-defined]
+        if gold is None:
+            skipped += 1
+            continue
+        rng = random.Random(zlib.crc32(f"{seed}:{data.get('content_sha256') or task_id}".encode()))
+        done = {a.get("completed_by") for a in item.get("annotations") or [] if not a.get("was_cancelled")}
+        candidates = [a for a in annotators if user_ids[a.email] not in done]
+        rng.shuffle(candidates)
+        for annotator in candidates[: max(0, per_task - len(done))]:
+            result = task_type.simulated_answer(data, spec, annotator.accuracy, annotator.spammer, rng)
+            if result is None:
+                continue
+            label, _, _ = task_type.parse_answer(result, data, spec)
+            lead = max(0.5, rng.lognormvariate(0, 0.4) * annotator.seconds_per_task * 3)  # reading takes longer
+            items.append((task_id, annotator, result, round(lead, 2), label == gold))
+    return items, skipped
+
+
+def run_records(
+    ls: LabelStudioClient,
+    spec: ProjectSpec,
+    project_id: int,
+    annotators: list[SimulatedAnnotator],
+    per_task: int | None,
+    limit: int | None,
+    seed: int,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> dict[str, Any]:
+    """Simulated annotation of record tasks (preference, ranking, grading, SFT), from each record's `gold` answer."""
+    user_ids = ensure_users(ls, annotators)
+    tasks = ls.export_tasks(project_id, timeout=spec.collect.timeout_seconds)
+    tasks.sort(key=lambda t: int(t["id"]))
+    wanted = per_task or min(spec.overlap, len(annotators))
+    items, skipped = plan_records(tasks, spec, annotators, user_ids, wanted, seed)
+    if not items and skipped:
+        raise SimulationError(
+            f"no task has a known answer: map a `gold` field in records.fields so the simulator knows what a "
+            f"{spec.task} task's true answer is"
+        )
+    if limit is not None:
+        items = items[:limit]
+    done = iter(range(1, len(items) + 1))
+
+    def annotate(item: tuple[int, SimulatedAnnotator, list[dict[str, Any]], float, bool]) -> None:
+        task_id, annotator, result, lead, _ = item
+        ls.create_annotation(task_id, result, user_ids[annotator.email], lead)
+        if progress is not None:
+            progress(next(done), len(items))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(annotate, items))
+    per_annotator = Counter(item[1].email for item in items)
+    correct = Counter(item[1].email for item in items if item[4])
+    return {
+        "project_id": project_id,
+        "tasks": len(tasks),
+        "tasks_with_truth": len(tasks) - skipped,
+        "annotations_created": len(items),
         "annotators": [
             {
                 "email": a.email,

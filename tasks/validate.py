@@ -171,13 +171,18 @@ def spec_expectations(spec: ProjectSpec, table: str) -> list[ExpectationDefiniti
     """Expectations that follow from the spec (label set, overlap, agreement, rows per class), never hand-copied."""
     labels = list(spec.labels)
     found: list[ExpectationDefinition] = [
-        ExpectationDefinition(
-            "expect_column_values_to_be_in_set",
-            {"column": "label", "value_set": labels},
-            f"every {'annotated' if table == 'annotations' else 'consensus'} label is one of the spec's labels",
-            "spec",
-        )
+        ExpectationDefinition(kind, kwargs, notes, "spec")
+        for kind, kwargs, notes in spec.task_type.spec_expectations(spec, table)
     ]
+    if spec.task_type.uses_labels:
+        found.append(
+            ExpectationDefinition(
+                "expect_column_values_to_be_in_set",
+                {"column": "label", "value_set": labels},
+                f"every {'annotated' if table == 'annotations' else 'consensus'} label is one of the spec's labels",
+                "spec",
+            )
+        )
     if table == "consensus":
         condition = {"type": "comparison", "column": {"name": "reviewed"}, "operator": "==", "parameter": False}
         unreviewed = {"row_condition": condition}
@@ -196,7 +201,7 @@ def spec_expectations(spec: ProjectSpec, table: str) -> list[ExpectationDefiniti
             ),
         ]
         minimum = spec.dataset.min_rows_per_class if spec.dataset else 0
-        if minimum > 0:
+        if minimum > 0 and spec.task_type.uses_labels:
             found.append(
                 ExpectationDefinition(
                     "expect_column_value_counts_to_be_at_least",
@@ -219,14 +224,14 @@ def batches_to_validate(
     return [
         BatchToValidate(
             "annotations",
-            annotation_frame(annotations, tasks),
+            spec.task_type.validation_columns(annotation_frame(annotations, tasks), "annotations", spec),
             validator.suite_for("annotations", spec.task_type.expectation_suite)
             + spec_expectations(spec, "annotations"),
             ID_COLUMNS["annotations"],
         ),
         BatchToValidate(
             "consensus",
-            consensus_frame(publishable(consensus), tasks),
+            spec.task_type.validation_columns(consensus_frame(publishable(consensus), tasks), "consensus", spec),
             validator.suite_for("consensus", spec.task_type.expectation_suite) + spec_expectations(spec, "consensus"),
             ID_COLUMNS["consensus"],
         ),

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
+    import random
+
     import pandas as pd
     from pydantic import BaseModel
 
@@ -102,6 +104,20 @@ class TaskType(ABC):
     def label_config(self, labels: list[str]) -> str:
         """The built-in Label Studio labeling-interface XML for a label set."""
 
+    def label_config_for(self, spec: ProjectSpec) -> str:
+        """The built-in interface for a spec (types whose interface depends on `options:` override this)."""
+        return self.label_config(spec.labels)
+
+    def owns_result(self, item: dict[str, Any], from_name: str) -> bool:
+        """True when a Label Studio result item belongs to this type's answer (by default: the labeling control's)."""
+        return item.get("from_name") == from_name
+
+    # --- records ----------------------------------------------------------------------------------------------
+
+    def record_task_data(self, fields: dict[str, str | list[str]], spec: ProjectSpec) -> dict[str, Any]:
+        """Label Studio task data shown for one record's mapped fields (a chat parsed back into messages, say)."""
+        return dict(fields)
+
     # --- collected results -> table rows ----------------------------------------------------------------------
 
     @abstractmethod
@@ -141,10 +157,33 @@ class TaskType(ABC):
     def labels_used(self, rows: pd.DataFrame) -> pd.Series:
         """One label per use (a class per task, or a label per region) in consensus or dataset rows."""
 
+    def parse_answer(
+        self, items: list[dict[str, Any]], data: dict[str, Any], spec: ProjectSpec
+    ) -> tuple[str | None, dict[str, Any] | None, list[str]]:
+        """(summary label, structured answer, problems) of one annotation, for types whose answer is not a class."""
+        raise NotImplementedError(f"task {self.name} answers with classes or regions, read by parse_result")
+
+    def validation_columns(self, frame: pd.DataFrame, table: str, spec: ProjectSpec) -> pd.DataFrame:
+        """Derived columns this type's expectation suites check on the validated `annotations` or `consensus` rows."""
+        return frame
+
+    def spec_expectations(self, spec: ProjectSpec, table: str) -> list[tuple[str, dict[str, Any], str]]:
+        """(expectation type, kwargs, notes) that follow from the spec's options, for one validated table."""
+        return []
+
     # --- annotation simulation --------------------------------------------------------------------------------
 
     def simulated_result(self, from_name: str, to_name: str, label: str) -> list[dict[str, Any]] | None:
         """A Label Studio result a simulated annotator gives for a task whose true label is known; None: unsupported."""
+        return None
+
+    def simulated_answer(
+        self, data: dict[str, Any], spec: ProjectSpec, accuracy: float, spammer: bool, rng: random.Random
+    ) -> list[dict[str, Any]] | None:
+        """A record task's simulated result: consistent with the record's `gold` with probability `accuracy`.
+
+        None when the task has no known answer to simulate from (records without `gold`).
+        """
         return None
 
     # --- dataset ----------------------------------------------------------------------------------------------
