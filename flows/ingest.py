@@ -19,11 +19,13 @@ from labelflow.tasks.ingest import (
     import_and_record,
     iter_new_objects,
     load_ledger,
+    new_object_tasks,
     prelabel_objects,
     recover_interrupted_batches,
     summary_markdown,
     write_run_report,
 )
+from labelflow.tasks.ingest_records import check_record_fields, ingest_record_file
 from labelflow.tasks.ledger import IngestLedger
 from labelflow.tasks.ports import ClientsPort
 from labelflow.tasks.prelabel import build_predictor
@@ -58,6 +60,9 @@ def ingest_spec(
     store, ls = clients.store, clients.label_studio_client
     stats = IngestStats()
     steps(check_sources, store, spec)
+    if spec.records is not None:
+        # Before the project exists: a `records.fields` mapping that fits no record is refused, creating nothing.
+        steps(check_record_fields, store, spec)
     project_id = steps(ensure_project, ls, store, spec)
     if spec.modality == "image":
         # The read-only identity is resolved first: without one, nothing is connected (never the admin key).
@@ -73,6 +78,16 @@ def ingest_spec(
         stats.add_listing(listed)
         if not listed.objects:
             continue
+        if spec.records is not None:
+            for obj in listed.objects:
+                # Once: its chunks' imports retry inside; the next run resumes a failed file record by record.
+                result = steps.once(ingest_record_file, store, ls, ledger, spec, project_id, obj, index, predictor)
+                stats.add_record_file(result)
+                steps.log.info(
+                    "%s: %d records, %d tasks created, %d unchanged, %d quarantined",
+                    obj.uri, result.records, result.tasks_created, result.unchanged, sum(result.quarantined.values()),
+                )  # fmt: skip
+            continue
         cleaned = steps(clean_objects, store, spec, listed.objects, index)
         stats.add_cleaning(cleaned)
         predictions = None
@@ -82,7 +97,14 @@ def ingest_spec(
             predictions = prelabels.predictions
         # Once: its batches retry inside, and a repeat of the whole chunk would import them a second time.
         imported = steps.once(
-            import_and_record, ls, ledger, spec, project_id, cleaned.accepted, cleaned.rejected, predictions
+            import_and_record,
+            ls,
+            ledger,
+            spec,
+            project_id,
+            new_object_tasks(spec, cleaned.accepted),
+            cleaned.rejected,
+            predictions,
         )
         stats.add_import(imported)
         # Before the next chunk is cleaned: its duplicates of this chunk's content are found through the index.

@@ -216,6 +216,25 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise _wrap(f"get s3://{bucket}/{key}", exc) from exc
 
+    def iter_chunks(self, bucket: str, key: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """Stream one object in chunks, holding one chunk at a time (files of records of any size)."""
+        try:
+            if _minio_accepts(key):
+                response = self._fast.get_object(bucket, key)
+                try:
+                    yield from response.stream(chunk_bytes)
+                finally:
+                    response.close()
+                    response.release_conn()
+                return
+            body = self._client.get_object(Bucket=bucket, Key=key)["Body"]
+            try:
+                yield from body.iter_chunks(chunk_bytes)
+            finally:
+                body.close()
+        except (S3Error, urllib3.exceptions.HTTPError, ClientError, BotoCoreError) as exc:
+            raise _wrap(f"get s3://{bucket}/{key}", exc) from exc
+
     def upload_file(self, bucket: str, key: str, path: Path, content_type: str = "application/octet-stream") -> str:
         """Stream a local file into one object (multipart when large); return its ETag."""
         try:

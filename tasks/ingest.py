@@ -100,6 +100,11 @@ class IngestStats:
     recovered: int = 0
     seconds: Counter[str] = field(default_factory=Counter)
     quarantine_rows: list[LedgerRow] = field(default_factory=list)
+    # files of records
+    record_files: int = 0
+    records_read: int = 0
+    records_unchanged: int = 0
+    changed_rows: list[LedgerRow] = field(default_factory=list)
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -138,8 +143,38 @@ class IngestStats:
         self.tasks_created += len(imported.ingested)
         self.quarantine_rows.extend(imported.rejected)
 
+    def add_record_file(self, result: Any) -> None:
+        """Count one file of records (a tasks.ingest_records.RecordFileResult)."""
+        self.record_files += 1
+        self.records_read += result.records
+        self.records_unchanged += result.unchanged
+        self.tasks_created += result.tasks_created
+        self.predictions += result.predictions
+        self.quarantined.update(result.quarantined)
+        self.duplicates += result.quarantined.get(str(Reason.DUPLICATE), 0)
+        self.quarantine_rows.extend(result.quarantine_rows)
+        self.changed_rows.extend(result.changed)
+        self.seconds.update(result.seconds)
+
+    def records_dict(self) -> dict[str, Any]:
+        """What the run did with files of records: counts, and the records whose content changed."""
+        return {
+            "files_read": self.record_files,
+            "records_read": self.records_read,
+            "unchanged": self.records_unchanged,
+            "changed": len(self.changed_rows),
+            "changed_records": [
+                {"record": row.task_key, "record_id": row.record_id, "new_task_id": row.task_id}
+                for row in self.changed_rows[:1000]
+            ],
+        }
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (without the per-object quarantine rows)."""
+        extra = {"records": self.records_dict()} if self.record_files else {}
+        return {**extra, **self._counts()}
+
+    def _counts(self) -> dict[str, Any]:
         return {
             "listed": self.listed,
             "already_ingested_or_quarantined": self.already_known,
@@ -331,14 +366,20 @@ def recover_interrupted_batches(
     so the listing sees them as new and they are imported normally. The caller adds the rows to its index.
     """
     recovered: list[LedgerRow] = []
-    recorded: set[tuple[str, str, str]] = set()  # an object in two pending batches is recorded once
+    recorded: set[tuple[str, str, str, int | None]] = set()  # an object in two pending batches is recorded once
     for batch_id, rows in ledger.pending_batches().items():
-        found = {t["data"].get("source_uri"): int(t["id"]) for t in ls.tasks_where(project_id, BATCH_FIELD, batch_id)}
+        found = {task_key(t["data"]): int(t["id"]) for t in ls.tasks_where(project_id, BATCH_FIELD, batch_id)}
         done = []
         for row in rows:
-            task_id = found.get(f"s3://{row.bucket}/{row.key}")
-            version = (row.bucket, row.key, row.etag)
-            if task_id is not None and not index.is_known(*version) and version not in recorded:
+            task_id = found.get(row.task_key)
+            version = (row.bucket, row.key, row.etag, row.record_index)
+            if row.record_index is None:
+                known = index.is_known(row.bucket, row.key, row.etag)
+            else:
+                known = index.record_hash(row.bucket, row.key, row.record_index, row.record_id) == _short_hash(
+                    row.sha256
+                )
+            if task_id is not None and not known and version not in recorded:
                 done.append(LedgerRow(**{**row.__dict__, "task_id": task_id}))
                 recorded.add(version)
         ledger.append(done)
@@ -573,7 +614,7 @@ def import_batch_idempotently(
         try:
             ids = ls.import_tasks(project_id, payloads)
             if len(ids) == len(payloads):
-                return {p["data"]["source_uri"]: task_id for p, task_id in zip(payloads, ids, strict=True)}
+                return {task_key(p["data"]): task_id for p, task_id in zip(payloads, ids, strict=True)}
         except LabelStudioError as exc:
             if not exc.transient:
                 raise
@@ -583,9 +624,7 @@ def import_batch_idempotently(
         time.sleep(delay)
         delay *= 2
         try:
-            existing = {
-                t["data"].get("source_uri"): int(t["id"]) for t in ls.tasks_where(project_id, BATCH_FIELD, batch_id)
-            }
+            existing = {task_key(t["data"]): int(t["id"]) for t in ls.tasks_where(project_id, BATCH_FIELD, batch_id)}
         except LabelStudioError as exc:
             # Still down: the lookup must back off like the import, or one failed lookup ends the run early.
             if not exc.transient:
@@ -596,10 +635,36 @@ def import_batch_idempotently(
             continue
         if len(existing) >= len(payloads):
             return existing
-        payloads = [p for p in payloads if p["data"]["source_uri"] not in existing]
+        payloads = [p for p in payloads if task_key(p["data"]) not in existing]
         if not payloads:
             return existing
     raise LabelStudioError(f"import of batch {batch_id} did not complete after {attempts} attempts", transient=True)
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task to create: its Label Studio data (without the batch id) and its ledger row (without the task id)."""
+
+    data: dict[str, Any]
+    row: LedgerRow
+
+
+def new_object_tasks(spec: ProjectSpec, cleaned: list[CleanedObject]) -> list[NewTask]:
+    """The tasks of cleaned objects: one per object."""
+    return [
+        NewTask(
+            task_data(spec, item, batch_id=""),
+            LedgerRow(
+                bucket=item.obj.bucket,
+                key=item.obj.key,
+                etag=item.obj.etag,
+                size=item.obj.size,
+                sha256=item.inspection.sha256,
+                status="ingested",
+            ),
+        )
+        for item in cleaned
+    ]
 
 
 def import_and_record(
@@ -607,7 +672,7 @@ def import_and_record(
     ledger: IngestLedger,
     spec: ProjectSpec,
     project_id: int,
-    cleaned: list[CleanedObject],
+    new_tasks: list[NewTask],
     rejected: list[LedgerRow],
     predictions: list[dict | None] | None,
 ) -> ImportedChunk:
@@ -619,8 +684,8 @@ def import_and_record(
     rows: list[LedgerRow] = []
     batch_ids: list[str] = []
     payloads = []
-    for i, item in enumerate(cleaned):
-        payload: dict[str, Any] = {"data": task_data(spec, item, batch_id="")}
+    for i, new in enumerate(new_tasks):
+        payload: dict[str, Any] = {"data": dict(new.data)}
         if predictions and predictions[i]:
             payload["predictions"] = [predictions[i]]
         payloads.append(payload)
@@ -630,23 +695,12 @@ def import_and_record(
         batch_payloads = [payloads[i] for i in indices]
         for payload in batch_payloads:
             payload["data"][BATCH_FIELD] = batch_id
-        pending = [
-            LedgerRow(
-                bucket=cleaned[i].obj.bucket,
-                key=cleaned[i].obj.key,
-                etag=cleaned[i].obj.etag,
-                size=cleaned[i].obj.size,
-                sha256=cleaned[i].inspection.sha256,
-                status="ingested",
-                batch_id=batch_id,
-            )
-            for i in indices
-        ]
+        pending = [LedgerRow(**{**new_tasks[i].row.__dict__, "batch_id": batch_id}) for i in indices]
         ledger.mark_pending(batch_id, pending)
         batch_ids.append(batch_id)
         task_ids = import_batch_idempotently(ls, project_id, batch_payloads, batch_id)
         for row in pending:
-            rows.append(LedgerRow(**{**row.__dict__, "task_id": task_ids[f"s3://{row.bucket}/{row.key}"]}))
+            rows.append(LedgerRow(**{**row.__dict__, "task_id": task_ids[row.task_key]}))
     imported = time.perf_counter()
     ledger.append([*rows, *rejected])
     for batch_id in batch_ids:
@@ -654,14 +708,36 @@ def import_and_record(
     return ImportedChunk(rows, rejected, imported - began, time.perf_counter() - imported)
 
 
+def task_key(data: dict[str, Any]) -> str:
+    """What identifies a task among those labelflow created: its source URI, plus `#index` for a record."""
+    uri = str(data.get("source_uri"))
+    index = data.get("record_index")
+    return uri if index is None else f"{uri}#{index}"
+
+
+def _short_hash(sha256: str) -> int:
+    return int(sha256[:16], 16) if sha256 else 0
+
+
 # --- reports ----------------------------------------------------------------------------------------------
 def quarantine_csv(rows: list[LedgerRow]) -> str:
     """The run's quarantine report: one line per rejected object with its reason."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["uri", "reason", "detail", "size", "etag", "sha256"])
+    writer.writerow(["uri", "reason", "detail", "size", "etag", "sha256", "record_index", "record_id"])
     for row in rows:
-        writer.writerow([f"s3://{row.bucket}/{row.key}", row.reason, row.detail, row.size, row.etag, row.sha256])
+        writer.writerow(
+            [
+                f"s3://{row.bucket}/{row.key}",
+                row.reason,
+                row.detail,
+                row.size,
+                row.etag,
+                row.sha256,
+                "" if row.record_index is None else row.record_index,
+                row.record_id or "",
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -680,6 +756,19 @@ def summary_markdown(
         "Seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["seconds"].items()),
         "",
     ]
+    records = summary.get("records")
+    if records:
+        lines += [
+            f"Files of records read: {records['files_read']}; records read: {records['records_read']}, "
+            f"unchanged since an earlier run: {records['unchanged']}, changed (a new task each; the old task stays): "
+            f"{records['changed']}.",
+            "",
+        ]
+        if records["changed_records"]:
+            lines += ["## Changed records", "", "| record | id | new task |", "|---|---|---|"]
+            for item in records["changed_records"][:50]:
+                lines.append(f"| `{item['record']}` | {item['record_id'] or ''} | {item['new_task_id']} |")
+            lines.append("")
     if rows:
         lines += [
             f"## Quarantined ({len(rows)}; full report: `{report_uri}`)",
@@ -689,7 +778,7 @@ def summary_markdown(
         ]
         for row in rows[:50]:
             detail = row.detail.replace("|", "\\|")[:120]
-            lines.append(f"| `s3://{row.bucket}/{row.key}` | {row.reason} | {detail} |")
+            lines.append(f"| `{row.task_key}` | {row.reason} | {detail} |")
         if len(rows) > 50:
             lines.append(f"| ... {len(rows) - 50} more in the report | | |")
     return "\n".join(lines)

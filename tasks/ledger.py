@@ -38,20 +38,46 @@ LEDGER_SCHEMA = pa.schema(
 COMPACT_AFTER_PARTS = 64
 
 
+# A file of records gets one row per record (`record_index` set) and, once the whole file version was read, one
+# row with this status: only that row makes the listing skip the file, so a run that dies mid-file reads it again and
+# skips the records already recorded.
+FILE_READ = "read"
+
+
 @dataclass(frozen=True)
 class LedgerRow:
-    """One object's outcome."""
+    """One object's outcome, or one record's (`record_index` set) for files of records."""
 
     bucket: str
     key: str
     etag: str
     size: int
-    sha256: str
-    status: str
+    sha256: str  # the object's content hash, or the record's record_sha256
+    status: str  # "ingested", "quarantined", or FILE_READ
     reason: str = ""
     detail: str = ""
     task_id: int | None = None
     batch_id: str = ""
+    record_index: int | None = None
+    record_id: str | None = None
+
+    @property
+    def task_key(self) -> str:
+        """What identifies the row's task in Label Studio's data: the source URI, plus `#index` for a record."""
+        uri = f"s3://{self.bucket}/{self.key}"
+        return uri if self.record_index is None else f"{uri}#{self.record_index}"
+
+
+def record_identity(bucket: str, key: str, record_index: int, record_id: str | None) -> int:
+    """A 64-bit key naming one record of a file: by its own id when it has one, else by its place in the file."""
+    import hashlib
+
+    name = f"{bucket}\0{key}\0{'id:' + record_id if record_id else f'#{record_index}'}"
+    return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def _short(sha256: str) -> int:
+    return int(sha256[:16], 16) if sha256 else 0
 
 
 @dataclass
@@ -60,22 +86,42 @@ class LedgerIndex:
 
     seen: dict[tuple[str, str], str] = field(default_factory=dict)
     task_by_hash: dict[str, int] = field(default_factory=dict)
+    # Records of files: record identity (record_identity) -> the first 64 bits of the record_sha256 last recorded
+    # for it (0 for a record quarantined before it had a hash). Ints, so a million records take about 100 MB.
+    records: dict[int, int] = field(default_factory=dict)
     ingested: int = 0
     quarantined: int = 0
 
-    def add(self, bucket: str, key: str, etag: str, sha256: str, status: str, task_id: int | None) -> None:
+    def add(
+        self,
+        bucket: str,
+        key: str,
+        etag: str,
+        sha256: str,
+        status: str,
+        task_id: int | None,
+        record_index: int | None = None,
+        record_id: str | None = None,
+    ) -> None:
         """Account for one recorded outcome."""
-        self.seen[(bucket, key)] = etag
+        if record_index is None:
+            self.seen[(bucket, key)] = etag  # a record's row never marks its file as read: the FILE_READ row does
+        else:
+            self.records[record_identity(bucket, key, record_index, record_id)] = _short(sha256 or "")
         if status == "ingested":
             self.ingested += 1
             if task_id is not None:
                 self.task_by_hash.setdefault(sha256, task_id)
-        else:
+        elif status != FILE_READ:
             self.quarantined += 1
 
     def add_row(self, row: LedgerRow) -> None:
         """Account for one ledger row."""
-        self.add(row.bucket, row.key, row.etag, row.sha256, row.status, row.task_id)
+        self.add(row.bucket, row.key, row.etag, row.sha256, row.status, row.task_id, row.record_index, row.record_id)
+
+    def record_hash(self, bucket: str, key: str, record_index: int, record_id: str | None) -> int | None:
+        """The (short) hash last recorded for this record of a file, or None for a record never seen."""
+        return self.records.get(record_identity(bucket, key, record_index, record_id))
 
     def add_rows(self, rows: Iterable[LedgerRow]) -> None:
         """Account for ledger rows a step recorded."""
@@ -105,7 +151,10 @@ class IngestLedger:
         for key in parts:
             table = pq.read_table(io.BytesIO(self.store.get_bytes(self.state.bucket, key)))
             tables.append(table)
-            columns = table.select(["bucket", "key", "etag", "sha256", "status", "task_id"]).to_pydict()
+            table = conform(table, LEDGER_SCHEMA)
+            columns = table.select(
+                ["bucket", "key", "etag", "sha256", "status", "task_id", "record_index", "record_id"]
+            ).to_pydict()
             for values in zip(*columns.values(), strict=True):
                 index.add(*values)
         if len(parts) > COMPACT_AFTER_PARTS:

@@ -46,6 +46,10 @@ class ObjectStorePort(Protocol):
         """Every object under a prefix, in key order."""
         ...
 
+    def iter_chunks(self, bucket: str, key: str, chunk_bytes: int = ...) -> Iterator[bytes]:
+        """Stream one object in chunks; a missing one raises with `not_found` set."""
+        ...
+
     def delete(self, bucket: str, key: str) -> None:
         """Delete one object (no error if it is already gone)."""
         ...

@@ -44,6 +44,7 @@ class NamedEntities(RegionTask):
 
     name: ClassVar[str] = "ner"
     media = "text"
+    record_fields = ("text",)  # a file of records may hold the texts: one task per record
     region_kind = "spans"
     consensus_method = "span-vote"
     export_file = "train.conll"

@@ -19,6 +19,7 @@ class TextClassification(ClassificationTask):
 
     name: ClassVar[str] = "text-classification"
     media = "text"
+    record_fields = ("text",)  # a file of records may hold the texts: one task per record
     tag = "Text"
     export_file = "train.jsonl"
     expectation_suite = "text-classification"

@@ -104,6 +104,11 @@ class FakeObjectStore:
             data = self.objects[(bucket, key)][0]
         return data[:max_bytes] if max_bytes else data
 
+    def iter_chunks(self, bucket: str, key: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        data = self.get_bytes(bucket, key)
+        for start in range(0, len(data), chunk_bytes):
+            yield data[start : start + chunk_bytes]
+
     def list_objects(self, bucket: str, prefix: str = "") -> Iterator[StoredObject]:
         with self.lock:
             found = sorted((k, v) for (b, k), v in self.objects.items() if b == bucket and k.startswith(prefix))

@@ -109,8 +109,12 @@ def test_no_task_type_dispatch_outside_the_registry() -> None:
 
 def test_records_and_options_are_checked_by_the_task_type() -> None:
     base = {"name": "r", "source": "s3://raw/x/", "task": "ner", "labels": ["PER"]}
-    with pytest.raises(ValueError, match=r"(?m)^  records: task ner does not read files of records$"):
-        parse_spec({**base, "records": {"fields": {"text": "body"}}})
+    boxes = {**base, "task": "object-detection", "labels": ["car"]}
+    with pytest.raises(ValueError, match=r"(?m)^  records: task object-detection does not read files of records$"):
+        parse_spec({**boxes, "records": {"fields": {"text": "body"}}})
+    assert parse_spec({**base, "records": {"fields": {"text": "body"}}}).records is not None  # texts from records
+    with pytest.raises(ValueError, match=r"(?m)^  records.fields: task ner has no field prompt \(known: text\)$"):
+        parse_spec({**base, "records": {"fields": {"text": "body", "prompt": "q"}}})
     with pytest.raises(ValueError, match=r"(?m)^  options: task ner has no options$"):
         parse_spec({**base, "options": {"scale": 5}})
     with pytest.raises(ValueError, match=r"records.fields: text: 'a..b' is not a field path"):
