@@ -79,8 +79,39 @@ def reviews_sample(count: int, seed: int) -> tuple[list[tuple[str, bytes, str]],
     return uploads, ([r["text"] for _, r in rest], [r["label"] for _, r in rest])
 
 
+PREFERENCE_PAIRS = "preference/pairs.jsonl"  # in labelflow/demo_data: BIG-bench hhh_alignment (Apache-2.0)
+
+
+def preference_sample() -> tuple[list[tuple[str, bytes, str]], pd.DataFrame]:
+    """The preference corpus as one JSONL file of records to upload, and each pair's human preference (by id)."""
+    payload = files("labelflow").joinpath("demo_data", PREFERENCE_PAIRS).read_bytes()
+    pairs = pd.read_json(io.BytesIO(payload), lines=True, dtype=False)
+    return [("preferences/pairs.jsonl", payload, "")], pairs[["id", "preferred"]]
+
+
+def preference_spec() -> dict[str, Any]:
+    """The demo's preference project: which of two answers is better, read from a file of records."""
+    return {
+        "name": "Demo: preferences",
+        "source": f"s3://{DEMO_BUCKET}/preferences/",
+        "task": "preference",
+        "records": {
+            "format": "jsonl",
+            "id": "id",
+            "max_chars": 20_000,
+            # `preferred` is the corpus's own human preference: gold for scoring annotators and the simulator's truth
+            "fields": {"prompt": "prompt", "response_a": "response_a", "response_b": "response_b", "gold": "preferred"},
+        },
+        "options": {"allow_tie": True, "ask_reason": False},
+        "overlap": len(ANNOTATORS),
+        "instructions": "Demo project created by `labelflow demo`: choose the more helpful, honest and harmless answer.",
+        "quality": {"route_low_agreement": False, "min_annotations_for_tier": 10},
+        "dataset": {"name": "demo-preferences"},
+    }
+
+
 def demo_specs(images: int, texts: int, seed: int) -> tuple[list[DemoProject], dict[str, list[tuple[str, bytes, str]]]]:
-    """The two demo projects and the objects to upload for each."""
+    """The three demo projects and the objects to upload for each."""
     digit_uploads, digit_test = digits_sample(images, seed)
     review_uploads, review_test = reviews_sample(texts, seed)
     projects, uploads = [], {}
@@ -108,6 +139,9 @@ def demo_specs(images: int, texts: int, seed: int) -> tuple[list[DemoProject], d
         )
         projects.append(DemoProject(key, spec, truth, test))
         uploads[key] = objects
+    pair_file, preferred = preference_sample()
+    projects.append(DemoProject("preferences", preference_spec(), preferred, None))
+    uploads["preferences"] = pair_file
     return projects, uploads
 
 
@@ -193,19 +227,27 @@ def run_demo(console: Console, workdir: Path, images: int, texts: int, seed: int
                 for done, (key, payload, _) in enumerate(objects, start=1):
                     store.put_bytes(DEMO_BUCKET, key, payload)
                     advance(done, len(objects))
-                gold = project.truth.sample(n=min(GOLD_PER_PROJECT, len(project.truth)), random_state=seed)
-                gold_uri = S3Location.parse(project.spec["quality"]["gold"])
-                store.put_bytes(gold_uri.bucket, gold_uri.prefix, gold.to_csv(index=False).encode("utf-8"))
+                if "gold" in project.spec["quality"]:
+                    gold = project.truth.sample(n=min(GOLD_PER_PROJECT, len(project.truth)), random_state=seed)
+                    gold_uri = S3Location.parse(project.spec["quality"]["gold"])
+                    store.put_bytes(gold_uri.bucket, gold_uri.prefix, gold.to_csv(index=False).encode("utf-8"))
             with stage(progress, f"{project.name}: ingest into Label Studio"):
                 project.results["ingest"] = ingest_flow(str(spec_path))
             spec = load_spec(spec_path)
-            truth = parse_gold(project.truth.to_csv(index=False).encode(), "truth.csv", spec.labels)
+            truth = None  # record tasks carry their known answer (`gold`) themselves
+            if project.test_set is not None:
+                truth = parse_gold(project.truth.to_csv(index=False).encode(), "truth.csv", spec.labels)
             with stage(progress, f"{project.name}: 3 simulated annotators label every task", None) as advance:
                 _, project.results["simulate"] = simulate_annotations(
                     resources, spec, build_annotators(ANNOTATORS, 0), truth, seed=seed, progress=advance
                 )
             with stage(progress, f"{project.name}: collect, judge, validate, publish"):
                 project.results["collect"] = collect_flow(str(spec_path))
+            if project.test_set is None:
+                with stage(progress, f"{project.name}: pull the dataset back"):
+                    rows = load_dataset(project.spec["dataset"]["name"], cache_dir=workdir / "cache")
+                    project.results.update(preference_results(project, rows))
+                continue
             with stage(progress, f"{project.name}: pull the dataset back and train a model"):
                 rows = load_dataset(project.spec["dataset"]["name"], cache_dir=workdir / "cache")
 
@@ -226,6 +268,54 @@ def run_demo(console: Console, workdir: Path, images: int, texts: int, seed: int
                 project.results["test_size"] = len(project.test_set[1])
     ls.close()
     return projects
+
+
+def preference_results(project: DemoProject, rows: pd.DataFrame) -> dict[str, Any]:
+    """A pulled preference version: how often consensus matches the corpus's preference, and the DPO file's head."""
+    info = rows.attrs["labelflow"]
+    records = rows["record"].map(json.loads)
+    preferred = dict(zip(project.truth["id"].astype(str), project.truth["preferred"], strict=True))
+    truth = records.map(lambda r: preferred.get(str(r.get("record_id"))))
+    known = truth.notna()
+    with open(info["files"]["training-export"], encoding="utf-8") as handle:
+        head = [json.loads(line) for _, line in zip(range(3), handle, strict=False)]
+        pairs = len(head) + sum(1 for _ in handle)
+    return {
+        "rows": len(rows),
+        "version": info["version"],
+        "consensus_accuracy": float((rows.loc[known, "label"] == truth[known]).mean()) if known.any() else None,
+        "compared": int(known.sum()),
+        "ties": int((rows["label"] == "tie").sum()),
+        "dpo_pairs": pairs,
+        "dpo_head": head,
+        "dpo_file": info["files"]["training-export"],
+    }
+
+
+def report_preferences(console: Console, project: DemoProject) -> None:
+    """The preference project: agreement, consensus against the corpus's human preference, the DPO file's first rows."""
+    from labelflow.tasks.quality_report import format_value
+
+    collected, results = project.results["collect"], project.results
+    quality = collected["quality"]
+    console.print(
+        f"  agreement between annotators: {format_value(quality.get('mean_task_agreement'))} per task, "
+        f"Krippendorff's alpha {format_value(quality.get('krippendorff_alpha'))}; consensus (majority) matches the "
+        f"corpus's human preference on [bold]{format_value(results['consensus_accuracy'])}[/bold] of "
+        f"{results['compared']} published pairs ({results['ties']} ties)"
+    )
+    console.print(
+        f"  dataset [bold]{project.spec['dataset']['name']}[/bold] version {results['version']}: "
+        f"{results['dpo_pairs']} DPO pairs in {results['dpo_file']}; the first rows:"
+    )
+    for row in results["dpo_head"]:
+        shown = {
+            key: (value[:70] + "…" if isinstance(value, str) and len(value) > 70 else value)
+            for key, value in row.items()
+        }
+        console.print(f"    {json.dumps(shown, ensure_ascii=False)}", soft_wrap=True, markup=False)
+    console.print(f"  Label Studio project: {collected['label_studio_url']}")
+    console.print(f"  MLflow dataset:       {collected['dataset'].get('mlflow_url', '-')}")
 
 
 def report(console: Console, projects: list[DemoProject], prefect_ui: str) -> None:
@@ -249,6 +339,9 @@ def report(console: Console, projects: list[DemoProject], prefect_ui: str) -> No
                 format_value(row["agreement_with_consensus"], "agreement_with_consensus"),
             )
         console.print(people)
+        if project.test_set is None:
+            report_preferences(console, project)
+            continue
         dataset = collected["dataset"]
         console.print(
             f"  mean agreement between annotators: {format_value(quality.get('mean_task_agreement'))}; "

@@ -197,13 +197,21 @@ def build_dataset(
         _write_parquet(frame, folder / name)
     export = write_training_export(rows, spec, folder)
     roles = {name: role for name, (role, _) in written.items()} | {export.name: "training-export"}
+    roles |= {name: f"training-export-{Path(name).stem}" for name in spec.task_type.extra_export_files}
     files = [
         DatasetFile(name, (folder / name).stat().st_size, file_sha256(folder / name), role)
         for name, role in roles.items()
     ]
-    counts = spec.task_type.labels_used(rows).value_counts()
-    distribution = {label: int(counts.get(label, 0)) for label in spec.labels}
+    distribution = label_distribution(rows, spec)
     return BuiltDataset(folder, files, digest, rows, distribution, len(sources))
+
+
+def label_distribution(rows: pd.DataFrame, spec: ProjectSpec) -> dict[str, int]:
+    """Rows per label: every spec label (zero included), or, for types without labels, each summary label used."""
+    counts = spec.task_type.labels_used(rows).value_counts()
+    if not spec.task_type.uses_labels:
+        return {str(label): int(count) for label, count in sorted(counts.items(), key=lambda item: str(item[0]))}
+    return {label: int(counts.get(label, 0)) for label in spec.labels}
 
 
 def manifest(

@@ -59,6 +59,11 @@ class RecordFileResult:
     seconds: Counter[str] = field(default_factory=Counter)
 
 
+def _optional(spec: ProjectSpec) -> frozenset[str]:
+    """The task type's optional record fields: a record may lack them."""
+    return frozenset(spec.task_type.optional_record_fields)
+
+
 def _short(sha256: str | None) -> int:
     return int(sha256[:16], 16) if sha256 else 0
 
@@ -119,7 +124,14 @@ def check_record_fields(store: ObjectStorePort, spec: ProjectSpec, sample_record
             try:
                 for _ in zip(
                     range(limit),
-                    iter_records(chunks, obj.key, spec.records, spec.ingest.text_encodings, summary=summary),
+                    iter_records(
+                        chunks,
+                        obj.key,
+                        spec.records,
+                        spec.ingest.text_encodings,
+                        summary=summary,
+                        optional=_optional(spec),
+                    ),
                     strict=False,
                 ):
                     pass
@@ -176,7 +188,9 @@ def ingest_record_file(
 
     chunks = store.iter_chunks(obj.bucket, obj.key, STREAM_CHUNK_BYTES)
     began = time.perf_counter()
-    parsed = iter_records(chunks, obj.key, spec.records, spec.ingest.text_encodings, summary=summary)
+    parsed = iter_records(
+        chunks, obj.key, spec.records, spec.ingest.text_encodings, summary=summary, optional=_optional(spec)
+    )
     pending_in_chunk: set[str] = set()
     try:
         for item in parsed:
@@ -217,9 +231,20 @@ def ingest_record_file(
                     result.quarantined[str(RecordReason.DUPLICATE)] += 1
                     continue
                 row = _row(obj, "ingested", item.sha256, item.index, item.record_id)
+                try:
+                    data = record_task_data(spec, obj, item, summary.encoding)
+                except ValueError as exc:  # the type cannot show it (a `chat` that is not a list of messages, say)
+                    row = _row(
+                        obj, "quarantined", item.sha256, item.index, item.record_id,
+                        reason=str(RecordReason.MALFORMED_RECORD), detail=str(exc),
+                    )  # fmt: skip
+                    rejected.append(row)
+                    result.quarantine_rows.append(row)
+                    result.quarantined[str(RecordReason.MALFORMED_RECORD)] += 1
+                    continue
                 if known is not None and known != 0:
                     changed_keys.add(row.task_key)
-                new_tasks.append(NewTask(record_task_data(spec, obj, item, summary.encoding), row))
+                new_tasks.append(NewTask(data, row))
                 pending_in_chunk.add(item.sha256)
             if len(new_tasks) >= spec.ingest.chunk_objects or len(rejected) >= MAX_REJECTED_PER_CHUNK:
                 result.seconds["parse"] += time.perf_counter() - began

@@ -146,8 +146,9 @@ def judge(
 
 
 def _label_distribution(rows: pd.DataFrame, spec: ProjectSpec) -> dict[str, int]:
-    counts = spec.task_type.labels_used(rows).value_counts()
-    return {label: int(counts.get(label, 0)) for label in spec.labels}
+    from labelflow.tasks.dataset import label_distribution
+
+    return label_distribution(rows, spec)
 
 
 def score_annotators(

@@ -54,7 +54,24 @@ def metrics_lines(metrics: dict[str, Any]) -> list[tuple[str, str]]:
         ("mean_task_agreement", "mean task agreement"), ("mean_confidence", "mean consensus confidence"),
         ("consensus_accuracy_on_gold", "consensus accuracy on gold"), ("aggregation", "aggregation"),
     ]  # fmt: skip
-    return [(label, format_value(metrics[key])) for key, label in names if key in metrics and metrics[key] is not None]
+    shown = [(label, format_value(metrics[key])) for key, label in names if key in metrics and metrics[key] is not None]
+    # Task types add their own figures (Kendall's W, ordinal alpha, chrF, ...): every other number is shown too.
+    known = {key for key, _ in names} | {"task_type", "dawid_skene_iterations"}
+    shown += [
+        (key.replace("_", " "), format_value(value))
+        for key, value in metrics.items()
+        if key not in known and isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+    return shown
+
+
+def metric_tables(metrics: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """Tables among the metrics (a list of rows, such as a model leaderboard), with formatted cells."""
+    return {
+        key.replace("_", " "): [{column: format_value(cell, column) for column, cell in row.items()} for row in value]
+        for key, value in metrics.items()
+        if isinstance(value, list) and value and all(isinstance(row, dict) for row in value)
+    }
 
 
 def markdown(spec: ProjectSpec, report: QualityReport, stats: CollectStats, routed: int, location: str) -> str:
@@ -65,9 +82,18 @@ def markdown(spec: ProjectSpec, report: QualityReport, stats: CollectStats, rout
         f"| collected this run | {stats.changed_tasks} tasks, {stats.annotation_rows} annotations |",
         f"| routed back for another annotation | {routed} |",
         "",
-        "## Annotators",
-        "",
     ]
+    for title, table in metric_tables(report.metrics).items():
+        header = list(table[0])
+        lines += [
+            f"## {title[:1].upper()}{title[1:]}",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + " --- |" * len(header),
+        ]
+        lines += ["| " + " | ".join(row.get(c, "").replace("|", "\\|") for c in header) + " |" for row in table[:50]]
+        lines.append("")
+    lines += ["## Annotators", ""]
     rows = annotator_rows(report)
     if rows:
         header = list(rows[0])
@@ -151,6 +177,16 @@ def html_report(spec: ProjectSpec, report: QualityReport, images: dict[str, str]
         *[f"<tr><th>{esc(n)}</th><td>{esc(v)}</td></tr>" for n, v in metrics_lines(report.metrics)],
         "</table>",
     ]
+    for title, table in metric_tables(report.metrics).items():
+        parts.append(
+            f"<h2>{esc(title[:1].upper() + title[1:])}</h2><table><tr>"
+            + "".join(f"<th>{esc(c)}</th>" for c in table[0])
+            + "</tr>"
+        )
+        parts += [
+            "<tr>" + "".join(f"<td>{esc(row.get(c, ''))}</td>" for c in table[0]) + "</tr>" for row in table[:500]
+        ]
+        parts.append("</table>")
     for key, title in (
         ("annotator_scores", "Annotators"),
         ("task_agreement", "Task agreement"),

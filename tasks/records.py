@@ -307,11 +307,16 @@ def iter_records(
     seen: SeenDigests | None = None,
     summary: RecordsSummary | None = None,
     max_record_chars: int = MAX_RECORD_CHARS,
+    optional: frozenset[str] = frozenset(),
 ) -> Iterator[RecordResult]:
-    """Each record of one file, accepted or quarantined, in file order; bad records never stop the file."""
+    """Each record of one file, accepted or quarantined, in file order; bad records never stop the file.
+
+    Task fields named in `optional` (a type's optional fields: `gold`, `model_a`, ...) may be absent, null or empty
+    in a record: the record is accepted without them (and its hash is over the fields it has).
+    """
     summary = summary if summary is not None else RecordsSummary()
-    summary.fields = {name_: spec.paths(name_) for name_ in spec.fields}
-    mapper = _RecordMapper(spec, summary, seen)
+    summary.fields = {name_: spec.paths(name_) for name_ in spec.fields if name_ not in optional}
+    mapper = _RecordMapper(spec, summary, seen, optional)
     for row in _rows(source, name, spec, encodings, summary, max_record_chars):
         result = row if isinstance(row, RejectedRecord) else mapper.map(*row)
         summary.count(result)
@@ -842,10 +847,17 @@ def _unencodable(text: str) -> str | None:
 class _RecordMapper:
     """Turns a parsed record into a task's fields, or the first reason it cannot be one."""
 
-    def __init__(self, spec: RecordsSpec, summary: RecordsSummary, seen: SeenDigests | None) -> None:
+    def __init__(
+        self,
+        spec: RecordsSpec,
+        summary: RecordsSummary,
+        seen: SeenDigests | None,
+        optional: frozenset[str] = frozenset(),
+    ) -> None:
         self.spec = spec
         self.summary = summary
         self.seen = seen
+        self.optional = optional
         self.in_file = DigestTable()
         # every path of every task field in one flat list, and where each task field's values are in it
         self.paths = [(name, _plan(path), spec.limit(name)) for name in spec.fields for path in spec.paths(name)]
@@ -870,6 +882,8 @@ class _RecordMapper:
                 return RejectedRecord(index, RecordReason.UNDECODABLE_TEXT, message)
         # Every path is looked up before any other check, so the summary knows which paths each record lacks.
         values = [_lookup(record, plan) for _, plan, _ in self.paths]
+        if self.optional:
+            return self._map_with_optional(index, record_id, values)
         if MISSING in values:
             missing = [
                 (name, plan.path) for (name, plan, _), value in zip(self.paths, values, strict=True) if value is MISSING
@@ -891,6 +905,10 @@ class _RecordMapper:
         fields: dict[str, str | list[str]] = {
             name: texts[start:end] if is_list else texts[start] for name, start, end, is_list in self.groups
         }
+        return self._accept(index, record_id, fields)
+
+    def _accept(self, index: int, record_id: str | None, fields: dict[str, str | list[str]]) -> RecordResult:
+        """Hash the mapped fields; a record seen before in this file (or in `seen`) is a duplicate."""
         try:
             digest = hashlib.sha256(CANONICAL_JSON.encode(fields).encode("utf-8")).hexdigest()
         except UnicodeEncodeError:  # a lone surrogate: bytes the codec could not decode, or a \ud800 escape
@@ -906,6 +924,33 @@ class _RecordMapper:
         self.in_file.add(digest, index)
         return ParsedRecord(index, record_id, fields, digest)
 
+    def _map_with_optional(self, index: int, record_id: str | None, values: list[Any]) -> RecordResult:
+        """`map` for a spec with optional task fields: an absent, null or blank optional value is left out."""
+        missing = [
+            (name, plan.path)
+            for (name, plan, _), value in zip(self.paths, values, strict=True)
+            if value is MISSING and name not in self.optional
+        ]
+        if missing:
+            self.summary.missing.update(missing)
+            message = "; ".join(f"{name}: no field {path!r}" for name, path in missing)
+            return RejectedRecord(index, RecordReason.MISSING_FIELD, message, record_id)
+        fields: dict[str, str | list[str]] = {}
+        for name, start, end, is_list in self.groups:
+            texts: list[str] = []
+            for (_, plan, limit), value in zip(self.paths[start:end], values[start:end], strict=True):
+                if name in self.optional and (
+                    value is MISSING or value is None or (isinstance(value, str) and not value.strip())
+                ):
+                    break  # an optional field the record does not give (a list field: all or none)
+                checked = self._text(name, plan.path, value, limit)
+                if isinstance(checked, tuple):
+                    return RejectedRecord(index, *checked, record_id)
+                texts.append(checked)
+            else:
+                fields[name] = texts if is_list else texts[0]
+        return self._accept(index, record_id, fields)
+
     def _position(self, index: int) -> str:
         """How this file's format names a record's index: `line 7`, `element 7`, `row 7`."""
         word = {"json": "element", "parquet": "row"}.get(self.summary.format or "", "line")
@@ -913,10 +958,11 @@ class _RecordMapper:
 
     def _unencodable_field(self, fields: dict[str, str | list[str]]) -> str:
         """The message naming the first mapped value that holds a lone surrogate."""
-        texts = [text for value in fields.values() for text in ([value] if isinstance(value, str) else value)]
-        for (name, plan, _), text in zip(self.paths, texts, strict=True):
-            if problem := _unencodable(text):
-                return f"{name}: {plan.path!r} holds {problem}"
+        for name, value in fields.items():
+            texts = [value] if isinstance(value, str) else value
+            for path, text in zip(self.spec.paths(name), texts, strict=False):
+                if problem := _unencodable(text):
+                    return f"{name}: {path!r} holds {problem}"
         return "a mapped value holds undecodable text"
 
     @staticmethod

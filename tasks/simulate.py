@@ -244,9 +244,9 @@ def plan_records(
             result = task_type.simulated_answer(data, spec, annotator.accuracy, annotator.spammer, rng)
             if result is None:
                 continue
-            label, _, _ = task_type.parse_answer(result, data, spec)
+            label, answer, _ = task_type.parse_answer(result, data, spec)
             lead = max(0.5, rng.lognormvariate(0, 0.4) * annotator.seconds_per_task * 3)  # reading takes longer
-            items.append((task_id, annotator, result, round(lead, 2), label == gold))
+            items.append((task_id, annotator, result, round(lead, 2), task_type.agrees_with_gold(label, answer, gold)))  # type: ignore[attr-defined]
     return items, skipped
 
 

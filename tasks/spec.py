@@ -251,6 +251,48 @@ class PrelabelSpec(_Section):
         return self
 
 
+class GenerateSpec(_Section):
+    """`labelflow generate`: K candidate responses per prompt from an OpenAI-compatible endpoint, as record files."""
+
+    # Base URL of the API (ending in /v1). Only `labelflow generate` needs it, and says so when it is missing.
+    endpoint: str | None = None
+    model: Annotated[str, Field(min_length=1, max_length=200)]
+    candidates: Annotated[int, Field(ge=2, le=10)] = 2  # K responses per prompt
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    max_tokens: Annotated[int, Field(ge=1, le=32768)] = 512
+    seed: int = 0  # each candidate's seed is derived from it, the prompt's hash and the candidate's index
+    system: str | None = None  # a system message sent before every prompt
+    api_key_env: str | None = None  # the environment variable holding the API key, read only when generate runs
+    prompts: S3Uri  # a prefix (or one file) of prompt record files: JSONL, JSON, CSV, TSV or Parquet
+    prompt_field: Annotated[str, Field(pattern=FIELD_PATH.pattern)] = "prompt"  # the prompt's field (a dotted path)
+    prompt_id_field: Annotated[str, Field(pattern=FIELD_PATH.pattern)] | None = None  # kept as prompt_id
+    prompts_format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet"] = "auto"
+    output: Annotated[str, Field(pattern=r"^[^/\s][^\s]*$")] = "generated"  # prefix under the spec's first source
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    max_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    batch_prompts: Annotated[int, Field(ge=1, le=10_000)] = 100  # prompts per written record file
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if value is not None:
+            parts = urlsplit(value.strip())
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{value!r} is not an http(s) base URL such as http://127.0.0.1:8000/v1")
+        return value
+
+    @field_validator("output")
+    @classmethod
+    def _relative_prefix(cls, value: str) -> str:
+        if ".." in value.split("/"):
+            raise ValueError("output is a prefix under the spec's source; `..` is not allowed")
+        return value.strip("/")
+
+
 class ProjectSpec(_Section):
     """One labeling project: where raw data is, what annotators do, how quality is judged, what is published."""
 
@@ -271,6 +313,7 @@ class ProjectSpec(_Section):
     validation: ValidationOptions = Field(default_factory=ValidationOptions)
     prelabel: PrelabelSpec | None = None
     records: RecordsSpec | None = None
+    generate: GenerateSpec | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # the task type's own settings, checked by the type
 
     @field_validator("source", mode="before")
@@ -320,7 +363,7 @@ class ProjectSpec(_Section):
     def _consistent(self) -> ProjectSpec:
         self.task_type.check_records(self.records)
         self.task_type.parse_options(self.options)
-        if self.label_config is not None:
+        if self.label_config is not None and self.task_type.uses_labels:  # record types refuse it in check_spec
             variable = f"${self.data_key}"
             if variable not in self.label_config:
                 raise ValueError(f"label_config for task {self.task!r} must read the task's {variable} field")
@@ -339,6 +382,14 @@ class ProjectSpec(_Section):
             managed = self.managed_location_in(source)
             if managed:
                 raise ValueError(f"source {source} overlaps {managed}: labelflow never ingests its own files")
+        if self.generate is not None:
+            prompts = S3Location.parse(self.generate.prompts)
+            for source in self.sources:
+                if prompts.overlaps(source):
+                    raise ValueError(
+                        f"generate.prompts: {self.generate.prompts} overlaps the source {source}, whose files ingest "
+                        "turns into tasks; keep the prompt files outside the spec's sources"
+                    )
         if self.quality.max_overlap is not None and self.quality.max_overlap < self.overlap:
             raise ValueError(f"quality.max_overlap ({self.quality.max_overlap}) is below overlap ({self.overlap})")
         if self.prelabel is not None:

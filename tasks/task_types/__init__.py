@@ -10,11 +10,24 @@ from labelflow.tasks.task_types.base import FROM_NAME, Media, TaskType
 from labelflow.tasks.task_types.image_classification import ImageClassification
 from labelflow.tasks.task_types.ner import NamedEntities
 from labelflow.tasks.task_types.object_detection import ObjectDetection
+from labelflow.tasks.task_types.preference import Preference
+from labelflow.tasks.task_types.ranking import Ranking
+from labelflow.tasks.task_types.response_grading import ResponseGrading
+from labelflow.tasks.task_types.sft import SupervisedFineTuning
 from labelflow.tasks.task_types.text_classification import TextClassification
 
 TASK_TYPES: dict[str, TaskType] = {
     task_type.name: task_type
-    for task_type in (TextClassification(), ImageClassification(), NamedEntities(), ObjectDetection())
+    for task_type in (
+        TextClassification(),
+        ImageClassification(),
+        NamedEntities(),
+        ObjectDetection(),
+        Preference(),
+        Ranking(),
+        ResponseGrading(),
+        SupervisedFineTuning(),
+    )
 }
 
 __all__ = ["FROM_NAME", "TASK_TYPES", "Media", "TaskType", "task_type"]

@@ -38,6 +38,7 @@ class TaskType(ABC):
     name: ClassVar[str]  # the spec's `task` value
     media: ClassVar[Media]  # what a task carries (decides the cleaning checks and the task's data field)
     export_file: ClassVar[str]  # the training export's file name in a dataset version
+    extra_export_files: ClassVar[tuple[str, ...]] = ()  # more training files the export writes (ranking's DPO pairs)
     expectation_suite: ClassVar[str]  # <table>.<suite>.json files in expectations/ hold this type's checks
     # Pre-label predictors (spec `prelabel.predictor`) that can produce results for this type.
     predictors: ClassVar[frozenset[str]] = frozenset()

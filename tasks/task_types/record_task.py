@@ -91,6 +91,10 @@ class RecordTaskType(TaskType):
         value = record.get("gold")
         return None if value in (None, "") else str(value).strip()
 
+    def agrees_with_gold(self, label: str | None, answer: dict[str, Any] | None, gold: str) -> bool:
+        """Whether one answer counts as matching the record's known answer (the simulator's observed accuracy)."""
+        return label == gold
+
     @property
     def consensus_columns(self) -> tuple[str, ...]:
         """The record, the summary label and the structured consensus answer."""

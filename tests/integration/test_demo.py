@@ -10,7 +10,7 @@ from labelflow.cli import app
 from tests.conftest import RunningStack
 
 
-def test_demo_publishes_both_datasets_and_prints_the_trained_models_accuracy(local_stack: RunningStack) -> None:
+def test_demo_publishes_three_datasets_and_prints_accuracies_and_the_dpo_rows(local_stack: RunningStack) -> None:
     result = CliRunner().invoke(app, ["demo", "--images", "100", "--texts", "200"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
@@ -20,4 +20,10 @@ def test_demo_publishes_both_datasets_and_prints_the_trained_models_accuracy(loc
     # reviews, 2 classes from 200 texts: 67 % on a fresh stack (71 % on true labels); 50 texts gave a coin toss
     assert accuracies[1] > 58.0
     assert len(re.findall(r"dataset demo-(?:digits|reviews) version \d+", text)) == 2
+    # preferences: 163 real pairs with their human preference, annotated by the same simulated annotators
+    match = re.search(r"matches the corpus's human preference on ([\d.]+)% of (\d+) published pairs", text)
+    assert match and float(match.group(1)) > 80.0 and int(match.group(2)) > 100, text[-3000:]
+    pairs = re.search(r"dataset demo-preferences version \d+: (\d+) DPO pairs in \S+preference\.jsonl", text)
+    assert pairs and int(pairs.group(1)) > 100
+    assert len(re.findall(r'\{"prompt": ".+?", "chosen": ".+?", "rejected": ".+?"\}', text)) == 3
     assert "Label Studio project: http://127.0.0.1:" in text and "Prefect flow runs:" in text

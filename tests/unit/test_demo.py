@@ -27,7 +27,8 @@ def test_uploaded_digit_pngs_give_back_the_pixels_the_test_set_is_made_of() -> N
 
 def test_demo_specs_are_valid_and_the_reviews_are_chinese_with_their_labels() -> None:
     projects, uploads = demo_specs(images=100, texts=50, seed=0)
-    for project in projects:
+    assert [p.key for p in projects] == ["digits", "reviews", "preferences"]
+    for project in projects[:2]:
         spec = parse_spec(project.spec)
         assert spec.quality.aggregation == "dawid-skene" and spec.overlap == 3
         assert set(project.truth["label"]) <= set(spec.labels)
@@ -73,3 +74,17 @@ def test_demo_home_option_is_the_home_its_clients_read(monkeypatch, tmp_path) ->
     monkeypatch.chdir(tmp_path)
     CliRunner().invoke(app, ["demo", "--home", str(home)])
     assert seen["home"] == str(home)
+
+
+def test_the_preference_project_reads_the_shipped_corpus_as_records_with_its_human_preference() -> None:
+    import json
+
+    projects, uploads = demo_specs(images=100, texts=50, seed=0)
+    project = projects[2]
+    spec = parse_spec(project.spec)
+    assert spec.task == "preference" and spec.records is not None and spec.records.fields["gold"] == "preferred"
+    [(key, payload, _)] = uploads["preferences"]
+    records = [json.loads(line) for line in payload.decode("utf-8").splitlines()]
+    assert key == "preferences/pairs.jsonl" and len(records) == len(project.truth) == 163
+    assert {r["preferred"] for r in records} == {"A", "B"} and all(r["response_a"] != r["response_b"] for r in records)
+    assert set(project.truth["id"]) == {r["id"] for r in records}

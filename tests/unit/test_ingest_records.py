@@ -172,3 +172,34 @@ def test_csv_and_parquet_records_carry_their_row_as_record_index() -> None:
         ("reviews/b.parquet", 1): "parquet one",
         ("reviews/b.parquet", 2): "parquet two",
     }
+
+
+def test_optional_fields_may_be_absent_and_a_record_the_type_cannot_show_is_quarantined() -> None:
+    clients = FakeClients()
+    spec = parse_spec(
+        {
+            "name": "chats",
+            "source": f"s3://{BUCKET}/chats/",
+            "task": "preference",
+            "options": {"chat": True},
+            "records": {"fields": {"prompt": "chat", "response_a": "a", "response_b": "b", "gold": "winner"}},
+        }
+    )
+    chat = [{"role": "user", "content": "你好"}]
+    clients.store.put_object(
+        BUCKET,
+        "chats/part.jsonl",
+        jsonl([
+            {"chat": chat, "a": "hello", "b": "go away", "winner": "A"},
+            {"chat": chat, "a": "hi there", "b": "bye"},  # no gold: still a task
+            {"chat": chat, "a": "hey", "b": "no", "winner": None},  # null gold: still a task
+            {"chat": "not a chat", "a": "x", "b": "y"},  # the prompt must be a list of messages
+        ]),
+    )  # fmt: skip
+    summary = ingest(clients, spec)
+    assert summary["tasks_created"] == 3 and summary["quarantined_by_reason"] == {"malformed_record": 1}
+    tasks = {t["data"]["record_index"]: t["data"] for t in clients.label_studio_client.project_tasks(summary["project_id"])}
+    assert tasks[1]["gold"] == "A" and "gold" not in tasks[2] and "gold" not in tasks[3]
+    assert tasks[1]["prompt"] == chat
+    [row] = quarantine_report(clients, summary)
+    assert row["record_index"] == "4" and row["reason"] == "malformed_record"

@@ -25,13 +25,20 @@ def spec_for(name: str, **extra: typing.Any) -> ProjectSpec:
 
 def test_the_spec_accepts_exactly_the_registered_types() -> None:
     assert set(typing.get_args(TaskTypeName)) == set(TASK_TYPES)
-    assert list(TASK_TYPES) == ["text-classification", "image-classification", "ner", "object-detection"]
+    assert list(TASK_TYPES) == [
+        "text-classification", "image-classification", "ner", "object-detection",
+        "preference", "ranking", "response-grading", "sft",
+    ]  # fmt: skip
     assert all(isinstance(kind, TaskType) and kind.name == name for name, kind in TASK_TYPES.items())
     with pytest.raises(ValueError, match="unknown task type 'audio'; known: text-classification"):
         task_type("audio")
 
 
-@pytest.mark.parametrize("name", list(TASK_TYPES))
+LABEL_TYPES = [name for name, kind in TASK_TYPES.items() if kind.uses_labels]
+RECORD_TYPES = [name for name, kind in TASK_TYPES.items() if kind.media == "record"]
+
+
+@pytest.mark.parametrize("name", LABEL_TYPES)
 def test_each_type_builds_an_interface_that_reads_its_data_field_and_escapes_labels(name: str) -> None:
     spec = spec_for(name)
     interface = label_interface(spec)
@@ -41,6 +48,20 @@ def test_each_type_builds_an_interface_that_reads_its_data_field_and_escapes_lab
     assert f"${spec.task_type.data_key}" in interface.xml
     assert (interface.from_name, interface.result_type) == ("label", control_of(interface.xml)[2])
     assert interface.to_name == spec.data_key == spec.task_type.media
+
+
+@pytest.mark.parametrize("name", RECORD_TYPES)
+def test_each_record_type_builds_its_interface_from_its_example_spec(name: str) -> None:
+    from labelflow.tasks.spec import load_spec
+
+    spec = load_spec(str(ROOT / "examples" / "specs" / f"{name}.yaml"))
+    assert spec.task == name and spec.records is not None and not spec.labels
+    interface = label_interface(spec)
+    names = {element.get("name") for element in ElementTree.fromstring(interface.xml).iter() if element.get("toName")}
+    assert names and names <= spec.task_type.control_names  # type: ignore[attr-defined]
+    assert "$prompt" in interface.xml and interface.from_name == "label"
+    with pytest.raises(ValueError, match=rf"label_config: task {name} uses its built-in interface"):
+        parse_spec({**spec.model_dump(mode="json", exclude_none=True), "label_config": "<View/>"})
 
 
 @pytest.mark.parametrize("name", list(TASK_TYPES))
@@ -90,7 +111,7 @@ def test_predictors_are_checked_against_the_type() -> None:
     with pytest.raises(ValueError, match="the keyword predictor supports text-classification, ner tasks"):
         spec_for("image-classification", prelabel=keyword)
     openai = {"predictor": "openai", "model_version": "m", "endpoint": "http://127.0.0.1:1/v1", "model": "m"}
-    with pytest.raises(ValueError, match="the openai predictor supports text-classification tasks, not ner"):
+    with pytest.raises(ValueError, match=r"the openai predictor supports text-classification, .*tasks, not ner"):
         spec_for("ner", prelabel=openai)
 
 
