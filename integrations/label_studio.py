@@ -286,7 +286,11 @@ class LabelStudioClient:
         import time
 
         view_id = None
-        body: dict[str, Any] = {"title": "labelflow collect"}
+        # Predictions in full, not as ids: the quality report compares annotators with the judge that pre-labeled.
+        body: dict[str, Any] = {
+            "title": "labelflow collect",
+            "serialization_options": {"predictions": {"only_id": False}},
+        }
         try:
             if updated_after is not None:
                 filters = {

@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from labelflow.tasks.judge_agreement import predicted_labels, prediction_label
 from labelflow.tasks.spec import ProjectSpec
 
 # The fields are labelflow.tasks.task_types.regions.REGION_FIELDS, in the same order.
@@ -49,6 +50,7 @@ ANNOTATION_SCHEMA = pa.schema(
         # Record types (preference, ranking, grading, SFT): the structured answer as JSON; `label` is its summary.
         # Tables written before this column existed read it as null.
         ("answer", pa.string()),
+        ("prediction_label", pa.string()),  # the summary label of the prediction the annotator started from
     ]
 )
 TASK_SCHEMA = pa.schema(
@@ -69,6 +71,8 @@ TASK_SCHEMA = pa.schema(
         # Record types: the task's record fields as JSON (prompt, responses, models, gold, generation lineage),
         # with its place in the source file (record_index, record_id).
         ("record", pa.string()),
+        # The task's pre-labels as JSON [{model_version, label}]: annotators are compared with each judge.
+        ("predictions", pa.string()),
     ]
 )
 
@@ -130,6 +134,7 @@ class AnnotationNormalizer:
             "deleted": False,
             "seq": seq,
             "record": self._record(data) if self.task_type.media == "record" else None,
+            "predictions": self._predictions(exported),
         }
         rows = [self.annotation(task_row, annotation, width, height, seq, data) for annotation in kept]
         return NormalizedTask(task=task_row, annotations=rows)
@@ -178,7 +183,16 @@ class AnnotationNormalizer:
             "problem": "; ".join(problems) if problems else None,
             "seq": seq,
             "answer": json.dumps(answer, ensure_ascii=False, sort_keys=True) if answer is not None else None,
+            "prediction_label": prediction_label(prediction, task_data or {}, self.spec) if prediction else None,
         }
+
+    def _predictions(self, exported: dict[str, Any]) -> str | None:
+        """The task's predictions as JSON [{model_version, label}], or None without any."""
+        found = [
+            {"model_version": row["model_version"], "label": row["label"]}
+            for row in predicted_labels(exported, self.spec)
+        ]
+        return json.dumps(found, ensure_ascii=False) if found else None
 
     def _record(self, data: dict[str, Any]) -> str:
         """A record task's fields and lineage as JSON, for judging and exports."""

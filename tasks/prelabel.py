@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -10,10 +11,21 @@ from typing import Any, Protocol
 
 import httpx
 
+from labelflow.integrations.openai_compatible import OpenAICompatibleClient, OpenAICompatibleError, TokenLogprob
 from labelflow.tasks.label_config import label_interface
 from labelflow.tasks.spec import ProjectSpec
+from labelflow.tasks.task_types.base import FROM_NAME
+from labelflow.tasks.task_types.preference import SELECTION_OF_SIDE, SIDES
+from labelflow.tasks.task_types.sft import chat_messages
 
 Prediction = dict[str, Any]
+# Label Studio's own Pairwise results name the Pairwise control as their object (Pairwise.js: `createResult({},
+# {selected}, self, self.name)`; the tag registers itself as an object type); its editor resolves a result's
+# `to_name` to a tag, so a prediction shaped that way is shown like an annotator's own choice.
+PAIRWISE_RESULT_TO_NAME = FROM_NAME
+SIDE_ANSWER = re.compile(r"^\W*(?:response\s+)?([AB])\b", re.IGNORECASE)
+SCORE_ANSWER = re.compile(r"^\D*?(\d+)")
+DRAFT_MAX_TOKENS = 1024
 
 
 class Predictor(Protocol):
@@ -164,10 +176,218 @@ class OpenAIChatPredictor:
             return list(pool.map(self._one, texts))
 
 
+def chat_client(
+    section: str,
+    endpoint: str,
+    model: str,
+    api_key_env: str | None,
+    timeout_seconds: float,
+    max_retries: int = 3,
+) -> OpenAICompatibleClient:
+    """A client of a spec's OpenAI-compatible endpoint; the API key is read from `api_key_env` only now."""
+    from pydantic import SecretStr
+
+    api_key = None
+    if api_key_env:
+        value = os.environ.get(api_key_env)
+        if not value:
+            raise ValueError(f"{section}.api_key_env names {api_key_env}, which is not set")
+        api_key = SecretStr(value)
+    try:
+        return OpenAICompatibleClient(endpoint, model, api_key, timeout_seconds, max_retries)
+    except ValueError as exc:
+        raise ValueError(f"{section}.endpoint: {exc}") from None
+
+
+def prompt_text(prompt: Any) -> str:
+    """A prompt as the judge reads it: text as it is, a chat (a list of {role, content}) one `role: content` a turn."""
+    messages = chat_messages(prompt)
+    if messages is None:
+        return str(prompt or "")
+    return "\n\n".join(f"{message['role']}: {message['content']}" for message in messages)
+
+
+def option_probability(tokens: tuple[TokenLogprob, ...] | None, chosen: str, options: Sequence[str]) -> float | None:
+    """The probability of `chosen` among `options` at the first token, from its top logprobs; None without logprobs.
+
+    Tokens are compared stripped and case-folded (` A` and `a` are A); the alternatives Label Studio never sees (a
+    token that is no option) are left out, so the options' probabilities are renormalised to sum to 1.
+    """
+    if not tokens:
+        return None
+    first = tokens[0]
+    seen = dict(first.top)
+    seen.setdefault(first.token, first.logprob)
+    probabilities = dict.fromkeys(options, 0.0)
+    for token, logprob in seen.items():
+        option = next((o for o in options if o.casefold() == token.strip().casefold()), None)
+        if option is not None:
+            probabilities[option] += math.exp(logprob)
+    total = sum(probabilities.values())
+    if total <= 0.0:
+        return None
+    return round(probabilities[chosen] / total, 4)
+
+
+class RecordJudge:
+    """What the openai predictors of the record types share: one chat request per task, a few in flight.
+
+    A request that still fails after the client's retries (an outage, a timeout) leaves its task without a
+    prediction and is counted in `failures`; any other failure (a 4xx, an endpoint that answers garbage) stops the
+    run with the adapter's one-line error, since it would fail every task the same way.
+    """
+
+    def __init__(self, spec: ProjectSpec, client: OpenAICompatibleClient | None = None) -> None:
+        options = spec.prelabel
+        assert options is not None and options.endpoint and options.model
+        self.spec = spec
+        self.model_version = options.model_version
+        self.instructions = (spec.instructions or "").strip()
+        self.max_concurrency = options.max_concurrency
+        self.client = client or chat_client(
+            "prelabel", options.endpoint, options.model, options.api_key_env, options.timeout_seconds
+        )
+        self.failures = 0
+
+    def _guidelines(self) -> str:
+        return f"\nGuidelines: {self.instructions}" if self.instructions else ""
+
+    def prediction(self, item: dict[str, Any]) -> Prediction | None:
+        """One task's prediction, or None when the model's answer does not fit the interface."""
+        raise NotImplementedError
+
+    def _one(self, item: dict[str, Any]) -> Prediction | None:
+        try:
+            return self.prediction(item)
+        except OpenAICompatibleError as exc:
+            if not exc.transient:
+                raise
+            self.failures += 1
+            return None
+
+    def _scored(self, result: dict[str, Any], score: float | None) -> Prediction:
+        prediction: Prediction = {"model_version": self.model_version, "result": [result]}
+        if score is not None:
+            prediction["score"] = score
+        return prediction
+
+    def predict(self, items: Sequence[dict[str, Any]]) -> list[Prediction | None]:
+        """One prediction (or None) per task's data, in order."""
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            return list(pool.map(self._one, items))
+
+
+class PreferenceJudge(RecordJudge):
+    """Which response is better, A or B: a Pairwise result whose score is P(chosen side) from the first token's logprobs."""
+
+    def messages(self, item: dict[str, Any]) -> list[dict[str, str]]:
+        """The judge's request: the prompt, both responses, and the two allowed answers."""
+        system = (
+            "You compare two responses to the same prompt and say which one is better: more helpful, correct, "
+            "honest and clear. Judge the content, not the order or the length." + self._guidelines()
+        )
+        user = (
+            f"Prompt:\n{prompt_text(item.get('prompt'))}\n\nResponse A:\n{item.get('response_a', '')}\n\n"
+            f"Response B:\n{item.get('response_b', '')}\n\nWhich response is better? {answer_with(SIDES)}"
+        )
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def prediction(self, item: dict[str, Any]) -> Prediction | None:
+        """A Pairwise result (left is A, right is B), or None when the answer is neither A nor B."""
+        answer = self.client.chat(self.messages(item), temperature=0, max_tokens=1, logprobs=True, top_logprobs=5)
+        found = SIDE_ANSWER.match(answer.text)
+        if found is None:
+            return None
+        side = found.group(1).upper()
+        result = {
+            "from_name": FROM_NAME,
+            "to_name": PAIRWISE_RESULT_TO_NAME,
+            "type": "pairwise",
+            "value": {"selected": SELECTION_OF_SIDE[side]},
+        }
+        return self._scored(result, option_probability(answer.logprobs, side, SIDES))
+
+
+class GradingJudge(RecordJudge):
+    """A score 1..K for the response (`options.scale`): a Rating result whose score is P(that score) from logprobs."""
+
+    def messages(self, item: dict[str, Any]) -> list[dict[str, str]]:
+        """The judge's request: the prompt, the response, the scale (and the rubric checks to weigh)."""
+        options = self.spec.task_options
+        scores = [str(score) for score in range(1, options.scale + 1)]
+        rubric = f" Weigh these checks: {'; '.join(options.rubric)}." if options.rubric else ""
+        system = (
+            f"You grade a response to a prompt on a scale from 1 (worst) to {options.scale} (best) for how "
+            f"helpful, correct, honest and clear it is.{rubric}" + self._guidelines()
+        )
+        user = (
+            f"Prompt:\n{prompt_text(item.get('prompt'))}\n\nResponse:\n{item.get('response', '')}\n\n"
+            f"What score does the response deserve? {answer_with(scores)}"
+        )
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def prediction(self, item: dict[str, Any]) -> Prediction | None:
+        """A Rating result, or None when the answer is not a score on the scale."""
+        scale = self.spec.task_options.scale
+        answer = self.client.chat(
+            self.messages(item), temperature=0, max_tokens=3, logprobs=True, top_logprobs=min(20, scale + 5)
+        )
+        found = SCORE_ANSWER.match(answer.text)
+        if found is None or not 1 <= int(found.group(1)) <= scale:
+            return None
+        score = int(found.group(1))
+        result = {"from_name": FROM_NAME, "to_name": "response", "type": "rating", "value": {"rating": score}}
+        options = [str(value) for value in range(1, scale + 1)]
+        return self._scored(result, option_probability(answer.logprobs, str(score), options))
+
+
+class DraftWriter(RecordJudge):
+    """A draft answer to the prompt, for annotators to edit: a TextArea result scored by its mean token probability."""
+
+    def messages(self, item: dict[str, Any]) -> list[dict[str, str]]:
+        """The prompt as the conversation to continue (a chat as its turns), after the spec's instructions."""
+        prompt = item.get("prompt")
+        turns = chat_messages(prompt) or [{"role": "user", "content": str(prompt or "")}]
+        system = [{"role": "system", "content": self.instructions}] if self.instructions else []
+        return [*system, *turns]
+
+    def prediction(self, item: dict[str, Any]) -> Prediction | None:
+        """A TextArea result holding the draft, or None for an empty answer."""
+        answer = self.client.chat(self.messages(item), temperature=0, max_tokens=DRAFT_MAX_TOKENS, logprobs=True)
+        draft = answer.text.strip()
+        if not draft:
+            return None
+        score = None
+        if answer.logprobs:
+            # The geometric mean of the tokens' probabilities: how sure the model was of its draft, on average.
+            mean = sum(token.logprob for token in answer.logprobs) / len(answer.logprobs)
+            score = round(math.exp(mean), 4)
+        result = {"from_name": FROM_NAME, "to_name": "prompt", "type": "textarea", "value": {"text": [draft]}}
+        return self._scored(result, score)
+
+
+def answer_with(options: Sequence[str]) -> str:
+    """The closing instruction of a judge's request, naming the only answers it may give."""
+    return f"Answer with exactly one of: {', '.join(options)}."
+
+
+# The openai predictor of each record type that has one.
+RECORD_JUDGES: dict[str, type[RecordJudge]] = {
+    "preference": PreferenceJudge,
+    "response-grading": GradingJudge,
+    "sft": DraftWriter,
+}
+
+
 def build_predictor(spec: ProjectSpec) -> Predictor | None:
     """The predictor the spec asks for, or None."""
     if spec.prelabel is None:
         return None
     if spec.prelabel.predictor == "keyword":
         return KeywordPredictor(spec)
+    if spec.task_type.media == "record":
+        judge = RECORD_JUDGES.get(spec.task)
+        if judge is None:
+            raise ValueError(f"prelabel.predictor: task {spec.task} has no openai predictor")
+        return judge(spec)
     return OpenAIChatPredictor(spec)

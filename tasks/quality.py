@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from labelflow.tasks.agreement import mean_or_none
+from labelflow.tasks.judge_agreement import judge_agreement_metric
 from labelflow.tasks.spec import ProjectSpec
 from labelflow.tasks.task_types.record_task import record_of
 
@@ -141,8 +142,23 @@ def judge(
         mean_confidence=mean_or_none(finished["confidence"]),
     )
     metrics.update(spec.task_type.gold_metrics(finished))
+    if rows := judge_agreement_metric(annotations, _predictions(tasks)):
+        metrics["judge_agreement"] = rows
     metrics["label_distribution"] = _label_distribution(finished[~finished["flagged"]], spec)
     return QualityReport(consensus=consensus, annotators=annotators, pairwise=pairwise, metrics=metrics)
+
+
+def _predictions(tasks: pd.DataFrame) -> pd.DataFrame | None:
+    """The pre-labels of the tasks (task_id, model_version, label), from the task table's `predictions` column."""
+    if "predictions" not in tasks.columns or not tasks["predictions"].notna().any():
+        return None
+    rows = [
+        {"task_id": int(task_id), **item}
+        for task_id, value in zip(tasks["task_id"], tasks["predictions"], strict=True)
+        if isinstance(value, str)
+        for item in json.loads(value)
+    ]
+    return pd.DataFrame(rows, columns=["task_id", "model_version", "label"])
 
 
 def _label_distribution(rows: pd.DataFrame, spec: ProjectSpec) -> dict[str, int]:

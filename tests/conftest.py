@@ -22,6 +22,7 @@ from labelflow.integrations.settings import (
     connection_variables,
     read_stack_connection,
 )
+from tests.openai_server import FakeOpenAIServer
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,10 @@ def prefect_api(local_stack: RunningStack) -> Iterator[str]:
 
     with temporary_settings(updates={PREFECT_API_URL: local_stack.prefect.url}):
         yield local_stack.prefect.url
+
+
+@pytest.fixture
+def openai_server() -> Iterator[FakeOpenAIServer]:
+    """A deterministic OpenAI-compatible chat-completions server on 127.0.0.1 (tests/openai_server.py)."""
+    with FakeOpenAIServer() as server:
+        yield server

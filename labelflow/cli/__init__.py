@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from labelflow.cli import datasets, deployments, pipeline, stack
+from labelflow.cli import datasets, deployments, generate, pipeline, stack
 from labelflow.infra.ports import ports_help
 
 __all__ = ["app"]
@@ -26,6 +26,7 @@ app.command(epilog=ports_help())(stack.up)
 app.command()(stack.down)
 app.command()(stack.status)
 app.command()(pipeline.smoke)
+app.command()(generate.generate)
 app.command()(pipeline.ingest)
 app.command()(pipeline.collect)
 app.command()(datasets.pull)

@@ -36,14 +36,20 @@ def ingest(
     """Ingest new objects from the spec's sources into its Label Studio project (incremental, idempotent)."""
     from labelflow.integrations.label_studio import LabelStudioError
     from labelflow.integrations.object_store import ObjectStoreError
+    from labelflow.integrations.openai_compatible import MalformedAnswerError, OpenAICompatibleError
     from labelflow.tasks.spec import SpecError, load_spec
 
-    with reported_failures("ingest", LabelStudioError, ObjectStoreError):
+    # A judge endpoint that answers garbage is bad input (exit 2); one that refuses or is down fails the run.
+    with reported_failures(
+        "ingest", LabelStudioError, ObjectStoreError, OpenAICompatibleError, bad_input=(MalformedAnswerError,)
+    ):
         load_spec(spec)  # fail on a broken spec before any server is contacted
         with prefect_connection():
             from labelflow.flows.ingest import ingest as ingest_flow
 
-            console_logs_without_tracebacks_of(SpecError, LabelStudioError, ObjectStoreError)
+            console_logs_without_tracebacks_of(
+                SpecError, LabelStudioError, ObjectStoreError, OpenAICompatibleError, MalformedAnswerError
+            )
             summary = ingest_flow(str(spec.resolve()), limit=limit)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))

@@ -156,7 +156,7 @@ def test_csv_and_parquet_records_carry_their_row_as_record_index() -> None:
 
     clients = FakeClients()
     spec = records_spec(records={"fields": {"text": "body"}})
-    clients.store.put_object(BUCKET, "reviews/a.csv", b"body,other\nfirst text,1\n\"multi\nline\",2\n")
+    clients.store.put_object(BUCKET, "reviews/a.csv", b'body,other\nfirst text,1\n"multi\nline",2\n')
     buffer = io.BytesIO()
     pq.write_table(pa.table({"body": ["parquet one", "parquet two"]}), buffer)
     clients.store.put_object(BUCKET, "reviews/b.parquet", buffer.getvalue())
@@ -198,7 +198,9 @@ def test_optional_fields_may_be_absent_and_a_record_the_type_cannot_show_is_quar
     )  # fmt: skip
     summary = ingest(clients, spec)
     assert summary["tasks_created"] == 3 and summary["quarantined_by_reason"] == {"malformed_record": 1}
-    tasks = {t["data"]["record_index"]: t["data"] for t in clients.label_studio_client.project_tasks(summary["project_id"])}
+    tasks = {
+        t["data"]["record_index"]: t["data"] for t in clients.label_studio_client.project_tasks(summary["project_id"])
+    }
     assert tasks[1]["gold"] == "A" and "gold" not in tasks[2] and "gold" not in tasks[3]
     assert tasks[1]["prompt"] == chat
     [row] = quarantine_report(clients, summary)
