@@ -301,7 +301,7 @@ def report_preferences(console: Console, project: DemoProject) -> None:
     console.print(
         f"  agreement between annotators: {format_value(quality.get('mean_task_agreement'))} per task, "
         f"Krippendorff's alpha {format_value(quality.get('krippendorff_alpha'))}; consensus (majority) matches the "
-        f"corpus's human preference on [bold]{format_value(results['consensus_accuracy'])}[/bold] of "
+        f"corpus's human preference on [bold]{results['consensus_accuracy']:.1%}[/bold] of "
         f"{results['compared']} published pairs ({results['ties']} ties)"
     )
     console.print(
