@@ -33,6 +33,9 @@ from labelflow.tasks.records import (
 from labelflow.tasks.spec import ProjectSpec, SpecError
 
 STREAM_CHUNK_BYTES = 1 << 20
+# Task data held before a chunk is imported: long records (documents, chats) are imported in smaller chunks, so the
+# memory a chunk takes stays bounded whatever the record size (about three copies exist while it is imported).
+CHUNK_CHARS = 32 * 1024 * 1024
 MAX_REJECTED_PER_CHUNK = 10_000  # rejected records are recorded at least this often, even in a file of bad records
 CHANGED_IN_SUMMARY = 1000  # changed records listed in the run summary (all are in the run's changes report)
 
@@ -164,9 +167,10 @@ def ingest_record_file(
     rejected: list[LedgerRow] = []
     checked_fields = False
     changed_keys: set[str] = set()  # records of this chunk whose place (or id) held other content before
+    chunk_chars = 0
 
     def flush() -> None:
-        nonlocal new_tasks, rejected, checked_fields
+        nonlocal new_tasks, rejected, checked_fields, chunk_chars
         if not checked_fields:
             if message := summary.missing_field_error(obj.uri):
                 raise RecordFieldsError(message)  # before the file's first import: nothing of it is created
@@ -184,7 +188,7 @@ def ingest_record_file(
         result.changed.extend(row for row in imported.ingested if row.task_key in changed_keys)
         changed_keys.clear()
         index.add_rows([*imported.ingested, *imported.rejected])
-        new_tasks, rejected = [], []
+        new_tasks, rejected, chunk_chars = [], [], 0
 
     chunks = store.iter_chunks(obj.bucket, obj.key, STREAM_CHUNK_BYTES)
     began = time.perf_counter()
@@ -246,7 +250,9 @@ def ingest_record_file(
                     changed_keys.add(row.task_key)
                 new_tasks.append(NewTask(data, row))
                 pending_in_chunk.add(item.sha256)
-            if len(new_tasks) >= spec.ingest.chunk_objects or len(rejected) >= MAX_REJECTED_PER_CHUNK:
+                chunk_chars += sum(len(v) if isinstance(v, str) else sum(map(len, v)) for v in item.fields.values())
+            full = len(new_tasks) >= spec.ingest.chunk_objects or chunk_chars >= CHUNK_CHARS
+            if full or len(rejected) >= MAX_REJECTED_PER_CHUNK:
                 result.seconds["parse"] += time.perf_counter() - began
                 flush()
                 pending_in_chunk.clear()
