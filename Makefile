@@ -1,5 +1,6 @@
 # The two commands a newcomer needs:  `make demo`  (set up, start the local stack, run the demo end to end)
-#                                      `make test`  (set up, lint, run every test against the real local stack)
+#                                      `make test`  (set up, install the test browser, lint, run every test against the
+#                                                    real local stack)
 # Everything is installed into this checkout: uv (if not already on PATH) into .tools/, the locked
 # environment into .venv/, Label Studio's own environment into .labelflow/venvs/ on first `labelflow up`.
 
@@ -11,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: setup demo test lint up down status bench
+.PHONY: setup browser demo test lint up down status bench
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -20,10 +21,24 @@ export GX_ANALYTICS_ENABLED := false
 setup: $(if $(filter .tools/bin/uv,$(UV)),.tools/bin/uv)
 	$(UV) sync --frozen
 
+# tests/browser drive Label Studio's pages in Debian's Chromium through its chromedriver; the font makes Chinese text
+# render in their screenshots. Installed with apt-get when missing if run as root; otherwise the command is printed.
+BROWSER_PACKAGES := chromium chromium-driver fonts-wqy-microhei
+
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+		&& fc-list :lang=zh family 2>/dev/null | grep -q .; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(BROWSER_PACKAGES); \
+	else \
+		echo "The browser tests need Chromium; run: sudo apt-get update && sudo apt-get install -y $(BROWSER_PACKAGES)"; \
+	fi
+
 demo: setup
 	$(UV) run labelflow demo
 
-test: setup
+test: setup browser
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run pytest

@@ -26,6 +26,7 @@ from labelflow.tasks.collect import (
     recorded_project,
     route_back,
     tasks_to_route,
+    with_hidden_record_fields,
     write_batch,
 )
 from labelflow.tasks.ports import ClientsPort, ObjectStorePort, ValidatorPort
@@ -119,6 +120,9 @@ def collect_and_judge(
     )
     gold = steps(load_gold, store, spec)
     tasks, annotations = steps(load_current, table)
+    if spec.task_type.media == "record":
+        # Gold answers, model names and lineage never go to Label Studio: they are joined back from the ledger.
+        tasks = steps(with_hidden_record_fields, store, spec, tasks)
     # The one CPU-heavy step: on a Dask cluster when the flow is given `dask_address` (its inputs are plain
     # tables, so they travel to remote workers), in this process otherwise.
     if dask_address:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from labelflow.tasks.collect import recorded_project
+from labelflow.tasks.collect import hidden_record_fields, recorded_project
 from labelflow.tasks.simulate import SimulatedAnnotator, run
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ def simulate_annotations(
     No Prefect task: creating annotations is not idempotent, so it must never be retried as a whole.
     """
     project_id = recorded_project(resources.store, spec)
+    hidden = hidden_record_fields(resources.store, spec) if spec.task_type.media == "record" else None
     result = run(
         resources.label_studio_client,
         spec,
@@ -44,5 +45,6 @@ def simulate_annotations(
         seed,
         workers,
         progress,
+        hidden,
     )
     return project_id, result

@@ -232,6 +232,30 @@ def load_current(annotations: AnnotationStore) -> tuple[pd.DataFrame, pd.DataFra
     return tasks, current.annotations.to_pandas()
 
 
+def hidden_record_fields(store: ObjectStorePort, spec: ProjectSpec) -> dict[int, str]:
+    """Task id -> the JSON of its record's fields kept out of Label Studio (gold, models, lineage), from the ledger."""
+    from labelflow.tasks.ledger import IngestLedger
+
+    table = IngestLedger(store, spec.state_location).read_all()
+    table = table.filter(pc.and_(pc.is_valid(table["record_hidden"]), pc.is_valid(table["task_id"])))
+    columns = table.select(["task_id", "record_hidden"]).to_pydict()
+    return dict(zip(columns["task_id"], columns["record_hidden"], strict=True))
+
+
+def with_hidden_record_fields(store: ObjectStorePort, spec: ProjectSpec, tasks: pd.DataFrame) -> pd.DataFrame:
+    """The task table with each record's hidden fields joined back into its `record` column."""
+    from labelflow.tasks.task_types.record_task import merged_record
+
+    hidden = hidden_record_fields(store, spec)
+    if not hidden or "record" not in tasks.columns:
+        return tasks
+    merged = [
+        merged_record(record, hidden.get(int(task_id)))
+        for task_id, record in zip(tasks["task_id"], tasks["record"], strict=True)
+    ]
+    return tasks.assign(record=merged)
+
+
 def judge_annotations(
     tasks: pd.DataFrame, annotations: pd.DataFrame, spec: ProjectSpec, gold: pd.DataFrame | None
 ) -> QualityReport:

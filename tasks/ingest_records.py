@@ -12,6 +12,7 @@ spec names one, else by its place in the file:
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -75,7 +76,9 @@ def record_task_data(
     spec: ProjectSpec, obj: StoredObject, record: ParsedRecord, encoding: str | None
 ) -> dict[str, Any]:
     """Label Studio task data of one record: what the type shows, plus lineage back to the file and the record."""
-    data: dict[str, Any] = spec.task_type.record_task_data(record.fields, spec)
+    hidden = spec.task_type.hidden_record_fields
+    shown = {name: value for name, value in record.fields.items() if name not in hidden}
+    data: dict[str, Any] = spec.task_type.record_task_data(shown, spec)
     data.update(
         {
             "source_uri": obj.uri,
@@ -92,6 +95,12 @@ def record_task_data(
     if encoding and encoding not in ("utf-8", "utf_8"):
         data["source_encoding"] = encoding
     return data
+
+
+def hidden_fields_json(spec: ProjectSpec, record: ParsedRecord) -> str | None:
+    """The record's fields kept out of Label Studio, as JSON for the ledger (None when it has none)."""
+    hidden = {name: value for name, value in record.fields.items() if name in spec.task_type.hidden_record_fields}
+    return json.dumps(hidden, ensure_ascii=False, sort_keys=True) if hidden else None
 
 
 def _row(
@@ -234,7 +243,10 @@ def ingest_record_file(
                     result.quarantine_rows.append(row)
                     result.quarantined[str(RecordReason.DUPLICATE)] += 1
                     continue
-                row = _row(obj, "ingested", item.sha256, item.index, item.record_id)
+                row = _row(
+                    obj, "ingested", item.sha256, item.index, item.record_id,
+                    record_hidden=hidden_fields_json(spec, item),
+                )  # fmt: skip
                 try:
                     data = record_task_data(spec, obj, item, summary.encoding)
                 except ValueError as exc:  # the type cannot show it (a `chat` that is not a list of messages, say)

@@ -33,6 +33,9 @@ LEDGER_SCHEMA = pa.schema(
         # once the whole file version was read. Ledgers written before these columns read them as null.
         ("record_index", pa.int64()),
         ("record_id", pa.string()),
+        # A record's fields kept out of Label Studio (gold answers, model names, generation lineage), as JSON:
+        # annotators must not see them; collect joins them back (tasks.collect.with_hidden_record_fields).
+        ("record_hidden", pa.string()),
     ]
 )
 COMPACT_AFTER_PARTS = 64
@@ -60,6 +63,7 @@ class LedgerRow:
     batch_id: str = ""
     record_index: int | None = None
     record_id: str | None = None
+    record_hidden: str | None = None
 
     @property
     def task_key(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import zlib
@@ -153,10 +154,14 @@ def run(
     seed: int = 0,
     workers: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    hidden: dict[int, str] | None = None,
 ) -> dict[str, Any]:
-    """Have the simulated annotators annotate the project's tasks through the API; returns what was done."""
+    """Have the simulated annotators annotate the project's tasks through the API; returns what was done.
+
+    `hidden` (record tasks): task id -> the record's fields kept out of Label Studio, where its gold answer is.
+    """
     if spec.task_type.media == "record":
-        return run_records(ls, spec, project_id, annotators, per_task, limit, seed, workers, progress)
+        return run_records(ls, spec, project_id, annotators, per_task, limit, seed, workers, progress, hidden)
     interface = label_interface(spec)
     if spec.task_type.simulated_result(interface.from_name, interface.to_name, spec.labels[0]) is None:
         raise SimulationError(f"the simulator supports classification tasks, not {spec.task!r}")
@@ -225,6 +230,7 @@ def plan_records(
     user_ids: dict[str, int],
     per_task: int,
     seed: int,
+    hidden: dict[int, str] | None = None,
 ) -> tuple[list[tuple[int, SimulatedAnnotator, list[dict[str, Any]], float, bool]], int]:
     """(task, who, result, lead, agrees with gold) for record tasks with a `gold` answer; and how many had none."""
     task_type = spec.task_type
@@ -232,6 +238,8 @@ def plan_records(
     skipped = 0
     for item in tasks:
         task_id, data = int(item["id"]), item.get("data") or {}
+        if hidden and task_id in hidden:  # the record's gold answer is kept out of Label Studio
+            data = {**data, **json.loads(hidden[task_id])}
         gold = task_type.gold_of(data)  # type: ignore[attr-defined]
         if gold is None:
             skipped += 1
@@ -260,13 +268,14 @@ def run_records(
     seed: int,
     workers: int,
     progress: Callable[[int, int], None] | None,
+    hidden: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     """Simulated annotation of record tasks (preference, ranking, grading, SFT), from each record's `gold` answer."""
     user_ids = ensure_users(ls, annotators)
     tasks = ls.export_tasks(project_id, timeout=spec.collect.timeout_seconds)
     tasks.sort(key=lambda t: int(t["id"]))
     wanted = per_task or min(spec.overlap, len(annotators))
-    items, skipped = plan_records(tasks, spec, annotators, user_ids, wanted, seed)
+    items, skipped = plan_records(tasks, spec, annotators, user_ids, wanted, seed, hidden)
     if not items and skipped:
         raise SimulationError(
             f"no task has a known answer: map a `gold` field in records.fields so the simulator knows what a "

@@ -47,6 +47,7 @@ class TaskType(ABC):
     record_fields: ClassVar[tuple[str, ...]] = ()
     optional_record_fields: ClassVar[tuple[str, ...]] = ()
     list_record_fields: ClassVar[frozenset[str]] = frozenset()  # fields holding several values (a list of paths)
+    hidden_record_fields: ClassVar[frozenset[str]] = frozenset()  # record fields kept out of Label Studio
     options_model: ClassVar[type[BaseModel] | None] = None  # the type's own settings (spec `options:`)
 
     @property

@@ -434,7 +434,8 @@ def preference_result(label: str, reason: str | None = None) -> list[dict[str, A
         items = [
             {
                 "from_name": FROM_NAME,
-                "to_name": PAIRWISE_TO_NAME,
+                # Label Studio's editor stores (and only displays) a Pairwise choice addressed to the control itself.
+                "to_name": FROM_NAME,
                 "type": "pairwise",
                 "value": {"selected": SELECTION_OF_SIDE[label]},
             }

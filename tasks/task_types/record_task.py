@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 # Every record type may map these: the known answer (gold tasks, and the simulator's truth) and the generation
 # lineage `labelflow generate` writes (model, parameters, seed, prompt hash), carried into the published version.
 COMMON_OPTIONAL_FIELDS = ("gold", "generation")
+# Record fields never put in Label Studio's task data, where every user sees them (the Data Manager's columns, the
+# API): a gold answer must stay unknown to annotators, model names would bias them, lineage is not theirs to read.
+# They are kept in the ingest ledger and joined back into the task's record at collection.
+HIDDEN_RECORD_FIELDS = frozenset({"gold", "generation", "model", "model_a", "model_b", "models", "draft_model"})
 
 
 def record_of(value: Any) -> dict[str, Any]:
@@ -28,6 +32,13 @@ def record_of(value: Any) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {}
     return parsed if isinstance(parsed, dict) else {}
+
+
+def merged_record(record: Any, hidden: Any) -> str | None:
+    """A task's `record` JSON with its hidden fields (JSON from the ledger) joined back in."""
+    if not isinstance(hidden, str) or not hidden:
+        return record if isinstance(record, str) else None
+    return json.dumps({**record_of(record), **record_of(hidden)}, ensure_ascii=False, sort_keys=True)
 
 
 def answer_of(value: Any) -> dict[str, Any]:
@@ -52,6 +63,7 @@ class RecordTaskType(TaskType):
     uses_labels: ClassVar[bool] = False
     # The Label Studio control names of this type's interface (every result item with one of them is read).
     control_names: ClassVar[frozenset[str]] = frozenset()
+    hidden_record_fields: ClassVar[frozenset[str]] = HIDDEN_RECORD_FIELDS
 
     @property
     def data_key(self) -> str:

@@ -168,6 +168,9 @@ class SupervisedFineTuning(RecordTaskType):
         prompt = data.get("prompt")
         if options.chat and isinstance(prompt, str):
             data["prompt"] = chat_messages(prompt) or [{"role": "user", "content": prompt}]
+        if self._has_draft(spec):
+            # The interface reads $draft: Label Studio refuses a whole import batch with a task lacking it.
+            data.setdefault("draft", "")
         return data
 
     # --- collected results -> table rows ----------------------------------------------------------------------
@@ -186,7 +189,7 @@ class SupervisedFineTuning(RecordTaskType):
         if len(texts) > 1:
             problems.append(f"{len(texts)} answers submitted; the interface takes one")
         text = unicodedata.normalize("NFC", texts[0]).strip()
-        draft = data.get("draft")
+        draft = data.get("draft") if isinstance(data.get("draft"), str) and data["draft"].strip() else None  # "": none
         same_as_draft = isinstance(draft, str) and normalised(text) == normalised(draft)
         answer = {"text": text, "edited_from_draft": (not same_as_draft) if isinstance(draft, str) else None}
         if not text:

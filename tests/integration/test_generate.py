@@ -17,11 +17,13 @@ from labelflow.cli import app
 from labelflow.integrations.label_studio import LabelStudioClient
 from labelflow.integrations.object_store import ObjectStore
 from labelflow.tasks.annotations import AnnotationNormalizer
+from labelflow.tasks.collect import hidden_record_fields
 from labelflow.tasks.generate import candidate_seed, layout, prompt_sha256
 from labelflow.tasks.ingest import read_project_record
 from labelflow.tasks.prelabel import PAIRWISE_RESULT_TO_NAME, PreferenceJudge
 from labelflow.tasks.spec import ProjectSpec, parse_spec
 from labelflow.tasks.task_types import TASK_TYPES
+from labelflow.tasks.task_types.record_task import merged_record
 from tests.openai_server import FakeOpenAIServer, option_probabilities, request_digest
 
 PROMPTS = [
@@ -115,13 +117,16 @@ def test_generated_candidates_become_preference_tasks_with_judge_predictions(
     assert sorted(task["data"]["record_id"] for task in tasks) == [f"q{i}" for i in range(len(PROMPTS))]
     judge = PreferenceJudge(spec)
     judged = {json.dumps(body["messages"]): body for body in openai_server.chat_requests[requests:]}
+    hidden = hidden_record_fields(object_store, spec)  # lineage and model names stay out of Label Studio
     for exported in tasks:
         data = exported["data"]
         text = data["prompt"]
-        generation = json.loads(data["generation"])
+        assert "generation" not in data and "model_a" not in data
+        kept = json.loads(hidden[int(exported["id"])])
+        generation = json.loads(kept["generation"])
         assert generation["prompt_sha256"] == prompt_sha256(text) and generation["model"] == "gen-model"
         assert generation["seeds"] == [str(candidate_seed(3, prompt_sha256(text), i)) for i in range(2)]
-        assert data["response_a"] != data["response_b"] and data["model_a"] == "gen-model"
+        assert data["response_a"] != data["response_b"] and kept["model_a"] == "gen-model"
 
         (prediction,) = label_studio.get_task(int(exported["id"]))["predictions"]
         (item,) = prediction["result"]
@@ -135,7 +140,8 @@ def test_generated_candidates_become_preference_tasks_with_judge_predictions(
         )
 
         # the generation lineage is part of the task's record, which collect keeps into consensus.parquet
-        record = json.loads(AnnotationNormalizer(spec, project_id, {}, "label").task(exported, seq=1).task["record"])
+        task_row = AnnotationNormalizer(spec, project_id, {}, "label").task(exported, seq=1).task
+        record = json.loads(merged_record(task_row["record"], hidden[int(exported["id"])]))
         assert json.loads(record["generation"]) == generation
 
 

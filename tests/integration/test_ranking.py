@@ -15,6 +15,7 @@ import yaml
 from labelflow.integrations.label_studio import LabelStudioClient
 from labelflow.integrations.mlflow_tracking import MLflowTracking
 from labelflow.integrations.object_store import ObjectStore
+from labelflow.tasks.collect import hidden_record_fields
 from labelflow.tasks.ingest import read_project_record
 from labelflow.tasks.registry import DatasetRegistry
 from labelflow.tasks.simulate import build_annotators, run
@@ -99,7 +100,9 @@ def test_ranking_records_are_ingested_ranked_gated_reviewed_published_and_pulled
 
     # Two perfect rankers and one at 90% (a miss swaps one adjacent pair): Borda gives the gold order everywhere.
     annotators = build_annotators([1.0, 1.0, 0.9], spammers=0, prefix=unique_name)
-    simulated = run(label_studio, spec, project_id, annotators, seed=11)
+    simulated = run(
+        label_studio, spec, project_id, annotators, seed=11, hidden=hidden_record_fields(object_store, spec)
+    )
     assert simulated["annotations_created"] == 3 * RECORDS and simulated["tasks_with_truth"] == RECORDS
 
     # A hand-written ranking that repeats a response is not a permutation: the gate refuses the batch.

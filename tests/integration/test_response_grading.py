@@ -14,6 +14,7 @@ import yaml
 from labelflow.integrations.label_studio import LabelStudioClient
 from labelflow.integrations.mlflow_tracking import MLflowTracking
 from labelflow.integrations.object_store import ObjectStore
+from labelflow.tasks.collect import hidden_record_fields
 from labelflow.tasks.ingest import read_project_record
 from labelflow.tasks.registry import DatasetRegistry
 from labelflow.tasks.simulate import build_annotators, run
@@ -91,7 +92,7 @@ def test_grading_records_are_ingested_graded_reviewed_published_and_pulled(
 
     # Two perfect graders and one at 90%: the lower median of (gold, gold, x) is the gold score on every task.
     annotators = build_annotators([1.0, 1.0, 0.9], spammers=0, prefix=unique_name)
-    simulated = run(label_studio, spec, project_id, annotators, seed=5)
+    simulated = run(label_studio, spec, project_id, annotators, seed=5, hidden=hidden_record_fields(object_store, spec))
     assert simulated["annotations_created"] == 3 * RECORDS and simulated["tasks_with_truth"] == RECORDS
 
     # One hand-written annotation: the reviewer grades record r1 (expert score 2) as 4, polite only.

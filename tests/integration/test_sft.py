@@ -15,6 +15,7 @@ import yaml
 from labelflow.integrations.label_studio import LabelStudioClient
 from labelflow.integrations.mlflow_tracking import MLflowTracking
 from labelflow.integrations.object_store import ObjectStore
+from labelflow.tasks.collect import hidden_record_fields
 from labelflow.tasks.ingest import read_project_record
 from labelflow.tasks.registry import DatasetRegistry
 from labelflow.tasks.simulate import build_annotators, run
@@ -85,7 +86,9 @@ def test_sft_records_are_answered_reviewed_published_and_pulled_as_chat_messages
 
     # Two careful simulated annotators edit the reference; a reviewer writes one answer by hand through the API.
     annotators = build_annotators([1.0, 1.0], spammers=0, prefix=unique_name)
-    assert run(label_studio, spec, project_id, annotators, seed=3)["annotations_created"] == 2 * len(RECORDS)
+    assert run(label_studio, spec, project_id, annotators, seed=3, hidden=hidden_record_fields(object_store, spec))[
+        "annotations_created"
+    ] == 2 * len(RECORDS)
     tasks = {task["data"]["record_id"]: task for task in label_studio.export_tasks(project_id)}
     assert tasks["p2"]["data"]["draft"] == "煮一下。" and tasks["p2"]["data"]["prompt"] == "怎么煮面条？"
     reviewer_id = label_studio.create_user(reviewer)

@@ -10,6 +10,7 @@ import json
 from collections import Counter
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from labelflow.integrations.label_studio import LabelStudioError
@@ -201,7 +202,27 @@ def test_optional_fields_may_be_absent_and_a_record_the_type_cannot_show_is_quar
     tasks = {
         t["data"]["record_index"]: t["data"] for t in clients.label_studio_client.project_tasks(summary["project_id"])
     }
-    assert tasks[1]["gold"] == "A" and "gold" not in tasks[2] and "gold" not in tasks[3]
+    assert all("gold" not in data for data in tasks.values()), "annotators never see a gold answer"
     assert tasks[1]["prompt"] == chat
+    ledger = IngestLedger(clients.store, spec.state_location).read_all().to_pandas()
+    hidden = dict(zip(ledger["record_index"], ledger["record_hidden"], strict=True))
+    assert json.loads(hidden[1]) == {"gold": "A"} and pd.isna(hidden[2]) and pd.isna(hidden[3])
     [row] = quarantine_report(clients, summary)
     assert row["record_index"] == "4" and row["reason"] == "malformed_record"
+
+
+def test_an_sft_record_without_its_optional_draft_gets_an_empty_one_label_studio_accepts() -> None:
+    clients = FakeClients()
+    spec = parse_spec(
+        {
+            "name": "answers",
+            "source": f"s3://{BUCKET}/sft/",
+            "task": "sft",
+            "records": {"fields": {"prompt": "q", "draft": "d"}},
+        }
+    )
+    clients.store.put_object(BUCKET, "sft/a.jsonl", jsonl([{"q": "怎么煮面条？", "d": "烧水。"}, {"q": "Hi?"}]))
+    summary = ingest(clients, spec)
+    assert summary["tasks_created"] == 2
+    drafts = sorted(t["data"]["draft"] for t in clients.label_studio_client.project_tasks(summary["project_id"]))
+    assert drafts == ["", "烧水。"]
