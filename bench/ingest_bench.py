@@ -59,13 +59,14 @@ def run_ingest(spec: dict, workdir: Path) -> tuple[dict, float, float]:
     path = workdir / f"{uuid.uuid4().hex}.yaml"
     path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
     out = workdir / f"{path.stem}.json"
+    errors = workdir / f"{path.stem}.err"
     began = time.perf_counter()
-    with out.open("wb") as stdout:
+    with out.open("wb") as stdout, errors.open("wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "labelflow.cli", "ingest", str(path), "--json"],
             cwd=ROOT,
             stdout=stdout,
-            stderr=subprocess.DEVNULL,
+            stderr=stderr,
         )
         handle = psutil.Process(process.pid)
         peak = 0
@@ -78,7 +79,8 @@ def run_ingest(spec: dict, workdir: Path) -> tuple[dict, float, float]:
             time.sleep(0.1)
     seconds = time.perf_counter() - began
     if process.returncode != 0:
-        raise SystemExit(f"ingest failed (exit {process.returncode}); rerun {path} by hand to see why")
+        said = (out.read_text(encoding="utf-8") + errors.read_text(encoding="utf-8")).strip().splitlines()[-3:]
+        raise SystemExit(f"ingest failed (exit {process.returncode}): {' | '.join(said)}; spec {path}")
     text = out.read_text(encoding="utf-8")
     return json.loads(text[text.index("{") :]), seconds, peak / 1e6
 
