@@ -202,13 +202,26 @@ def run(
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(annotate, work.items))
-    per_annotator = Counter(item[1].email for item in work.items)
-    correct = Counter(item[1].email for item in work.items if truths[item[0]] == item[2])
+    done_by = [(item[1].email, truths[item[0]] == item[2]) for item in work.items]
+    return simulation_summary(project_id, len(tasks), len(truths), annotators, user_ids, done_by)
+
+
+def simulation_summary(
+    project_id: int,
+    tasks: int,
+    with_truth: int,
+    annotators: list[SimulatedAnnotator],
+    user_ids: dict[str, int],
+    done_by: list[tuple[str, bool]],
+) -> dict[str, Any]:
+    """What a simulation did: its counts, and per annotator the annotations made and how many matched the truth."""
+    per_annotator = Counter(email for email, _ in done_by)
+    correct = Counter(email for email, right in done_by if right)
     return {
         "project_id": project_id,
-        "tasks": len(tasks),
-        "tasks_with_truth": len(truths),
-        "annotations_created": len(work.items),
+        "tasks": tasks,
+        "tasks_with_truth": with_truth,
+        "annotations_created": len(done_by),
         "annotators": [
             {
                 "email": a.email,
@@ -293,22 +306,5 @@ def run_records(
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(annotate, items))
-    per_annotator = Counter(item[1].email for item in items)
-    correct = Counter(item[1].email for item in items if item[4])
-    return {
-        "project_id": project_id,
-        "tasks": len(tasks),
-        "tasks_with_truth": len(tasks) - skipped,
-        "annotations_created": len(items),
-        "annotators": [
-            {
-                "email": a.email,
-                "user_id": user_ids[a.email],
-                "configured_accuracy": None if a.spammer else a.accuracy,
-                "spammer": a.spammer,
-                "annotations": per_annotator[a.email],
-                "observed_accuracy": correct[a.email] / per_annotator[a.email] if per_annotator[a.email] else None,
-            }
-            for a in annotators
-        ],
-    }
+    done_by = [(item[1].email, item[4]) for item in items]
+    return simulation_summary(project_id, len(tasks), len(tasks) - skipped, annotators, user_ids, done_by)

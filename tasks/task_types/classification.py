@@ -23,6 +23,32 @@ def choice_result(from_name: str, to_name: str, label: str) -> list[dict[str, An
     return [{"from_name": from_name, "to_name": to_name, "type": "choices", "value": {"choices": [label]}}]
 
 
+def label_match_scores(
+    on_finished: pd.DataFrame, gold_labels: pd.Series, finished: pd.DataFrame
+) -> tuple[float | None, float | None]:
+    """(share of gold tasks answered with the gold label, share of shared tasks answered with the consensus label)."""
+    gold_accuracy = agreement = None
+    on_gold = on_finished[gold_labels.notna()]
+    if len(on_gold):
+        gold_accuracy = float((on_gold["label"] == gold_labels[gold_labels.notna()]).mean())
+    # Compare with consensus only where someone else also voted, so a lone vote does not agree with itself.
+    shared = on_finished[on_finished["task_id"].map(finished["annotations"]) >= 2]
+    if len(shared):
+        agreement = float((shared["label"] == shared["task_id"].map(finished["label"])).mean())
+    return gold_accuracy, agreement
+
+
+def label_gold_metrics(finished: pd.DataFrame) -> dict[str, Any]:
+    """How often the consensus label matches the gold label, on finished gold tasks."""
+    gold_tasks = finished[finished["gold_label"].notna()]
+    if not len(gold_tasks):
+        return {}
+    return {
+        "gold_tasks": len(gold_tasks),
+        "consensus_accuracy_on_gold": float((gold_tasks["label"] == gold_tasks["gold_label"]).mean()),
+    }
+
+
 class ClassificationTask(TaskType):
     """A Choices control with one radio choice; consensus by majority vote or Dawid-Skene."""
 
@@ -127,25 +153,11 @@ class ClassificationTask(TaskType):
         self, on_finished: pd.DataFrame, gold_labels: pd.Series, finished: pd.DataFrame, spec: ProjectSpec
     ) -> tuple[float | None, float | None]:
         """Accuracy on gold tasks, and the share of shared tasks where the annotator chose the consensus class."""
-        gold_accuracy = agreement = None
-        on_gold = on_finished[gold_labels.notna()]
-        if len(on_gold):
-            gold_accuracy = float((on_gold["label"] == gold_labels[gold_labels.notna()]).mean())
-        # Compare with consensus only where someone else also voted, so a lone vote does not agree with itself.
-        shared = on_finished[on_finished["task_id"].map(finished["annotations"]) >= 2]
-        if len(shared):
-            agreement = float((shared["label"] == shared["task_id"].map(finished["label"])).mean())
-        return gold_accuracy, agreement
+        return label_match_scores(on_finished, gold_labels, finished)
 
     def gold_metrics(self, finished: pd.DataFrame) -> dict[str, Any]:
         """How often consensus matches gold, on finished gold tasks."""
-        gold_tasks = finished[finished["gold_label"].notna()]
-        if not len(gold_tasks):
-            return {}
-        return {
-            "gold_tasks": len(gold_tasks),
-            "consensus_accuracy_on_gold": float((gold_tasks["label"] == gold_tasks["gold_label"]).mean()),
-        }
+        return label_gold_metrics(finished)
 
     def labels_used(self, rows: pd.DataFrame) -> pd.Series:
         """The class of each row."""

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from labelflow.tasks.task_types.base import FROM_NAME
+from labelflow.tasks.task_types.classification import label_gold_metrics, label_match_scores
 from labelflow.tasks.task_types.record_task import COMMON_OPTIONAL_FIELDS, RecordTaskType, answer_json, record_of
 
 if TYPE_CHECKING:
@@ -324,25 +325,11 @@ class Preference(RecordTaskType):
         self, on_finished: pd.DataFrame, gold_labels: pd.Series, finished: pd.DataFrame, spec: ProjectSpec
     ) -> tuple[float | None, float | None]:
         """Accuracy on gold tasks, and the share of shared tasks where the annotator chose the consensus label."""
-        gold_accuracy = agreement = None
-        on_gold = on_finished[gold_labels.notna()]
-        if len(on_gold):
-            gold_accuracy = float((on_gold["label"] == gold_labels[gold_labels.notna()]).mean())
-        # Compare with consensus only where someone else also voted, so a lone vote does not agree with itself.
-        shared = on_finished[on_finished["task_id"].map(finished["annotations"]) >= 2]
-        if len(shared):
-            agreement = float((shared["label"] == shared["task_id"].map(finished["label"])).mean())
-        return gold_accuracy, agreement
+        return label_match_scores(on_finished, gold_labels, finished)
 
     def gold_metrics(self, finished: pd.DataFrame) -> dict[str, Any]:
         """How often consensus matches the records' gold answers, on finished gold tasks."""
-        gold_tasks = finished[finished["gold_label"].notna()]
-        if not len(gold_tasks):
-            return {}
-        return {
-            "gold_tasks": len(gold_tasks),
-            "consensus_accuracy_on_gold": float((gold_tasks["label"] == gold_tasks["gold_label"]).mean()),
-        }
+        return label_gold_metrics(finished)
 
     def validation_columns(self, frame: pd.DataFrame, table: str, spec: ProjectSpec) -> pd.DataFrame:
         """`picks_a_response`: the row's label is A, B, tie or both-bad (a result that picks neither has none)."""
