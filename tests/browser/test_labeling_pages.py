@@ -61,6 +61,7 @@ class LabelingPage:
 
     def open(self, project_id: int, task_id: int, shows: str) -> Any:
         """Open a task's labeling page and wait until its annotation area shows `shows`; return that area."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.ui import WebDriverWait
 
@@ -70,7 +71,9 @@ class LabelingPage:
             views = driver.find_elements(By.CSS_SELECTOR, ANNOTATION_VIEW)
             return views[0] if views and shows in views[0].text else False
 
-        return WebDriverWait(self.driver, PAGE_SECONDS).until(rendered, f"task {task_id} never showed {shows!r}")
+        # The editor re-renders while it loads (a slow machine shows it): an element found a moment ago may be gone.
+        wait = WebDriverWait(self.driver, PAGE_SECONDS, ignored_exceptions=(StaleElementReferenceException,))
+        return wait.until(rendered, f"task {task_id} never showed {shows!r}")
 
     def submit(self) -> None:
         """Click the page's Submit button."""
@@ -373,6 +376,7 @@ def test_response_grading_shows_k_stars_and_the_rubric_and_the_4th_star_is_read_
     screenshots: Path,
 ) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     rubric = ["factually correct", "answers the question", "礼貌"]
     rows = [
@@ -405,7 +409,8 @@ def test_response_grading_shows_k_stars_and_the_rubric_and_the_4th_star_is_read_
 
     stars[3].click()
     view.find_element(By.XPATH, ".//input[@name='礼貌']/ancestor::label").click()
-    assert [star.get_attribute("aria-checked") for star in stars] == ["true"] * 4 + ["false"]
+    checked = ["true"] * 4 + ["false"]
+    WebDriverWait(labeling_page.driver, 5).until(lambda _: [s.get_attribute("aria-checked") for s in stars] == checked)
     labeling_page.screenshot(screenshots, "response-grading")
     labeling_page.submit()
 
