@@ -70,6 +70,39 @@ def quarantine_report(store: ObjectStore, uri: str) -> dict[str, str]:
     return {row["uri"].rsplit("/", 1)[-1]: row["reason"] for row in rows}
 
 
+def ingest_killed_after(
+    spec_path: Path, prefect_api: str, store: ObjectStore, ls: LabelStudioClient, state: str, tasks: int
+) -> tuple[int, int]:
+    """Run `labelflow ingest` in a process and SIGKILL it once its project (state `k/`) has `tasks` tasks.
+
+    Returns (project id, tasks when killed).
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "labelflow.cli", "ingest", str(spec_path)],
+        cwd=ROOT,
+        env={**os.environ, "PREFECT_API_URL": prefect_api},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    project_id, killed_at = None, 0
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            project_id = json.loads(store.get_bytes(state, "k/project.json"))["project_id"]
+            killed_at = ls.count_tasks(project_id)
+        except Exception:
+            killed_at = 0
+        if killed_at >= tasks:
+            os.killpg(process.pid, signal.SIGKILL)
+            break
+        assert process.poll() is None, "ingest finished before it could be killed"
+        time.sleep(0.2)
+    process.wait(timeout=30)
+    assert project_id is not None, "ingest never recorded its project"
+    return int(project_id), killed_at
+
+
 @pytest.fixture
 def buckets(object_store: ObjectStore, unique_name: str) -> tuple[str, str]:
     source, state = f"{unique_name}-src", f"{unique_name}-state"
@@ -337,31 +370,8 @@ def test_sigkill_mid_ingest_then_resume_gives_exactly_one_task_per_object(
             "ingest": {"batch_size": 25, "chunk_objects": 200},
         },
     )
-    env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "labelflow.cli", "ingest", str(spec_path)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    project_id = None
-    deadline = time.monotonic() + 180
-    killed_at = 0
-    while time.monotonic() < deadline:
-        try:
-            project_id = json.loads(object_store.get_bytes(state, "k/project.json"))["project_id"]
-            killed_at = label_studio.count_tasks(project_id)
-        except Exception:
-            killed_at = 0
-        if killed_at >= 300:
-            os.killpg(process.pid, signal.SIGKILL)
-            break
-        assert process.poll() is None, "ingest finished before it could be killed"
-        time.sleep(0.2)
-    process.wait(timeout=30)
-    assert project_id is not None and 300 <= killed_at < total, killed_at
+    project_id, killed_at = ingest_killed_after(spec_path, prefect_api, object_store, label_studio, state, 300)
+    assert 300 <= killed_at < total, killed_at
 
     summary = run_ingest(spec_path)
     assert summary["listed"] == total

@@ -4,11 +4,6 @@ SIGKILLed mid-file resumed record by record, and a mapping that fits no record r
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +13,7 @@ from typer.testing import CliRunner
 from labelflow.cli import app
 from labelflow.integrations.label_studio import LabelStudioClient
 from labelflow.integrations.object_store import ObjectStore
-from tests.integration.test_ingest import ROOT, all_tasks, run_ingest, write_spec
+from tests.integration.test_ingest import all_tasks, ingest_killed_after, run_ingest, write_spec
 
 
 def jsonl(records: list[dict]) -> bytes:
@@ -100,29 +95,8 @@ def test_sigkill_mid_file_then_resume_gives_exactly_one_task_per_record(
             "ingest": {"batch_size": 25, "chunk_objects": 200},
         },
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "labelflow.cli", "ingest", str(spec_path)],
-        cwd=ROOT,
-        env={**os.environ, "PREFECT_API_URL": prefect_api},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    project_id, killed_at = None, 0
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            project_id = json.loads(object_store.get_bytes(state, "k/project.json"))["project_id"]
-            killed_at = label_studio.count_tasks(project_id)
-        except Exception:
-            killed_at = 0
-        if killed_at >= 300:
-            os.killpg(process.pid, signal.SIGKILL)
-            break
-        assert process.poll() is None, "ingest finished before it could be killed"
-        time.sleep(0.2)
-    process.wait(timeout=30)
-    assert project_id is not None and 300 <= killed_at < total, killed_at
+    project_id, killed_at = ingest_killed_after(spec_path, prefect_api, object_store, label_studio, state, 300)
+    assert 300 <= killed_at < total, killed_at
 
     resumed = run_ingest(spec_path)
     assert resumed["records"]["unchanged"] + resumed["recovered_from_interrupted_run"] >= 300
