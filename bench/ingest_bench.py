@@ -58,12 +58,17 @@ def run_ingest(spec: dict, workdir: Path) -> tuple[dict, float, float]:
     """Run `labelflow ingest --json` in a subprocess; returns (summary, seconds, peak RSS MB incl. children)."""
     path = workdir / f"{uuid.uuid4().hex}.yaml"
     path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
-    out = workdir / f"{path.stem}.json"
-    errors = workdir / f"{path.stem}.err"
+    return run_cli("ingest", path)
+
+
+def run_cli(command: str, spec_path: Path) -> tuple[dict, float, float]:
+    """Run `labelflow COMMAND SPEC --json` in a subprocess; returns (summary, seconds, peak RSS MB incl. children)."""
+    out = spec_path.with_suffix(f".{command}.json")
+    errors = spec_path.with_suffix(f".{command}.err")
     began = time.perf_counter()
     with out.open("wb") as stdout, errors.open("wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "labelflow.cli", "ingest", str(path), "--json"],
+            [sys.executable, "-m", "labelflow.cli", command, str(spec_path), "--json"],
             cwd=ROOT,
             stdout=stdout,
             stderr=stderr,
@@ -80,7 +85,7 @@ def run_ingest(spec: dict, workdir: Path) -> tuple[dict, float, float]:
     seconds = time.perf_counter() - began
     if process.returncode != 0:
         said = (out.read_text(encoding="utf-8") + errors.read_text(encoding="utf-8")).strip().splitlines()[-3:]
-        raise SystemExit(f"ingest failed (exit {process.returncode}): {' | '.join(said)}; spec {path}")
+        raise SystemExit(f"{command} failed (exit {process.returncode}): {' | '.join(said)}; spec {spec_path}")
     text = out.read_text(encoding="utf-8")
     return json.loads(text[text.index("{") :]), seconds, peak / 1e6
 

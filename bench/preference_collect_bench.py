@@ -28,7 +28,6 @@ import json
 import math
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,13 +39,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest_bench import SENTENCES, line, run_ingest  # noqa: E402
+from bench.ingest_bench import SENTENCES, line, run_cli, run_ingest  # noqa: E402
 from bench.llm_consensus_bench import MODELS  # noqa: E402
 from labelflow.integrations.label_studio import LabelStudioClient  # noqa: E402
 from labelflow.integrations.resources import Resources  # noqa: E402
@@ -181,34 +179,6 @@ def reconcile_annotations(
     return sum(made for made, _ in fixed), sum(removed for _, removed in fixed)
 
 
-def run_collect(spec_path: Path) -> tuple[dict[str, Any], float, float]:
-    """`labelflow collect SPEC --json` in a subprocess; returns (summary, seconds, peak RSS MB incl. children)."""
-    out = spec_path.with_suffix(".collect.json")
-    err = spec_path.with_suffix(".collect.log")
-    began = time.perf_counter()
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "labelflow.cli", "collect", str(spec_path), "--json"],
-            cwd=ROOT,
-            stdout=stdout,
-            stderr=stderr,
-        )
-        handle = psutil.Process(process.pid)
-        peak = 0
-        while process.poll() is None:
-            try:
-                rss = handle.memory_info().rss + sum(c.memory_info().rss for c in handle.children(recursive=True))
-                peak = max(peak, rss)
-            except psutil.Error:
-                pass
-            time.sleep(0.1)
-    seconds = time.perf_counter() - began
-    if process.returncode != 0:
-        raise SystemExit(f"collect failed (exit {process.returncode}); see {err}")
-    text = out.read_text(encoding="utf-8")
-    return json.loads(text[text.index("{") :]), seconds, peak / 1e6
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=10_000)
@@ -293,7 +263,7 @@ def main() -> None:
         f"{export_seconds:.1f} s ({exported_annotations:,} annotations)",
     )
 
-    result, collect_seconds, collect_peak = run_collect(spec_path)
+    result, collect_seconds, collect_peak = run_cli("collect", spec_path)
     collection, quality = result["collection"], result["quality"]
     validation, dataset = result["validation"], result["dataset"]
     line(
