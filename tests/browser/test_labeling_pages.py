@@ -39,6 +39,8 @@ INSTALL_HINT = (
 PAGE_SECONDS = 30.0  # Label Studio's first render of a labeling page takes a few seconds on a busy machine
 SAVE_SECONDS = 20.0
 LOGIN_TRIES = 3
+# How long the annotation area must stay the same element before a test may use it.
+SETTLE_SECONDS = 1.5
 # The annotation area of the labeling page (the Data Manager's table and the side panels are outside it).
 ANNOTATION_VIEW = ".lsf-main-view__annotation"
 
@@ -67,13 +69,24 @@ class LabelingPage:
 
         self.driver.get(f"{self.base_url}/projects/{project_id}/data?task={task_id}")
 
-        def rendered(driver: Any) -> Any:
-            views = driver.find_elements(By.CSS_SELECTOR, ANNOTATION_VIEW)
-            return views[0] if views and shows in views[0].text else False
+        seen: dict[str, Any] = {}
 
-        # The editor re-renders while it loads (a slow machine shows it): an element found a moment ago may be gone.
-        wait = WebDriverWait(self.driver, PAGE_SECONDS, ignored_exceptions=(StaleElementReferenceException,))
-        return wait.until(rendered, f"task {task_id} never showed {shows!r}")
+        def settled(driver: Any) -> Any:
+            views = driver.find_elements(By.CSS_SELECTOR, ANNOTATION_VIEW)
+            if not views or shows not in views[0].text:
+                seen.clear()
+                return False
+            view, now = views[0], time.monotonic()
+            if seen.get("view") != view:
+                seen.update(view=view, since=now)
+            return view if now - seen["since"] >= SETTLE_SECONDS else False
+
+        # The editor renders the task, then renders it again once the annotation is made (a slow machine shows it),
+        # so an element found a moment ago may be gone: wait until the same annotation area has lasted a while.
+        wait = WebDriverWait(
+            self.driver, PAGE_SECONDS, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+        )
+        return wait.until(settled, f"task {task_id} never showed {shows!r}")
 
     def submit(self) -> None:
         """Click the page's Submit button."""
