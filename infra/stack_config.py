@@ -39,6 +39,8 @@ class StackConfig(BaseSettings):
     # A starting service is waited for while it makes progress (its log grows or it uses CPU), up to a cap.
     start_stall_seconds: float = 120.0
     start_max_seconds: float = 1200.0
+    # Label Studio's virtualenv: under the home unless set (the test suite's own stack shares the user's, built once).
+    label_studio_venv_dir: Path | None = None
 
     @field_validator(
         "s3_port",
@@ -77,7 +79,7 @@ class StackConfig(BaseSettings):
     @property
     def label_studio_venv(self) -> Path:
         """Label Studio's own virtual environment (its pins clash with the pipeline's)."""
-        return self.home / "venvs" / "label-studio"
+        return self.label_studio_venv_dir or self.home / "venvs" / "label-studio"
 
     @property
     def seaweedfs_tls_dir(self) -> Path:

@@ -6,10 +6,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from labelflow.infra.local_stack import LocalStack
+from labelflow.infra.ports import STACK_PORTS
 from labelflow.infra.stack_config import StackConfig
 from labelflow.integrations.label_studio import LabelStudioClient
 from labelflow.integrations.mlflow_tracking import MLflowTracking
@@ -23,6 +25,15 @@ from labelflow.integrations.settings import (
     read_stack_connection,
 )
 from tests.openai_server import FakeOpenAIServer
+from tests.stack_inventory import StackInventory, stack_env, take_inventory
+
+REPO = Path(__file__).resolve().parent.parent
+# The suite's own stack: its own home and ports, so it never writes to the user's stack and can run while that one is
+# busy. LABELFLOW_TEST_HOME / LABELFLOW_TEST_PORT_OFFSET move it (two checkouts testing at once need different ones).
+TEST_HOME = Path(os.environ.get("LABELFLOW_TEST_HOME") or REPO / ".labelflow-test").resolve()
+TEST_PORT_OFFSET = int(os.environ.get("LABELFLOW_TEST_PORT_OFFSET") or 100)
+USER_HOME = REPO / ".labelflow"
+user_stack_before: StackInventory | None = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,32 @@ class RunningStack:
     label_studio: LabelStudioSettings
     mlflow: MLflowSettings
     prefect: PrefectSettings
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point everything (fixtures, the CLI, subprocesses) at the suite's own stack; note what the user's holds."""
+    global user_stack_before
+    os.environ["LABELFLOW_HOME"] = str(TEST_HOME)
+    for name, (_, port) in STACK_PORTS.items():
+        os.environ[f"LABELFLOW_STACK_{name.upper()}"] = str(port + TEST_PORT_OFFSET)
+    # Label Studio's virtualenv (a few minutes to build) is the user's, shared read-only.
+    os.environ["LABELFLOW_STACK_LABEL_STUDIO_VENV_DIR"] = str(USER_HOME / "venvs" / "label-studio")
+    env = stack_env(USER_HOME)
+    user_stack_before = take_inventory(env) if env and USER_HOME != TEST_HOME else None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session if the user's stack holds anything more or less than before the tests."""
+    env = stack_env(USER_HOME)
+    after = take_inventory(env) if user_stack_before and env else None
+    if user_stack_before is None or after is None:
+        return
+    changes = user_stack_before.difference(after)
+    if changes:
+        print(f"\nthe tests changed the user's stack at {USER_HOME}: {changes}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        print(f"\nthe user's stack at {USER_HOME} holds exactly what it held before the tests")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
