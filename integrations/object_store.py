@@ -308,6 +308,15 @@ class ObjectStore:
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
             raise _wrap(f"list s3://{bucket}/{prefix}", exc) from exc
 
+    def list_folders(self, bucket: str, prefix: str = "") -> Iterator[str]:
+        """The immediate sub-folders of a prefix (`prefix/name/`, S3's common prefixes), without listing their keys."""
+        try:
+            for item in self._fast.list_objects(bucket, prefix=prefix or None, recursive=False):
+                if item.is_dir and item.object_name:
+                    yield item.object_name
+        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+            raise _wrap(f"list s3://{bucket}/{prefix}", exc) from exc
+
     def presigned_get_url(self, bucket: str, key: str, expires_seconds: int = 3600) -> str:
         """Time-limited GET URL for one object."""
         return self._client.generate_presigned_url(
