@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,11 +175,12 @@ def score_annotators(
     spec: ProjectSpec,
     extra: dict[str, dict[Any, Any]],
 ) -> pd.DataFrame:
-    """Per annotator: volume, gold accuracy, agreement with consensus, lead time, throughput, score and tier."""
+    """Per annotator: volume, gold accuracy, agreement, lead time, throughput, score with its 95% interval, tier."""
     quality = spec.quality
     columns = [
         "annotator_id", "annotator_email", "annotations", "invalid_annotations", "gold_tasks", "gold_accuracy",
-        "agreement_with_consensus", "median_lead_time_seconds", "annotations_per_hour", "score", "score_basis", "tier",
+        "agreement_with_consensus", "median_lead_time_seconds", "annotations_per_hour", "score", "score_basis",
+        "score_tasks", "score_low", "score_high", "tier",
     ]  # fmt: skip
     if annotations.empty:
         return pd.DataFrame(columns=columns)
@@ -193,12 +195,15 @@ def score_annotators(
         gold_accuracy, agreement = spec.task_type.score_annotator(on_finished, gold_labels, finished, spec)
         lead = pd.to_numeric(good["lead_time_seconds"], errors="coerce").dropna()
         lead = lead[lead > 0]
+        # Agreement is measured only where someone else also answered (see the task types' score_annotator).
+        shared = int((on_finished["task_id"].map(finished["annotations"]) >= 2).sum())
         if gold_accuracy is not None and len(on_gold) >= quality.min_gold_for_tier:
-            score, basis = gold_accuracy, "gold"
+            score, basis, score_tasks = gold_accuracy, "gold", len(on_gold)
         elif agreement is not None:
-            score, basis = agreement, "consensus"
+            score, basis, score_tasks = agreement, "consensus", shared
         else:
-            score, basis = None, None
+            score, basis, score_tasks = None, None, 0
+        score_low, score_high = wilson_interval(score, score_tasks) if score is not None else (None, None)
         tier = _tier(score, len(good), quality.tiers, quality.min_annotations_for_tier)
         row = {
             "annotator_id": int(annotator_id),
@@ -212,6 +217,9 @@ def score_annotators(
             "annotations_per_hour": float(len(lead) / (lead.sum() / 3600.0)) if len(lead) else None,
             "score": score,
             "score_basis": basis,
+            "score_tasks": score_tasks,
+            "score_low": score_low,
+            "score_high": score_high,
             "tier": tier,
         }
         for name, values in extra.items():
@@ -229,3 +237,20 @@ def _tier(score: float | None, annotations: int, tiers: dict[str, float], minimu
         return "unrated"
     reached = [(threshold, name) for name, threshold in tiers.items() if score >= threshold]
     return max(reached)[1] if reached else "unrated"
+
+
+def wilson_interval(share: float, trials: int, z: float = 1.96) -> tuple[float | None, float | None]:
+    """The Wilson score interval (95% for z=1.96) of a share measured on `trials` tasks; (None, None) without any.
+
+    Exact for a share of right answers; for a score that is a mean of per-task values in [0, 1] (F1, chrF) it is
+    the interval of a share with that mean: a value in [0, 1] varies at most as much as a right-or-wrong answer
+    with the same mean, so the interval errs on the wide side.
+    """
+    if trials <= 0:
+        return None, None
+    share = min(max(float(share), 0.0), 1.0)
+    z2 = z * z
+    denominator = 1.0 + z2 / trials
+    centre = (share + z2 / (2 * trials)) / denominator
+    half = z * math.sqrt(share * (1.0 - share) / trials + z2 / (4 * trials * trials)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)

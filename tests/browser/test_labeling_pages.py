@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,10 +29,6 @@ from tests.conftest import RunningStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-# Debian's packages (`make browser` installs them); the font makes Chinese text render in the screenshots.
-INSTALL_HINT = (
-    "run `make browser` (as root: apt-get update && apt-get install -y chromium chromium-driver fonts-wqy-microhei)"
-)
 PAGE_SECONDS = 30.0  # Label Studio's first render of a labeling page takes a few seconds on a busy machine
 SAVE_SECONDS = 20.0
 LOGIN_TRIES = 3
@@ -102,37 +95,6 @@ class LabelingPage:
         return path
 
 
-def missing_browser_parts() -> list[str]:
-    """What the browser tests need and this machine lacks."""
-    missing = [name for name in ("chromium", "chromedriver", "fc-list") if shutil.which(name) is None]
-    if "fc-list" not in missing:
-        fonts = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True, check=False)
-        if not fonts.stdout.strip():
-            missing.append("a Chinese font")
-    return missing
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """Headless Chromium driven through Debian's chromedriver; fails (never skips) when they are not installed."""
-    missing = missing_browser_parts()
-    if missing:
-        pytest.fail(f"the browser tests need {', '.join(missing)}: {INSTALL_HINT}", pytrace=False)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(shutil.which("chromium"))
-    # --no-sandbox: Chromium refuses to start as root with its sandbox; /dev/shm is small in containers.
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=Service(str(shutil.which("chromedriver"))))
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
 @pytest.fixture(scope="session")
 def labeling_page(browser: Any, local_stack: RunningStack) -> LabelingPage:
     """The browser logged in to the stack's Label Studio as its admin (the login `labelflow status --json` shows)."""
@@ -159,14 +121,6 @@ def labeling_page(browser: Any, local_stack: RunningStack) -> LabelingPage:
     pytest.fail(
         f"the admin's login to {base_url} was refused {LOGIN_TRIES} times; the page says: {page}", pytrace=False
     )
-
-
-@pytest.fixture
-def screenshots(tmp_path: Path) -> Path:
-    """Where this test's screenshots go: $LABELFLOW_SCREENSHOTS, else the test's tmp_path."""
-    folder = Path(os.environ.get("LABELFLOW_SCREENSHOTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture

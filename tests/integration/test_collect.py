@@ -184,7 +184,10 @@ def test_dawid_skene_beats_majority_on_simulated_noisy_annotators_and_low_agreem
     routed_task = label_studio.get_task(routed_id)
     assert routed_task["overlap"] == 4 and routed_task["is_labeled"] is False
     html = object_store.get_bytes(report_bucket, report_key + "report.html").decode()
-    assert "data:image/png;base64," in html and "http" not in html.split("<h2>")[0].replace("http-equiv", "")
+    # Self-contained (charts drawn by the inlined Vega-Lite, nothing loaded from elsewhere); flagged tasks link to
+    # their Label Studio page.
+    assert 'id="labelflow-charts"' in html and "<script src" not in html and "<link" not in html
+    assert f"{label_studio.settings.base_url}/projects/{summary['project_id']}/data?task={routed_id}" in html
 
     # The next collection sees those tasks as unfinished until their fourth annotation arrives.
     again = collect(path)
