@@ -21,13 +21,14 @@ export GX_ANALYTICS_ENABLED := false
 setup: $(if $(filter .tools/bin/uv,$(UV)),.tools/bin/uv)
 	$(UV) sync --frozen
 
-# tests/browser drive Label Studio's pages in Debian's Chromium through its chromedriver; the font makes Chinese text
-# render in their screenshots. Installed with apt-get when missing if run as root; otherwise the command is printed.
-BROWSER_PACKAGES := chromium chromium-driver fonts-wqy-microhei
+# tests/browser drive Label Studio's pages and the quality report in Debian's Chromium through its chromedriver; the
+# fonts make Chinese text and emoji render (the report's test fails on an empty box). Installed with apt-get when
+# missing if run as root; otherwise the command is printed.
+BROWSER_PACKAGES := chromium chromium-driver fonts-wqy-microhei fonts-noto-color-emoji
 
 browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null \
-		&& fc-list :lang=zh family 2>/dev/null | grep -q .; then \
+		&& fc-list :lang=zh family 2>/dev/null | grep -q . && fc-list :charset=1f44d family 2>/dev/null | grep -q .; then \
 		:; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(BROWSER_PACKAGES); \
