@@ -7,10 +7,10 @@ import random
 import re
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -18,6 +18,9 @@ from labelflow.integrations.label_studio import LabelStudioClient
 from labelflow.tasks.label_config import label_interface
 from labelflow.tasks.quality import attach_gold
 from labelflow.tasks.spec import ProjectSpec
+
+# One planned annotation: a tuple whose first field is the task id.
+PlannedItem = TypeVar("PlannedItem", bound=tuple)
 
 
 class SimulationError(ValueError):
@@ -200,10 +203,27 @@ def run(
         if progress is not None:
             progress(next(done), len(work.items))
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(annotate, work.items))
+    post_per_task(work.items, annotate, workers)
     done_by = [(item[1].email, truths[item[0]] == item[2]) for item in work.items]
     return simulation_summary(project_id, len(tasks), len(truths), annotators, user_ids, done_by)
+
+
+def post_per_task(items: Sequence[PlannedItem], post: Callable[[PlannedItem], None], workers: int) -> None:
+    """Post each task's annotations one after another, different tasks in parallel on `workers` threads.
+
+    Label Studio recounts a task's annotations (`total_annotations`) on every save: two saves racing on one task
+    each count without the other and leave the counter short (2 of 3), so one task is never posted to twice at once.
+    """
+    by_task: dict[int, list[PlannedItem]] = {}
+    for item in items:
+        by_task.setdefault(int(item[0]), []).append(item)
+
+    def post_in_order(task_items: list[PlannedItem]) -> None:
+        for item in task_items:
+            post(item)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(post_in_order, by_task.values()))
 
 
 def simulation_summary(
@@ -304,7 +324,6 @@ def run_records(
         if progress is not None:
             progress(next(done), len(items))
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(annotate, items))
+    post_per_task(items, annotate, workers)
     done_by = [(item[1].email, item[4]) for item in items]
     return simulation_summary(project_id, len(tasks), len(tasks) - skipped, annotators, user_ids, done_by)

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from labelflow.tasks.spec import ProjectSpec
 
 
+# What Label Studio shows when Submit is clicked without a class chosen.
+REQUIRED_MESSAGE = "Choose a label before you submit."
+
+
 def _finite(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
@@ -56,11 +60,12 @@ class ClassificationTask(TaskType):
     tag_attributes: ClassVar[str] = ""
 
     def label_config(self, labels: list[str]) -> str:
-        """`<Text>`/`<Image>` plus a single-choice `<Choices>` control."""
+        """`<Text>`/`<Image>` plus a single-choice `<Choices>` control that Label Studio will not submit unanswered."""
         key = self.data_key
         return (
             f'<View>\n  <{self.tag} name="{key}" value="${key}"{self.tag_attributes}/>\n'
-            f'  <Choices name="{FROM_NAME}" toName="{key}" choice="single-radio" showInLine="true">'
+            f'  <Choices name="{FROM_NAME}" toName="{key}" choice="single-radio" showInLine="true" required="true" '
+            f'requiredMessage="{REQUIRED_MESSAGE}">'
             f"{label_options('Choice', labels)}\n  </Choices>\n</View>"
         )
 

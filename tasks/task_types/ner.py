@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from labelflow.tasks.task_types.base import FROM_NAME, label_options
-from labelflow.tasks.task_types.regions import RegionTask
+from labelflow.tasks.task_types.regions import RegionTask, nothing_control
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,6 +39,9 @@ def conll_lines(text: str, spans: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+NOTHING_TEXT = "No entities in this text"
+
+
 class NamedEntities(RegionTask):
     """Spans of a text, each with one entity label."""
 
@@ -52,10 +55,11 @@ class NamedEntities(RegionTask):
     predictors = frozenset({"keyword"})
 
     def label_config(self, labels: list[str]) -> str:
-        """A `<Labels>` control over a `<Text>` with character granularity."""
+        """A `<Labels>` control over a `<Text>` with character granularity, and the "no entities" answer."""
         return (
             f'<View>\n  <Labels name="{FROM_NAME}" toName="text">{label_options("Label", labels)}\n  </Labels>\n'
-            '  <Text name="text" value="$text" granularity="symbol"/>\n</View>'
+            '  <Text name="text" value="$text" granularity="symbol"/>\n'
+            f"{nothing_control('text', NOTHING_TEXT)}</View>"
         )
 
     def region_geometry(

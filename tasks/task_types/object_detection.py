@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from labelflow.tasks.task_types.base import FROM_NAME, label_options
-from labelflow.tasks.task_types.regions import RegionTask
+from labelflow.tasks.task_types.regions import RegionTask, nothing_control
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from labelflow.tasks.spec import ProjectSpec
+
+
+NOTHING_TEXT = "No objects in this image"
 
 
 class ObjectDetection(RegionTask):
@@ -26,11 +29,12 @@ class ObjectDetection(RegionTask):
     expectation_suite = "object-detection"
 
     def label_config(self, labels: list[str]) -> str:
-        """A `<RectangleLabels>` control over a zoomable `<Image>`."""
+        """A `<RectangleLabels>` control over a zoomable `<Image>`, and the "no objects" answer."""
         return (
             '<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
             f'  <RectangleLabels name="{FROM_NAME}" toName="image">'
-            f"{label_options('Label', labels)}\n  </RectangleLabels>\n</View>"
+            f"{label_options('Label', labels)}\n  </RectangleLabels>\n"
+            f"{nothing_control('image', NOTHING_TEXT)}</View>"
         )
 
     def region_geometry(

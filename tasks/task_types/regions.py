@@ -15,6 +15,17 @@ if TYPE_CHECKING:
 
 # The fields of one region in annotation and consensus rows (the Arrow struct in tasks/annotations.py).
 REGION_FIELDS = ("label", "start", "end", "text", "x", "y", "width", "height", "rotation")
+# The control of the explicit "nothing to mark" answer. Projects refuse empty annotations (so a Submit clicked too soon
+# is not taken for "no regions"), so a text or image without any entity or object needs an answer of its own. Its
+# results are not the labeling control's, so they are read as an annotation without regions.
+NOTHING_NAME = "nothing"
+
+
+def nothing_control(to_name: str, text: str) -> str:
+    """The `<Choices>` line an annotator ticks to say the text or image has nothing to mark."""
+    from xml.sax.saxutils import quoteattr
+
+    return f'  <Choices name="{NOTHING_NAME}" toName="{to_name}" choice="single">\n    <Choice value={quoteattr(text)}/>\n  </Choices>\n'
 
 
 def _region_lists(regions: Any) -> list[dict[str, Any]]:

@@ -17,9 +17,12 @@ BASE = {"name": "p", "source": "s3://raw/x/", "task": "text-classification", "la
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_every_example_spec_validates_and_builds_a_label_config(path: Path) -> None:
     spec = load_spec(path)
-    root = ElementTree.fromstring(build_label_config(spec))
-    values = {e.get("value") for e in root.iter() if e.tag in {"Choice", "Label"}}
+    config = build_label_config(spec)
+    root = ElementTree.fromstring(config)
     if spec.task_type.uses_labels:
+        # The labeling control's options (NER and detection also offer a separate "nothing to mark" choice).
+        name = control_of(config)[0]
+        values = {e.get("value") for c in root.iter() if c.get("name") == name for e in c}
         assert values == set(spec.labels)
     else:  # record types: their choices are fixed (tie/both-bad, rubric checks), and the spec has no labels
         assert spec.labels == [] and spec.records is not None

@@ -43,7 +43,8 @@ def test_each_type_builds_an_interface_that_reads_its_data_field_and_escapes_lab
     spec = spec_for(name)
     interface = label_interface(spec)
     root = ElementTree.fromstring(interface.xml)
-    values = [element.get("value") for element in root.iter() if element.tag in {"Choice", "Label"}]
+    (control,) = [element for element in root.iter() if element.get("name") == "label"]
+    values = [element.get("value") for element in control if element.tag in {"Choice", "Label"}]
     assert values == HOSTILE_LABELS
     assert f"${spec.task_type.data_key}" in interface.xml
     assert (interface.from_name, interface.result_type) == ("label", control_of(interface.xml)[2])
@@ -71,6 +72,45 @@ def test_each_type_has_its_expectation_suites_and_a_distinct_export(name: str) -
         assert (ROOT / "expectations" / f"{table}.{kind.expectation_suite}.json").is_file()
     assert len({k.export_file for k in TASK_TYPES.values()}) == len(TASK_TYPES)
     assert {"label", "regions"} & set(kind.consensus_columns)
+
+
+# The control tags Label Studio 1.23 can refuse to submit without an answer (`required`); Labels, RectangleLabels,
+# Pairwise and Ranker have no such check, so the project's "deny empty annotations" setting covers them.
+REQUIRABLE_TAGS = {"Choices", "Rating", "TextArea", "Number", "DateTime", "Taxonomy"}
+
+
+def built_in_spec(name: str) -> ProjectSpec:
+    """The type's example spec for record types, else a spec with the hostile labels."""
+    from labelflow.tasks.spec import load_spec
+
+    if TASK_TYPES[name].media == "record":
+        return load_spec(str(ROOT / "examples" / "specs" / f"{name}.yaml"))
+    return spec_for(name)
+
+
+@pytest.mark.parametrize("name", list(TASK_TYPES))
+def test_every_built_in_answer_control_that_label_studio_can_require_is_required(name: str) -> None:
+    root = ElementTree.fromstring(label_interface(built_in_spec(name)).xml)
+    (control,) = [element for element in root.iter() if element.get("name") == "label"]
+    if control.tag in REQUIRABLE_TAGS:
+        assert control.get("required") == "true"
+    classification = name in ("text-classification", "image-classification")
+    assert (control.tag == "Choices") == classification
+
+
+@pytest.mark.parametrize("name", ["ner", "object-detection"])
+def test_region_types_offer_an_explicit_nothing_to_mark_answer_outside_the_labeling_control(name: str) -> None:
+    from labelflow.tasks.task_types.regions import NOTHING_NAME
+
+    spec = spec_for(name)
+    xml = label_interface(spec).xml
+    assert control_of(xml)[0] == "label"  # results are still read from the labels control
+    (nothing,) = [element for element in ElementTree.fromstring(xml).iter() if element.get("name") == NOTHING_NAME]
+    assert nothing.tag == "Choices" and nothing.get("toName") == spec.task_type.media
+    (choice,) = list(nothing)
+    assert choice.get("value") not in HOSTILE_LABELS
+    # An annotation holding only that choice has no item of the labels control: no regions, and no problem.
+    assert spec.task_type.parse_result([], set(HOSTILE_LABELS), 100, 100) == (None, [], [])
 
 
 def test_region_fields_are_the_arrow_struct_fields() -> None:
