@@ -10,6 +10,7 @@ import re
 import shutil
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,13 @@ class BatchToValidate:
     frame: pd.DataFrame
     expectations: list[ExpectationDefinition]
     id_columns: list[str] = field(default_factory=list)
+    project: str | None = None  # the project the table is from: Data Docs call the table "<project>.<name>"
+    run_name: str | None = None  # the Data Docs run name (Great Expectations says `__none__` without one)
+
+    @property
+    def asset_name(self) -> str:
+        """The table's data asset name in Data Docs: the project and the table."""
+        return f"{self.project}.{self.name}" if self.project else self.name
 
 
 @dataclass
@@ -189,6 +197,7 @@ class GreatExpectations:
     def validate(self, batches: list[BatchToValidate], docs_dir: Path | None = None) -> ValidationRun:
         """Validate each batch against its expectations; render Data Docs into `docs_dir` when given."""
         import great_expectations as gx
+        from great_expectations.core.run_identifier import RunIdentifier
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -210,7 +219,8 @@ class GreatExpectations:
         outcomes: list[ExpectationOutcome] = []
         results: dict[str, dict[str, Any]] = {}
         for batch in batches:
-            definition = source.add_dataframe_asset(batch.name).add_batch_definition_whole_dataframe("current")
+            asset = source.add_dataframe_asset(batch.asset_name)
+            definition = asset.add_batch_definition_whole_dataframe("current")
             suite = gx.ExpectationSuite(name=batch.name)
             for expectation in built[batch.name]:
                 suite.add_expectation(expectation)
@@ -226,10 +236,12 @@ class GreatExpectations:
                     "partial_unexpected_count": self.examples,
                     **({"unexpected_index_column_names": id_columns} if id_columns else {}),
                 },
+                run_id=RunIdentifier(run_name=batch.run_name, run_time=datetime.now(UTC)),
             )
             results[batch.name] = _jsonable(result.to_json_dict())
             outcomes += [self._outcome(batch.name, item) for item in result.results]
         if docs_dir is not None:
+            name_data_assets(context, {b.asset_name for b in batches})
             context.build_data_docs(site_names=["labelflow"])
             make_docs_offline(Path(docs_dir))
         return ValidationRun(success=all(o.success for o in outcomes), outcomes=outcomes, results=results)
@@ -258,6 +270,22 @@ class GreatExpectations:
             examples=_jsonable(list(examples)[: self.examples]),
             exception=exception,
         )
+
+
+def name_data_assets(context: Any, asset_names: set[str]) -> None:
+    """Write each stored result's data asset name where the validation page reads it (its batch spec).
+
+    A dataframe's batch spec holds only the data, so the page would say "Data asset: None"; the name is in the
+    result's batch definition.
+    """
+    store = context.validation_results_store
+    for key in store.list_keys():
+        result = store.get(key)
+        asset = (result.meta.get("active_batch_definition") or {}).get("data_asset_name")
+        spec = result.meta.get("batch_spec")
+        if asset in asset_names and isinstance(spec, dict) and not spec.get("data_asset_name"):
+            result.meta["batch_spec"] = {**spec, "data_asset_name": asset}
+            store.set(key, result)
 
 
 def make_docs_offline(site_dir: Path, assets_dir: Path = ASSETS_DIR) -> None:

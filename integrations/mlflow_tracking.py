@@ -18,13 +18,30 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
 from labelflow.integrations.errors import AdapterError
+from labelflow.integrations.mlflow_links import (
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
+    RUN_DESCRIPTION_TAG,
+    experiment_runs_url,
+    needs_model_training_kind,
+    version_run_url,
+)
 from labelflow.integrations.settings import MLflowSettings
 
+__all__ = [
+    "EXPERIMENT_KIND_TAG",
+    "MODEL_TRAINING_KIND",
+    "RUN_DESCRIPTION_TAG",
+    "MLflowError",
+    "MLflowTracking",
+    "dataset_schema",
+    "experiment_runs_url",
+    "mlflow_error",
+    "needs_model_training_kind",
+    "version_run_url",
+]
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-
-def _listed(value: Any) -> Any:
-    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 # MLflow's client repeats a failed call 7 times with backoff factor 2 and waits 120 s per try: about 4 minutes
@@ -34,6 +51,9 @@ HTTP_REQUEST_SETTINGS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+    # MLflow prints "View experiment at: .../#/experiments/N" when a run ends: a link that opens MLflow 3's GenAI
+    # pages, on stdout. labelflow prints its own links to the runs table (mlflow_links).
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 # The useful end of urllib3's long "Max retries exceeded with url: ... (Caused by ...)" messages.
 _TRANSPORT_REASON = re.compile(r"\[Errno -?\d+\][^'\"()]*|too many \d+ error responses|timed out")
@@ -96,6 +116,30 @@ def _transport_reason(message: str) -> str:
     return found.group(0).strip() if found else _one_line(message, 200)
 
 
+def dataset_schema(frame: pd.DataFrame) -> Any:
+    """MLflow's column schema of a published table, read from its dtypes; a column with missing values is optional.
+
+    Integer columns are `long` (64-bit) or `integer`; nested values (lists, dicts), text and anything else are strings.
+    """
+    from mlflow.types import ColSpec, DataType, Schema
+
+    columns = []
+    for column_name, column in frame.items():
+        dtype = column.dtype
+        if pd.api.types.is_bool_dtype(dtype):
+            kind = DataType.boolean
+        elif pd.api.types.is_integer_dtype(dtype):
+            kind = DataType.long if dtype.itemsize == 8 else DataType.integer
+        elif pd.api.types.is_float_dtype(dtype):
+            kind = DataType.double if dtype.itemsize == 8 else DataType.float
+        elif pd.api.types.is_datetime64_any_dtype(dtype):
+            kind = DataType.datetime
+        else:
+            kind = DataType.string
+        columns.append(ColSpec(kind, str(column_name), required=not bool(column.isna().any())))
+    return Schema(columns)
+
+
 def _reported(action: str) -> Callable[[Callable[..., ReturnT]], Callable[..., ReturnT]]:
     """Method decorator: MLflow's and requests' exceptions leave as one MLflowError saying what failed."""
 
@@ -127,7 +171,7 @@ class MLflowTracking:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        return self.client.create_experiment(name, tags=tags)
+        return self.client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND, **(tags or {})})
 
     @_reported("find experiment")
     def experiment_id(self, name: str) -> str | None:
@@ -146,8 +190,9 @@ class MLflowTracking:
             existing = self.client.get_experiment_by_name(name)
             if existing is not None:
                 return existing.experiment_id, False
-            try:
-                return self.client.create_experiment(name, tags=tags), True
+            try:  # every experiment labelflow creates holds runs: MLflow's UI shows it as model training
+                created = self.client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND, **tags})
+                return created, True
             except MlflowException as exc:
                 if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                     raise
@@ -225,21 +270,20 @@ class MLflowTracking:
         self, run_id: str, frame: pd.DataFrame, name: str, source: str, digest: str, context: str = "training"
     ) -> None:
         """Record a table as the run's dataset input (`mlflow.log_input`): name, digest, schema, profile, source."""
-        import mlflow.data
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.entities import Dataset
 
-        # MLflow infers an object column's type value by value; typed string columns are read from the dtype.
-        typed = frame.copy()
-        for column in typed.columns:
-            if typed[column].dtype == object:
-                values = typed[column].dropna()
-                nested = values.map(lambda v: not isinstance(v, str)).any() if len(values) else False
-                typed[column] = (
-                    typed[column].map(lambda v: None if v is None else json.dumps(v, default=_listed))
-                    if nested
-                    else typed[column]
-                ).astype("string")
-        dataset = mlflow.data.from_pandas(typed, source=source, name=name, digest=digest)
-        entity = DatasetInput(dataset=dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+        # The schema is given, not left to MLflow's inference (which warns about every integer column at each publish).
+        resolved = resolve_dataset_source(source)
+        dataset = Dataset(
+            name=name,
+            digest=digest,
+            source_type=resolved._get_source_type(),
+            source=resolved.to_json(),
+            schema=json.dumps({"mlflow_colspec": dataset_schema(frame).to_dict()}),
+            profile=json.dumps({"num_rows": len(frame), "num_elements": int(frame.size)}),
+        )
+        entity = DatasetInput(dataset=dataset, tags=[InputTag("mlflow.data.context", context)])
         self.client.log_inputs(run_id, datasets=[entity])
 
     @_reported("finish run")
@@ -253,5 +297,9 @@ class MLflowTracking:
         self.client.delete_run(run_id)
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
-        """The run's page in the MLflow UI."""
-        return f"{self.settings.tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}"
+        """The run's page in the MLflow UI (with the model-training navigation)."""
+        return version_run_url(self.settings.tracking_uri, experiment_id, run_id)
+
+    def experiment_url(self, experiment_id: str) -> str:
+        """The experiment's runs table in the MLflow UI."""
+        return experiment_runs_url(self.settings.tracking_uri, experiment_id)

@@ -13,10 +13,18 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from labelflow.integrations.mlflow_links import (
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
+    RUN_DESCRIPTION_TAG,
+    experiment_runs_url,
+    needs_model_training_kind,
+    version_run_url,
+)
 from labelflow.tasks.collect import BatchRecord, BatchTables
-from labelflow.tasks.dataset import build_dataset, manifest
+from labelflow.tasks.dataset import BuiltDataset, build_dataset, manifest
 from labelflow.tasks.ledger import IngestLedger
-from labelflow.tasks.ports import ObjectStorePort
+from labelflow.tasks.ports import ObjectStorePort, TrackingPort
 from labelflow.tasks.registry import DatasetPublisher, DatasetRegistry, pipeline_revision
 from labelflow.tasks.spec import ProjectSpec, S3Location
 from labelflow.tasks.validate import ValidationSummary, publishable
@@ -33,8 +41,11 @@ RESULT_KEYS = (
     "reason",
     "location",
     "mlflow_url",
+    "mlflow_versions_url",
     "version_conflicts",
 )
+# Labels a run description lists by name; more are summed up (a description is read on one screen).
+DESCRIBED_LABELS = 12
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,8 @@ class PublishResult:
     digest: str | None = None
     version: int | None = None
     location: str | None = None
-    mlflow_url: str | None = None
+    mlflow_url: str | None = None  # the version's run page
+    mlflow_versions_url: str | None = None  # the runs table of every version
     version_conflicts: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -81,6 +93,57 @@ def check_dataset_owner(registry: DatasetRegistry, spec: ProjectSpec) -> None:
     """Refuse, before any collecting, a spec whose dataset belongs to another project (publishing checks again)."""
     if spec.dataset is not None:
         registry.check_owner(spec.dataset.name, dataset_publisher(spec), dataset_base(spec))
+
+
+def show_as_model_training(tracking: TrackingPort, experiment_id: str) -> None:
+    """Tag a dataset's experiment (also one made by an older labelflow) as model training, unless it already is."""
+    if needs_model_training_kind(tracking.experiment_tags(experiment_id)):
+        tracking.set_experiment_tags(experiment_id, {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+
+
+def mlflow_links(tracking: TrackingPort, experiment_id: str, run_id: str) -> dict[str, str]:
+    """The version's run page and the runs table of every version, both opening MLflow's model-training pages."""
+    uri = tracking.settings.tracking_uri
+    return {
+        "mlflow_url": version_run_url(uri, experiment_id, run_id),
+        "mlflow_versions_url": experiment_runs_url(uri, experiment_id),
+    }
+
+
+def version_description(
+    name: str,
+    version: int,
+    location: str,
+    built: BuiltDataset,
+    spec: ProjectSpec,
+    spec_sha: str,
+    batch: BatchRecord,
+    validation: ValidationSummary,
+) -> str:
+    """The version run's description (markdown, MLflow's run note): what was published, from where, its validation."""
+    size = sum(f.bytes for f in built.files)
+    files = ", ".join(f"`{f.path}`" for f in built.files)
+    shown = list(built.label_distribution.items())
+    labels = ", ".join(f"{label} {count}" for label, count in shown[:DESCRIBED_LABELS])
+    if len(shown) > DESCRIBED_LABELS:
+        labels += f" and {len(shown) - DESCRIBED_LABELS} more labels"
+    met = validation.evaluated - len(validation.failed)
+    tables = ", ".join(f"{table} {rows} rows" for table, rows in validation.rows.items())
+    verdict = "passed" if validation.success else "FAILED"
+    # MLflow's run page shows the first lines and folds the rest: what was published, from where and the verdict first.
+    return "\n".join(
+        [
+            f"**{name} version {version}**: {len(built.rows)} rows ({labels}). "
+            f"Validation {verdict}: {met} of {validation.evaluated} expectations met ({tables}).",
+            "",
+            f"From Label Studio project {batch.project_id} ({batch.label_studio_url}), spec **{spec.name}** "
+            f"(`{spec.slug}`, {spec.task}, sha256 `{spec_sha[:12]}`).",
+            "",
+            f"{len(built.files)} files ({files}; {size:,} bytes) at `{location}`, content digest `{built.digest}`. "
+            f"Collection batch `{batch.batch_uri}`, {built.sources} source objects. Validation result "
+            f"`{validation.result_uri}`, Data Docs `{validation.docs_index}` (`labelflow open SPEC docs` opens a copy).",
+        ]
+    )
 
 
 def _read_ledger(store: ObjectStorePort, spec: ProjectSpec) -> pd.DataFrame:
@@ -118,13 +181,14 @@ def publish_dataset(
             return PublishResult(False, "no finished task with an unflagged consensus yet", **content)
         if ready and ready[-1].digest == built.digest:
             latest = ready[-1]
+            show_as_model_training(registry.tracking, latest.experiment_id)
             return PublishResult(
                 False,
                 f"content unchanged since version {latest.version} (digest {built.digest[:12]})",
                 **content,
                 version=latest.version,
                 location=latest.location,
-                mlflow_url=registry.tracking.run_url(latest.experiment_id, latest.run_id),
+                **mlflow_links(registry.tracking, latest.experiment_id, latest.run_id),
             )
         spec_yaml, spec_sha = spec_document(spec)
         revision = pipeline_revision()
@@ -147,6 +211,11 @@ def publish_dataset(
         }
         # The claim makes this the only publisher of its version; a failure removes what it wrote.
         with registry.publishing(name, built.digest, base, tags, publisher) as version:
+            show_as_model_training(registry.tracking, version.experiment_id)
+            description = version_description(
+                name, version.version, version.location, built, spec, spec_sha, batch, validation
+            )
+            registry.tracking.set_tags(version.run_id, {RUN_DESCRIPTION_TAG: description})
             registry.upload(version, built)
             lineage = {
                 "spec": {"name": spec.name, "sha256": spec_sha},
@@ -192,6 +261,6 @@ def publish_dataset(
         **content,
         version=version.version,
         location=version.location,
-        mlflow_url=registry.tracking.run_url(version.experiment_id, version.run_id),
+        **mlflow_links(registry.tracking, version.experiment_id, version.run_id),
         version_conflicts=version.claim.conflicts if version.claim else 0,
     )

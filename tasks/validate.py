@@ -228,12 +228,14 @@ def batches_to_validate(
             validator.suite_for("annotations", spec.task_type.expectation_suite)
             + spec_expectations(spec, "annotations"),
             ID_COLUMNS["annotations"],
+            project=spec.slug,
         ),
         BatchToValidate(
             "consensus",
             spec.task_type.validation_columns(consensus_frame(publishable(consensus), tasks), "consensus", spec),
             validator.suite_for("consensus", spec.task_type.expectation_suite) + spec_expectations(spec, "consensus"),
             ID_COLUMNS["consensus"],
+            project=spec.slug,
         ),
     ]
 
@@ -244,6 +246,11 @@ def summarize(
     """The summary of a validation run's outcomes."""
     failed = [asdict(o) for o in outcomes if not o.success]
     return ValidationSummary(success=not failed, evaluated=len(outcomes), failed=failed, rows=rows, suites=suites)
+
+
+def docs_run_name(spec: ProjectSpec, run_name: str) -> str:
+    """The run name Data Docs show: the project's slug and the collect run (both safe in a path)."""
+    return f"{spec.slug}-{run_name}"
 
 
 def run_validation(
@@ -257,6 +264,8 @@ def run_validation(
 ) -> ValidationSummary:
     """Validate a collected batch; keep the JSON result and offline Data Docs in the object store either way."""
     batches = batches_to_validate(spec, validator, annotations, consensus, tasks)
+    for batch in batches:  # Data Docs list the run under the project and its collect run
+        batch.run_name = docs_run_name(spec, run_name)
     rows = {b.name: len(b.frame) for b in batches}
     suites = {b.name: sorted({d.origin for d in b.expectations}) for b in batches}
     if rows["annotations"] == 0:
