@@ -22,11 +22,13 @@ from labelflow.tasks.ingest import (
     new_object_tasks,
     prelabel_objects,
     recover_interrupted_batches,
+    resolve_named_keys,
     summary_markdown,
     write_run_report,
 )
 from labelflow.tasks.ingest_records import check_record_fields, ingest_record_file
 from labelflow.tasks.ledger import IngestLedger
+from labelflow.tasks.links import open_hint
 from labelflow.tasks.ports import ClientsPort
 from labelflow.tasks.prelabel import build_predictor
 from labelflow.tasks.spec import ProjectSpec, load_spec
@@ -41,11 +43,15 @@ INGEST_TIMEOUT_SECONDS = 6 * 3600  # 100k+ objects fit comfortably; a hung run i
     timeout_seconds=INGEST_TIMEOUT_SECONDS,
     persist_result=True,
 )
-def ingest(spec_path: str, limit: int | None = None) -> dict[str, Any]:
-    """Ingest the new objects of a spec's sources into its Label Studio project; returns the run summary."""
+def ingest(spec_path: str, limit: int | None = None, keys: list[str] | None = None) -> dict[str, Any]:
+    """Ingest the new objects of a spec's sources into its Label Studio project; returns the run summary.
+
+    `keys` (object URIs `s3://bucket/key`, or keys; the event listener passes those its events name) limits the run
+    to those objects, looked up one HEAD each instead of listing the sources. Without it, the sources are listed.
+    """
     spec = load_spec(spec_path)
     with stage_lock("ingest", spec):
-        return ingest_spec(spec, limit=limit)
+        return ingest_spec(spec, limit=limit, keys=keys, spec_path=spec_path)
 
 
 def ingest_spec(
@@ -53,16 +59,24 @@ def ingest_spec(
     limit: int | None = None,
     clients: ClientsPort | None = None,
     steps: StepRunner | None = None,
+    keys: list[str] | None = None,
+    spec_path: str | None = None,
 ) -> dict[str, Any]:
-    """The ingest stage for a loaded spec: its steps in order, their results added up into the run summary."""
+    """The ingest stage for a loaded spec: its steps in order, their results added up into the run summary.
+
+    Given `keys`, only the named objects are looked up (no listing): the runs object-store events trigger.
+    """
     steps = steps or PrefectSteps()
     clients = clients or Resources.from_settings()
     store, ls = clients.store, clients.label_studio_client
     stats = IngestStats()
     steps(check_sources, store, spec)
+    named = resolve_named_keys(spec, keys) if keys is not None else None
+    if named is not None:
+        stats.named_keys, stats.keys_outside_sources = len(keys or []), named.outside_sources
     if spec.records is not None:
         # Before the project exists: a `records.fields` mapping that fits no record is refused, creating nothing.
-        steps(check_record_fields, store, spec)
+        steps(check_record_fields, store, spec, files=named.objects if named is not None else None)
     project_id = steps(ensure_project, ls, store, spec)
     if spec.modality == "image":
         # The read-only identity is resolved first: without one, nothing is connected (never the admin key).
@@ -74,7 +88,7 @@ def ingest_spec(
     index.add_rows(recovered)
     stats.recovered = len(recovered)
     predictor = build_predictor(spec)
-    for listed in iter_new_objects(store, spec, index, limit=limit):
+    for listed in iter_new_objects(store, spec, index, limit=limit, keys=keys):
         stats.add_listing(listed)
         if not listed.objects:
             continue
@@ -112,6 +126,11 @@ def ingest_spec(
         steps.log.info(
             "chunk done: %d tasks created, %d quarantined so far", stats.tasks_created, sum(stats.quarantined.values())
         )
+    if named is not None:
+        for note, uris in (("gone before the run", stats.missing_keys), ("outside the sources", named.outside_sources)):
+            if uris:
+                shown = ", ".join(uris[:10]) + (f" and {len(uris) - 10} more" if len(uris) > 10 else "")
+                steps.log.info("%d named keys skipped, %s: %s", len(uris), note, shown)
     summary = {
         "project": spec.name,
         "project_id": project_id,
@@ -123,7 +142,8 @@ def ingest_spec(
     summary["quarantine_report"] = report_uri
     steps.artifact(
         f"ingest-{spec.slug}",
-        summary_markdown(spec, project_id, summary, stats.quarantine_rows, report_uri),
+        summary_markdown(spec, project_id, summary, stats.quarantine_rows, report_uri)
+        + f"\n\nQuarantine report in a browser: `{open_hint(spec_path, 'quarantine')}` (a local copy)",
         f"labelflow ingest summary for {spec.name}",
     )
     return summary

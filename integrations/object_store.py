@@ -258,6 +258,21 @@ class ObjectStore:
             raise _wrap(f"stat s3://{bucket}/{key}", exc) from exc
         return StoredObject(bucket=bucket, key=key, size=int(info.size or 0), etag=(info.etag or "").strip('"'))
 
+    def head(self, bucket: str, key: str) -> StoredObject | None:
+        """Size and ETag of one object from a HEAD request (as a listing gives them), or None when it is gone."""
+        try:
+            if _minio_accepts(key):
+                info = self._fast.stat_object(bucket, key)
+                return StoredObject(bucket, key, size=int(info.size or 0), etag=(info.etag or "").strip('"'))
+            response = self._client.head_object(Bucket=bucket, Key=key)
+        except (S3Error, urllib3.exceptions.HTTPError, ClientError, BotoCoreError) as exc:
+            error = _wrap(f"head s3://{bucket}/{key}", exc)
+            if error.not_found:
+                return None
+            raise error from exc
+        etag = str(response.get("ETag", "")).strip('"')
+        return StoredObject(bucket, key, size=int(response.get("ContentLength") or 0), etag=etag)
+
     def put_conditional(
         self,
         bucket: str,
@@ -308,10 +323,12 @@ class ObjectStore:
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
             raise _wrap(f"list s3://{bucket}/{prefix}", exc) from exc
 
-    def list_folders(self, bucket: str, prefix: str = "") -> Iterator[str]:
+    def list_folders(self, bucket: str, prefix: str = "", start_after: str = "") -> Iterator[str]:
         """The immediate sub-folders of a prefix (`prefix/name/`, S3's common prefixes), without listing their keys."""
         try:
-            for item in self._fast.list_objects(bucket, prefix=prefix or None, recursive=False):
+            for item in self._fast.list_objects(
+                bucket, prefix=prefix or None, recursive=False, start_after=start_after or None
+            ):
                 if item.is_dir and item.object_name:
                     yield item.object_name
         except (S3Error, urllib3.exceptions.HTTPError) as exc:

@@ -194,7 +194,7 @@ def build_listener(client: Any, listener_url: str, token: str, store: Any, ls: A
     from labelflow.triggers import LABEL_STUDIO_ACTIONS, Debouncer, EventListener, PrefectRuns, Routes, build_routes
 
     runs = PrefectRuns(client)
-    debouncer = Debouncer(debounce_seconds, runs.submit, runs.state)
+    debouncer = Debouncer(debounce_seconds, runs.submit, runs.state, set_keys=runs.set_keys)
     hooked: set[int] = set()
     hook_url = f"{listener_url.rstrip('/')}/hooks/label-studio"
 

@@ -10,10 +10,10 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from labelflow.integrations.label_studio import LabelStudioError
@@ -48,13 +48,25 @@ class CleanedObject:
 
 @dataclass(frozen=True)
 class ListedChunk:
-    """New objects to clean and import, with what the listing counted since the previous chunk."""
+    """New objects to clean and import, with what the listing (or the lookup of named keys) counted since the
+    previous chunk."""
 
     objects: list[StoredObject]
     listed: int
     already_known: int
     new: int
     seconds: float
+    stage: str = "list"  # where `seconds` went: "list", or "check" for the HEADs of named keys
+    checked: int = 0  # named keys looked up (a HEAD each) instead of listed
+    missing: tuple[str, ...] = ()  # named keys whose object was gone when looked up
+
+
+@dataclass(frozen=True)
+class NamedKeys:
+    """The objects a run given keys reads: those within the spec's sources, and the keys outside every source."""
+
+    objects: list[tuple[str, str]]  # (bucket, key), sorted as a listing returns them
+    outside_sources: list[str]
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,7 @@ class IngestStats:
     """Counters and per-stage seconds for one ingest run: the flow adds up what its steps return."""
 
     listed: int = 0
+    checked: int = 0
     already_known: int = 0
     new: int = 0
     duplicates: int = 0
@@ -105,6 +118,10 @@ class IngestStats:
     records_read: int = 0
     records_unchanged: int = 0
     changed_rows: list[LedgerRow] = field(default_factory=list)
+    # runs given keys (by object-store events) instead of listing the sources
+    named_keys: int | None = None  # how many keys the run was given; None for a run that lists
+    missing_keys: list[str] = field(default_factory=list)
+    keys_outside_sources: list[str] = field(default_factory=list)
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -118,9 +135,11 @@ class IngestStats:
     def add_listing(self, chunk: ListedChunk) -> None:
         """Count what the listing found for one chunk."""
         self.listed += chunk.listed
+        self.checked += chunk.checked
+        self.missing_keys.extend(chunk.missing)
         self.already_known += chunk.already_known
         self.new += chunk.new
-        self.seconds["list"] += chunk.seconds
+        self.seconds[chunk.stage] += chunk.seconds
 
     def add_cleaning(self, cleaned: CleanedChunk) -> None:
         """Count one chunk's rejected and vanished objects."""
@@ -172,11 +191,19 @@ class IngestStats:
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (without the per-object quarantine rows)."""
         extra = {"records": self.records_dict()} if self.record_files else {}
+        if self.named_keys is not None:
+            extra["named_keys"] = {
+                "named": self.named_keys,
+                "checked": self.checked,
+                "missing": self.missing_keys[:1000],
+                "outside_sources": self.keys_outside_sources[:1000],
+            }
         return {**extra, **self._counts()}
 
     def _counts(self) -> dict[str, Any]:
         return {
             "listed": self.listed,
+            "checked": self.checked,
             "already_ingested_or_quarantined": self.already_known,
             "new": self.new,
             "ingested": self.tasks_created,  # each ingested object is exactly one new task
@@ -257,6 +284,8 @@ def ensure_project(ls: LabelStudioPort, store: ObjectStorePort, spec: ProjectSpe
         "overlap_cohort_percentage": 100,
         "expert_instruction": spec.instructions or "",
         "show_instruction": bool(spec.instructions),
+        # Label Studio then disables Submit until the annotation holds an answer: an empty one blocks publishing.
+        "enable_empty_annotation": False,
     }
     if recorded is not None:
         check_record_owner(recorded, spec)
@@ -390,49 +419,131 @@ def recover_interrupted_batches(
 
 # --- listing and cleaning ---------------------------------------------------------------------------------
 def iter_new_objects(
-    store: ObjectStorePort, spec: ProjectSpec, index: LedgerIndex, limit: int | None = None
+    store: ObjectStorePort,
+    spec: ProjectSpec,
+    index: LedgerIndex,
+    limit: int | None = None,
+    keys: Iterable[str] | None = None,
 ) -> Iterator[ListedChunk]:
-    """Stream the sources' listings, skipping known object versions, in chunks bounded by count and bytes.
+    """Stream the sources' listings (or, given `keys`, look up only those objects), skipping known object versions,
+    in chunks bounded by count and bytes.
 
     Each chunk carries the counts since the previous one; the last one may hold no objects, only counts.
     """
+    if keys is not None:
+        yield from _named_chunks(store, spec, index, resolve_named_keys(spec, keys), limit)
+        return
+
+    def listings() -> Iterator[StoredObject]:
+        for source in spec.sources:
+            yield from store.list_objects(source.bucket, source.prefix)
+
+    yield from _new_object_chunks(listings(), spec, index, limit, stage="list")
+
+
+def _is_state_key(spec: ProjectSpec, bucket: str, key: str) -> bool:
+    """True for a key under the spec's own state location, which is never ingested."""
+    state = spec.state_location
+    return bucket == state.bucket and key.startswith(state.prefix.rstrip("/") + "/")
+
+
+def resolve_named_keys(spec: ProjectSpec, keys: Iterable[str]) -> NamedKeys:
+    """The objects named keys stand for, within the spec's sources, as a listing of the sources would find them.
+
+    A key is an object URI (`s3://bucket/key`, as the event listener passes them) or a bare key, looked up in the
+    bucket of every source whose prefix holds it. Keys outside every source, or under labelflow's own state, are
+    returned apart: a listing would not have found them either.
+    """
+    sources = spec.sources
+    objects: set[tuple[str, str]] = set()
+    outside: dict[str, None] = {}
+    for named in keys:
+        if named.startswith("s3://"):
+            bucket, _, key = named.removeprefix("s3://").partition("/")
+            candidates = [(bucket, key)]
+        else:
+            candidates = list(dict.fromkeys((source.bucket, named) for source in sources))
+        found = [
+            (bucket, key)
+            for bucket, key in candidates
+            if key
+            and not _is_state_key(spec, bucket, key)
+            and any(source.bucket == bucket and key.startswith(source.prefix) for source in sources)
+        ]
+        if found:
+            objects.update(found)
+        else:
+            outside[named] = None
+    return NamedKeys(sorted(objects), list(outside))
+
+
+def _named_chunks(
+    store: ObjectStorePort, spec: ProjectSpec, index: LedgerIndex, named: NamedKeys, limit: int | None
+) -> Iterator[ListedChunk]:
+    """The chunks of named objects, found with a HEAD each (in parallel) instead of a listing."""
+    missing: list[str] = []
+
+    def looked_up() -> Iterator[StoredObject]:
+        with ThreadPoolExecutor(max_workers=spec.ingest.download_workers) as pool:
+            heads = pool.map(lambda bucket_key: store.head(*bucket_key), named.objects)
+            for (bucket, key), obj in zip(named.objects, heads, strict=True):
+                if obj is None:
+                    missing.append(f"s3://{bucket}/{key}")  # deleted since its event; re-uploading names it again
+                elif not (obj.key.endswith("/") and not obj.size):  # a folder marker, as listings skip them
+                    yield obj
+
+    previous: ListedChunk | None = None
+    for chunk in _new_object_chunks(looked_up(), spec, index, limit, stage="check"):
+        if previous is not None:
+            yield previous
+        previous = chunk
+    assert previous is not None  # _new_object_chunks always yields a last chunk
+    # The last chunk is known only once every HEAD has answered: it carries the totals of the lookups.
+    yield replace(previous, checked=len(named.objects), missing=tuple(missing))
+
+
+def _new_object_chunks(
+    found: Iterator[StoredObject], spec: ProjectSpec, index: LedgerIndex, limit: int | None, stage: str
+) -> Iterator[ListedChunk]:
+    """Chunks of the found objects that are new versions (state, repeats and known versions skipped)."""
     chunk: list[StoredObject] = []
     chunk_bytes = 0
-    listed = already_known = new = 0
+    seen = already_known = new = 0
     new_in_run = 0
     seconds = 0.0
-    state = spec.state_location
     byte_budget = max(spec.ingest.max_object_bytes, 256 * 1024 * 1024)
     seen_this_run: set[tuple[str, str]] = set()
-    for source in spec.sources:
-        listing = store.list_objects(source.bucket, source.prefix)
-        while True:
-            began = time.perf_counter()
-            obj = next(listing, None)
-            seconds += time.perf_counter() - began
-            if obj is None:
-                break
-            if obj.bucket == state.bucket and obj.key.startswith(state.prefix.rstrip("/") + "/"):
-                continue  # never ingest labelflow's own state
-            if (obj.bucket, obj.key) in seen_this_run:
-                continue  # overlapping source prefixes
-            seen_this_run.add((obj.bucket, obj.key))
-            listed += 1
-            if index.is_known(obj.bucket, obj.key, obj.etag):
-                already_known += 1
-                continue
-            if limit is not None and new_in_run >= limit:
-                continue
-            new += 1
-            new_in_run += 1
-            chunk.append(obj)
-            chunk_bytes += min(obj.size, spec.ingest.max_object_bytes)
-            if len(chunk) >= spec.ingest.chunk_objects or chunk_bytes >= byte_budget:
-                yield ListedChunk(chunk, listed, already_known, new, seconds)
-                chunk, chunk_bytes = [], 0
-                listed = already_known = new = 0
-                seconds = 0.0
-    yield ListedChunk(chunk, listed, already_known, new, seconds)
+
+    def counted() -> ListedChunk:
+        return ListedChunk(chunk, seen if stage == "list" else 0, already_known, new, seconds, stage=stage)
+
+    while True:
+        began = time.perf_counter()
+        obj = next(found, None)
+        seconds += time.perf_counter() - began
+        if obj is None:
+            break
+        if _is_state_key(spec, obj.bucket, obj.key):
+            continue  # never ingest labelflow's own state
+        if (obj.bucket, obj.key) in seen_this_run:
+            continue  # overlapping source prefixes
+        seen_this_run.add((obj.bucket, obj.key))
+        seen += 1
+        if index.is_known(obj.bucket, obj.key, obj.etag):
+            already_known += 1
+            continue
+        if limit is not None and new_in_run >= limit:
+            continue
+        new += 1
+        new_in_run += 1
+        chunk.append(obj)
+        chunk_bytes += min(obj.size, spec.ingest.max_object_bytes)
+        if len(chunk) >= spec.ingest.chunk_objects or chunk_bytes >= byte_budget:
+            yield counted()
+            chunk, chunk_bytes = [], 0
+            seen = already_known = new = 0
+            seconds = 0.0
+    yield counted()
 
 
 def _quarantine(obj: StoredObject, sha256: str, reason: Reason, detail: str) -> LedgerRow:
@@ -756,6 +867,13 @@ def summary_markdown(
         "Seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["seconds"].items()),
         "",
     ]
+    named = summary.get("named_keys")
+    if named:
+        lines += [
+            f"Run given {named['named']} keys by object-store events: {named['checked']} looked up (no listing), "
+            f"{len(named['missing'])} gone before the run, {len(named['outside_sources'])} outside the sources.",
+            "",
+        ]
     records = summary.get("records")
     if records:
         lines += [

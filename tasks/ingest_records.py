@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from labelflow.integrations.object_store import StoredObject
+from labelflow.integrations.object_store import ObjectStoreError, StoredObject
 from labelflow.tasks.ingest import BATCH_FIELD, NewTask, import_and_record
 from labelflow.tasks.ledger import FILE_READ, IngestLedger, LedgerIndex, LedgerRow
 from labelflow.tasks.ports import LabelStudioPort, ObjectStorePort
@@ -119,39 +120,49 @@ def _row(
     )
 
 
-def check_record_fields(store: ObjectStorePort, spec: ProjectSpec, sample_records: int | None = None) -> None:
+def check_record_fields(
+    store: ObjectStorePort,
+    spec: ProjectSpec,
+    sample_records: int | None = None,
+    files: list[tuple[str, str]] | None = None,
+) -> None:
     """Before anything is created: refuse a spec whose mapped field is missing in every record of a first file.
 
-    Reads the start of the first file of records in the sources (at most `sample_records` records, by default
-    ingest.chunk_objects): the same records the first chunk of an ingest would import.
+    Reads the start of the first file of records in the sources (or, given `files`, the first of those that still
+    exists: a run given keys lists nothing), at most `sample_records` records, by default ingest.chunk_objects: the
+    same records the first chunk of an ingest would import.
     """
     assert spec.records is not None
     limit = sample_records or spec.ingest.chunk_objects
-    for source in spec.sources:
-        for obj in store.list_objects(source.bucket, source.prefix):
-            if format_from_name(obj.key, spec.records.format) is None:
-                continue
-            summary = RecordsSummary()
-            chunks = store.iter_chunks(obj.bucket, obj.key, STREAM_CHUNK_BYTES)
-            try:
-                for _ in zip(
-                    range(limit),
-                    iter_records(
-                        chunks,
-                        obj.key,
-                        spec.records,
-                        spec.ingest.text_encodings,
-                        summary=summary,
-                        optional=_optional(spec),
-                    ),
-                    strict=False,
-                ):
-                    pass
-            finally:
-                chunks.close()  # type: ignore[attr-defined]
-            if message := summary.missing_field_error(obj.uri):
-                raise RecordFieldsError(message)
-            return
+    if files is None:
+        candidates: Iterator[tuple[str, str]] = (
+            (obj.bucket, obj.key) for source in spec.sources for obj in store.list_objects(source.bucket, source.prefix)
+        )
+    else:
+        candidates = iter(files)
+    for bucket, key in candidates:
+        if format_from_name(key, spec.records.format) is None:
+            continue
+        summary = RecordsSummary()
+        chunks = store.iter_chunks(bucket, key, STREAM_CHUNK_BYTES)
+        try:
+            for _ in zip(
+                range(limit),
+                iter_records(
+                    chunks, key, spec.records, spec.ingest.text_encodings, summary=summary, optional=_optional(spec)
+                ),
+                strict=False,
+            ):
+                pass
+        except ObjectStoreError as exc:
+            if files is None or not exc.not_found:
+                raise
+            continue  # a named file deleted since its event: the run skips it too
+        finally:
+            chunks.close()  # type: ignore[attr-defined]
+        if message := summary.missing_field_error(f"s3://{bucket}/{key}"):
+            raise RecordFieldsError(message)
+        return
 
 
 def ingest_record_file(

@@ -46,6 +46,10 @@ class ObjectStorePort(Protocol):
         """Every object under a prefix, in key order."""
         ...
 
+    def head(self, bucket: str, key: str) -> StoredObject | None:
+        """Size and ETag of one object, as a listing gives them; None when it does not exist."""
+        ...
+
     def iter_chunks(self, bucket: str, key: str, chunk_bytes: int = ...) -> Iterator[bytes]:
         """Stream one object in chunks; a missing one raises with `not_found` set."""
         ...

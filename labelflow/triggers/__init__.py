@@ -7,7 +7,9 @@ The listener receives
 
 maps each event to the deployments `labelflow deploy` registered (new object under a spec's source -> that spec's
 ingest deployment; annotation in a spec's project -> its collect deployment) and creates flow runs through a
-debouncer, so a burst of events becomes a handful of runs. Schedules stay the safety net for lost webhooks.
+debouncer, so a burst of events becomes a handful of runs. An ingest run started by object events is given the
+keys they name and reads only those objects (a HEAD each, no listing of the source); the schedules, which list the
+sources, stay the safety net for lost webhooks.
 
 `payloads` parses the bodies, `routing` maps events to deployments and debounces them, `prefect_runs` talks to
 Prefect, `listener` queues and dispatches events, and `server` is the HTTP side. This package re-exports their
@@ -26,7 +28,16 @@ from labelflow.triggers.payloads import (
     parse_seaweedfs_event,
 )
 from labelflow.triggers.prefect_runs import PrefectRuns
-from labelflow.triggers.routing import COLLECT_FLOW, INGEST_FLOW, NOT_STARTED, Debouncer, Route, Routes, build_routes
+from labelflow.triggers.routing import (
+    COLLECT_FLOW,
+    INGEST_FLOW,
+    MAX_RUN_KEYS,
+    NOT_STARTED,
+    Debouncer,
+    Route,
+    Routes,
+    build_routes,
+)
 from labelflow.triggers.server import MAX_BODY_BYTES, READ_TIMEOUT_SECONDS, WebhookServer
 
 __all__ = [
@@ -34,6 +45,7 @@ __all__ = [
     "INGEST_FLOW",
     "LABEL_STUDIO_ACTIONS",
     "MAX_BODY_BYTES",
+    "MAX_RUN_KEYS",
     "NOT_STARTED",
     "READ_TIMEOUT_SECONDS",
     "Debouncer",

@@ -10,7 +10,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from labelflow.triggers.payloads import PayloadError, parse_label_studio_event, parse_s3_event, parse_seaweedfs_event
+from labelflow.triggers.payloads import (
+    ObjectEvent,
+    PayloadError,
+    parse_label_studio_event,
+    parse_s3_event,
+    parse_seaweedfs_event,
+)
 from labelflow.triggers.routing import Debouncer, Route, Routes
 from labelflow.triggers.server import MAX_BODY_BYTES, READ_TIMEOUT_SECONDS, WebhookServer
 
@@ -22,7 +28,8 @@ class EventListener:
 
     An event is matched against routes loaded after it arrived: one that matches nothing in older routes waits
     ("parked") for the next refresh, since its deployment may have been registered a moment before its upload.
-    Refreshes happen at most every `min_refresh_seconds`, and every `refresh_seconds` regardless.
+    Refreshes happen at most every `min_refresh_seconds`, and every `refresh_seconds` regardless. The keys of
+    object events absorbed into waiting runs reach those runs at most every `sync_seconds`.
     """
 
     def __init__(
@@ -35,6 +42,7 @@ class EventListener:
         min_refresh_seconds: float = 2.0,
         max_parked: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        sync_seconds: float = 1.0,
     ) -> None:
         self.token = token
         self.debouncer = debouncer
@@ -42,6 +50,8 @@ class EventListener:
         self._on_routes = on_routes
         self.refresh_seconds = refresh_seconds
         self.min_refresh_seconds = min_refresh_seconds
+        self.sync_seconds = sync_seconds
+        self._synced_at = float("-inf")
         self.max_parked = max_parked
         self._clock = clock
         self.routes = Routes()
@@ -127,7 +137,8 @@ class EventListener:
         return True
 
     def step(self, timeout: float = 1.0) -> None:
-        """Dispatch one queued event (waiting up to `timeout` for one), then retry parked events and refresh."""
+        """Dispatch one queued event (waiting up to `timeout` for one), then retry parked events, pass absorbed keys
+        on to their runs and refresh."""
         try:
             source, item, received_at = self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -138,7 +149,19 @@ class EventListener:
             finally:
                 self._queue.task_done()
         self._retry_parked()
+        self._sync_keys()
         self.refresh()
+
+    def _sync_keys(self) -> None:
+        """Pass the keys of absorbed events on to their waiting runs (one update per run, every `sync_seconds`)."""
+        if self._clock() - self._synced_at < self.sync_seconds:
+            return
+        self._synced_at = self._clock()
+        try:
+            self.counts["runs"] += self.debouncer.sync()
+        except Exception as exc:  # Prefect unreachable: the keys stay pending for the next attempt
+            self.counts["errors"] += 1
+            logger.warning("could not pass new keys on to waiting runs: %s", exc)
 
     def _routes_for(self, source: str, item: Any) -> list[Route]:
         if source == "label-studio":
@@ -157,8 +180,9 @@ class EventListener:
                 return
             if not routes:
                 self.counts["unrouted"] += 1
+            key = f"s3://{item.bucket}/{item.key}" if isinstance(item, ObjectEvent) else None
             for route in routes:
-                if self.debouncer.offer(route, source) is not None:
+                if self.debouncer.offer(route, source, key=key) is not None:
                     self.counts["runs"] += 1
         except Exception as exc:
             self.counts["errors"] += 1

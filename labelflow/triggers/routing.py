@@ -78,44 +78,109 @@ def build_routes(
     return routes
 
 
+# Keys one run carries as its `keys` parameter. A bigger burst (a bulk upload) runs the full listing instead: past
+# a few thousand objects, listing the source costs less than a HEAD each, and the parameter stays small.
+MAX_RUN_KEYS = 1000
+
+
 @dataclass
 class _Pending:
     run_id: UUID
     due: float  # monotonic time the run is scheduled for
+    route: Route
+    source: str
+    keys: set[str] | None = None  # object URIs the run is to read; None: it lists its sources
+    sent: set[str] | None = None  # the keys its parameters hold (None: none, the full listing)
+
+    @property
+    def keys_changed(self) -> bool:
+        return self.keys != self.sent
 
 
 class Debouncer:
     """At most one not-yet-started run per route: the first event schedules a run `window` seconds ahead, and
-    every event until it starts is absorbed into it; an event after it started schedules the next one."""
+    every event until it starts is absorbed into it; an event after it started schedules the next one.
+
+    Given `set_keys`, a run triggered by object events reads only the objects they name: the first event's key goes
+    into the run's parameters, and `sync` adds those of the events absorbed since (one update per run, not one per
+    event). Keys that reach a run only after it started get a run of their own.
+    """
 
     def __init__(
         self,
         window_seconds: float,
-        submit: Callable[[Route, datetime, str], UUID],
+        submit: Callable[..., UUID],  # (route, when, source, keys=None) -> run id
         run_state: Callable[[UUID], str | None],
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        set_keys: Callable[[UUID, list[str] | None], bool] | None = None,
+        max_keys: int = MAX_RUN_KEYS,
     ) -> None:
         self.window = window_seconds
         self._submit = submit
         self._run_state = run_state
+        self._set_keys = set_keys
         self._clock = clock
         self._now = now
+        self.max_keys = max_keys
         self._pending: dict[UUID, _Pending] = {}
         self._lock = threading.Lock()
         self.events = 0
 
-    def offer(self, route: Route, source: str = "event") -> UUID | None:
-        """Account for one event; returns the id of a run it created, or None when it was absorbed."""
+    def offer(self, route: Route, source: str = "event", key: str | None = None) -> UUID | None:
+        """Account for one event (naming the object URI `key`, if any); returns the id of a run it created, or None
+        when it was absorbed."""
         with self._lock:
             self.events += 1
             pending = self._pending.get(route.deployment_id)
-            if pending is not None:
-                if self._clock() < pending.due:
-                    return None
-                # Past its start time: absorb only while the run truly has not started (worker busy or down).
-                if (self._run_state(pending.run_id) or "").upper() in NOT_STARTED:
-                    return None
-            run_id = self._submit(route, self._now() + timedelta(seconds=self.window), source)
-            self._pending[route.deployment_id] = _Pending(run_id=run_id, due=self._clock() + self.window)
-            return run_id
+            if pending is not None and self._not_started(pending):
+                if pending.keys is not None:
+                    if key is None or len(pending.keys) >= self.max_keys:
+                        pending.keys = None  # the run lists its sources
+                    else:
+                        pending.keys.add(key)
+                return None
+            keys = {key} if key is not None and self._set_keys is not None else None
+            return self._schedule(route, source, keys).run_id
+
+    def _not_started(self, pending: _Pending) -> bool:
+        """True while the run has not started: before its start time, or past it while it still waits for a worker."""
+        if self._clock() < pending.due:
+            return True
+        return (self._run_state(pending.run_id) or "").upper() in NOT_STARTED
+
+    def _schedule(self, route: Route, source: str, keys: set[str] | None) -> _Pending:
+        when = self._now() + timedelta(seconds=self.window)
+        if keys is None:
+            run_id = self._submit(route, when, source)
+        else:
+            run_id = self._submit(route, when, source, keys=sorted(keys))
+        pending = _Pending(run_id, self._clock() + self.window, route, source, keys, set(keys) if keys else None)
+        self._pending[route.deployment_id] = pending
+        return pending
+
+    def sync(self) -> int:
+        """Give each waiting run the keys of the events it absorbed since; returns how many runs it had to create.
+
+        The update comes first, then the run's state: a run still waiting then will start with the new keys. One
+        that started meanwhile may have read the old ones, so its new keys get the next run (reading an object twice
+        is harmless: ingest is idempotent).
+        """
+        if self._set_keys is None:
+            return 0
+        created = 0
+        with self._lock:
+            for pending in [p for p in self._pending.values() if p.keys_changed]:
+                keys = None if pending.keys is None else set(pending.keys)
+                updated = self._set_keys(pending.run_id, None if keys is None else sorted(keys))
+                if updated and (self._run_state(pending.run_id) or "").upper() in NOT_STARTED:
+                    pending.sent = keys
+                    continue
+                # Started (it may have read only the keys sent before), or deleted (it read none of them).
+                late = keys if keys is None or not updated or pending.sent is None else keys - pending.sent
+                logger.info(
+                    "run %s started or is gone: another run for %s keys", pending.run_id, len(late) if late else "all"
+                )
+                self._schedule(pending.route, pending.source, late)
+                created += 1
+        return created

@@ -115,6 +115,11 @@ class FakeObjectStore:
         for key, (data, etag) in found:
             yield StoredObject(bucket, key, len(data), etag)
 
+    def head(self, bucket: str, key: str) -> StoredObject | None:
+        with self.lock:
+            found = self.objects.get((bucket, key))
+        return StoredObject(bucket, key, len(found[0]), found[1]) if found else None
+
     def delete(self, bucket: str, key: str) -> None:
         self._maybe_fail("delete", key)
         with self.lock:

@@ -71,18 +71,35 @@ class FakeClock:
         return self.t
 
 
-def make_debouncer(window: float, states: dict[UUID, str]) -> tuple[Debouncer, FakeClock, list[tuple]]:
+def make_debouncer(
+    window: float, states: dict[UUID, str], max_keys: int = 1000, key_updates: list[tuple] | None = None
+) -> tuple[Debouncer, FakeClock, list[tuple]]:
+    """A debouncer on a fake clock; `submitted` gets (project, when, source, run id, keys) per run created, and
+    `key_updates` (run id, keys) per change of a run's keys."""
     clock = FakeClock()
     submitted: list[tuple] = []
+    updates = key_updates if key_updates is not None else []
 
-    def submit(route: Route, when: datetime, source: str) -> UUID:
+    def submit(route: Route, when: datetime, source: str, keys: list[str] | None = None) -> UUID:
         run_id = uuid4()
-        submitted.append((route.project, when, source, run_id))
+        submitted.append((route.project, when, source, run_id, keys))
         states[run_id] = "SCHEDULED"
         return run_id
 
+    def set_keys(run_id: UUID, keys: list[str] | None) -> bool:
+        updates.append((run_id, keys))
+        return run_id in states  # False: the run was deleted
+
     base = datetime(2026, 1, 1, tzinfo=UTC)
-    debouncer = Debouncer(window, submit, states.get, clock=clock, now=lambda: base + timedelta(seconds=clock.t))
+    debouncer = Debouncer(
+        window,
+        submit,
+        states.get,
+        clock=clock,
+        now=lambda: base + timedelta(seconds=clock.t),
+        set_keys=set_keys,
+        max_keys=max_keys,
+    )
     return debouncer, clock, submitted
 
 
@@ -96,7 +113,7 @@ def test_a_burst_of_10000_events_becomes_a_handful_of_runs() -> None:
     reviews = route("reviews")
     for i in range(10_000):  # 400 uploads a second for 25 s; each run starts (RUNNING) when it is due
         clock.t = 1000.0 + i / 400
-        for _project, when, _, run_id in submitted:
+        for _project, when, _, run_id, _keys in submitted:
             if datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=clock.t) >= when:
                 states[run_id] = "RUNNING"
         debouncer.offer(reviews, "seaweedfs")
@@ -117,6 +134,66 @@ def test_no_pile_up_while_the_worker_is_down_and_projects_are_independent() -> N
     states[first] = "COMPLETED"
     assert debouncer.offer(a) is not None  # once it ran, the next event schedules the next run
     assert len(submitted) == 3
+
+
+def test_a_debounced_run_reads_the_keys_of_every_event_it_absorbed() -> None:
+    states: dict[UUID, str] = {}
+    updates: list[tuple] = []
+    debouncer, clock, submitted = make_debouncer(15.0, states, key_updates=updates)
+    reviews = route("reviews")
+    assert debouncer.offer(reviews, "seaweedfs", key="s3://raw/texts/0.txt") is not None
+    for i in (3, 1, 2, 0):  # absorbed: no API call per event ...
+        clock.t += 1
+        assert debouncer.offer(reviews, "seaweedfs", key=f"s3://raw/texts/{i}.txt") is None
+    assert [s[4] for s in submitted] == [["s3://raw/texts/0.txt"]] and updates == []
+    assert debouncer.sync() == 0  # ... one update of the waiting run for all of them
+    assert updates == [(submitted[0][3], [f"s3://raw/texts/{i}.txt" for i in range(4)])]
+    debouncer.sync()
+    assert len(updates) == 1, "nothing new: no second update"
+
+
+def test_keys_absorbed_after_their_run_started_get_a_run_of_their_own() -> None:
+    states: dict[UUID, str] = {}
+    updates: list[tuple] = []
+    debouncer, clock, submitted = make_debouncer(15.0, states, key_updates=updates)
+    reviews = route("reviews")
+    debouncer.offer(reviews, "seaweedfs", key="s3://raw/a.txt")
+    clock.t += 14.9
+    debouncer.offer(reviews, "seaweedfs", key="s3://raw/b.txt")
+    states[submitted[0][3]] = "RUNNING"  # the worker started it (with a.txt alone) before the update landed
+    assert debouncer.sync() == 1
+    assert [s[4] for s in submitted] == [["s3://raw/a.txt"], ["s3://raw/b.txt"]]
+    clock.t += 1
+    assert debouncer.offer(reviews, "seaweedfs", key="s3://raw/c.txt") is None  # joins the new run
+    debouncer.sync()
+    assert updates[-1] == (submitted[1][3], ["s3://raw/b.txt", "s3://raw/c.txt"])
+
+
+def test_keys_of_a_run_deleted_before_it_started_all_go_to_a_new_run() -> None:
+    states: dict[UUID, str] = {}
+    debouncer, _clock, submitted = make_debouncer(15.0, states)
+    reviews = route("reviews")
+    debouncer.offer(reviews, "seaweedfs", key="s3://raw/a.txt")
+    debouncer.offer(reviews, "seaweedfs", key="s3://raw/b.txt")
+    del states[submitted[0][3]]  # deleted from the UI
+    assert debouncer.sync() == 1
+    assert submitted[1][4] == ["s3://raw/a.txt", "s3://raw/b.txt"]
+
+
+def test_more_keys_than_a_run_carries_and_events_without_keys_mean_the_full_listing() -> None:
+    states: dict[UUID, str] = {}
+    updates: list[tuple] = []
+    debouncer, _clock, submitted = make_debouncer(15.0, states, max_keys=3, key_updates=updates)
+    reviews, project = route("reviews"), route("collect-me")
+    for i in range(4):
+        debouncer.offer(reviews, "seaweedfs", key=f"s3://raw/{i}.txt")
+    debouncer.sync()
+    assert updates == [(submitted[0][3], None)]  # a bulk upload: listing the source is the cheaper way
+    debouncer.offer(reviews, "seaweedfs", key="s3://raw/9.txt")
+    debouncer.sync()
+    assert len(updates) == 1, "a full listing stays a full listing"
+    debouncer.offer(project, "label-studio")
+    assert submitted[-1][4] is None  # collect runs take no keys
 
 
 def make_listener(routes_by_call: list[Routes | Exception]) -> tuple[EventListener, FakeClock, list[tuple], list]:
@@ -187,6 +264,76 @@ def test_uploads_nowhere_are_unrouted_after_one_reload_and_events_wait_while_pre
     listener.step(timeout=0)
     assert listener.counts["unrouted"] == 1 and listener.health()["parked"] == 1  # ... only once reloaded
     assert len(loads) == 3
+
+
+def test_the_listener_gives_the_run_the_uris_its_object_events_name() -> None:
+    reviews = route("reviews")
+    listener, clock, submitted, _loads = make_listener([Routes(sources=[("raw", "texts/", reviews)])])
+    updates: list[tuple] = []
+    listener.debouncer._set_keys = lambda run_id, keys: updates.append((run_id, keys)) or True
+    for key in ("texts/b.txt", "texts/中文 a.txt", "other/c.txt"):
+        upload(listener, "raw", key)
+    listener.accept(
+        "s3",
+        {
+            "Records": [
+                {
+                    "eventName": "s3:ObjectCreated:Put",
+                    "s3": {"bucket": {"name": "raw"}, "object": {"key": "texts/d+e.txt"}},
+                }
+            ]
+        },
+    )
+    for _ in range(4):
+        listener.step(timeout=0)
+    assert [(s[0], s[4]) for s in submitted] == [("reviews", ["s3://raw/texts/b.txt"])]
+    clock.t += listener.sync_seconds
+    listener.step(timeout=0)
+    assert updates == [
+        (submitted[0][3], ["s3://raw/texts/b.txt", "s3://raw/texts/d e.txt", "s3://raw/texts/中文 a.txt"])
+    ]
+    assert listener.counts["runs"] == 1 and listener.health()["parked"] == 1  # other/c.txt: no route yet
+
+
+class FakePrefectClient:
+    """The two calls PrefectRuns makes to create a run and change its keys."""
+
+    def __init__(self) -> None:
+        self.created: list[dict] = []
+        self.parameters: dict[UUID, dict] = {}
+
+    def create_flow_run_from_deployment(self, deployment_id: UUID, **options: object) -> object:
+        run_id = uuid4()
+        self.created.append({"deployment_id": deployment_id, **options})
+        self.parameters[run_id] = {"spec_path": "/specs/reviews.yaml", **(options.get("parameters") or {})}
+        return type("Run", (), {"id": run_id})()
+
+    def read_flow_run(self, run_id: UUID) -> object:
+        return type("Run", (), {"id": run_id, "parameters": dict(self.parameters[run_id])})()
+
+    def update_flow_run(self, run_id: UUID, parameters: dict) -> None:
+        self.parameters[run_id] = parameters
+
+
+def test_prefect_runs_carry_the_keys_as_the_ingest_flow_parameter() -> None:
+    from labelflow.flows.ingest import ingest
+    from labelflow.triggers import PrefectRuns
+
+    client = FakePrefectClient()
+    runs = PrefectRuns(client)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    run_id = runs.submit(route("reviews"), when, "seaweedfs", keys=["s3://raw/a.txt"])
+    assert client.created[0]["parameters"] == {"keys": ["s3://raw/a.txt"]}
+    runs.set_keys(run_id, ["s3://raw/a.txt", "s3://raw/b.txt"])
+    assert client.parameters[run_id] == {
+        "spec_path": "/specs/reviews.yaml",
+        "keys": ["s3://raw/a.txt", "s3://raw/b.txt"],
+    }
+    runs.set_keys(run_id, None)
+    assert client.parameters[run_id] == {"spec_path": "/specs/reviews.yaml", "keys": None}
+    runs.submit(route("reviews"), when, "label-studio")
+    assert client.created[1]["parameters"] == {}
+    assert "keys" in ingest.parameters.properties, "the flow takes the parameter the listener sets"
 
 
 def test_routes_from_deployments() -> None:
