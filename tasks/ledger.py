@@ -132,6 +132,31 @@ class LedgerIndex:
         for row in rows:
             self.add_row(row)
 
+    def add_table(self, table: pa.Table) -> None:
+        """Account for a whole ledger part at once: column operations instead of one `add` per row."""
+        import pyarrow.compute as pc
+
+        status = table.column("status")
+        is_record = pc.is_valid(table.column("record_index"))
+        objects = table.filter(pc.invert(is_record)).select(["bucket", "key", "etag"]).to_pydict()
+        # Later rows win, as with `add`: dict() keeps the last value of a repeated key.
+        self.seen.update(zip(zip(objects["bucket"], objects["key"], strict=True), objects["etag"], strict=True))
+        records = table.filter(is_record).select(["bucket", "key", "record_index", "record_id", "sha256"]).to_pydict()
+        if records["bucket"]:
+            self.records.update(
+                (record_identity(b, k, i, r), _short(h or "")) for b, k, i, r, h in zip(*records.values(), strict=True)
+            )
+        ingested = pc.equal(status, "ingested")
+        tasks = table.filter(pc.and_(ingested, pc.is_valid(table.column("task_id")))).select(["sha256", "task_id"])
+        hashes, task_ids = tasks.column("sha256").to_pylist(), tasks.column("task_id").to_pylist()
+        # The first task recorded for a content hash wins, as with `add`'s setdefault: reversed, dict() keeps it.
+        first = dict(zip(reversed(hashes), reversed(task_ids), strict=True))
+        first.update(self.task_by_hash)
+        self.task_by_hash = first
+        self.ingested += pc.sum(pc.cast(ingested, pa.int64())).as_py() or 0
+        other = pc.invert(pc.or_(ingested, pc.equal(status, FILE_READ)))
+        self.quarantined += pc.sum(pc.cast(other, pa.int64())).as_py() or 0
+
     def is_known(self, bucket: str, key: str, etag: str) -> bool:
         """True when this exact version of the object was already ingested or quarantined."""
         return self.seen.get((bucket, key)) == etag
@@ -155,12 +180,7 @@ class IngestLedger:
         for key in parts:
             table = pq.read_table(io.BytesIO(self.store.get_bytes(self.state.bucket, key)))
             tables.append(table)
-            table = conform(table, LEDGER_SCHEMA)
-            columns = table.select(
-                ["bucket", "key", "etag", "sha256", "status", "task_id", "record_index", "record_id"]
-            ).to_pydict()
-            for values in zip(*columns.values(), strict=True):
-                index.add(*values)
+            index.add_table(conform(table, LEDGER_SCHEMA))
         if len(parts) > COMPACT_AFTER_PARTS:
             self._compact(parts, tables)
         return index
