@@ -48,15 +48,12 @@ class RunningStack:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Point everything (fixtures, the CLI, subprocesses) at the suite's own stack; note what the user's holds."""
-    global user_stack_before
+    """Point everything (fixtures, the CLI, subprocesses) at the suite's own stack."""
     os.environ["LABELFLOW_HOME"] = str(TEST_HOME)
     for name, (_, port) in STACK_PORTS.items():
         os.environ[f"LABELFLOW_STACK_{name.upper()}"] = str(port + TEST_PORT_OFFSET)
     # Label Studio's virtualenv (a few minutes to build) is the user's, shared read-only.
     os.environ["LABELFLOW_STACK_LABEL_STUDIO_VENV_DIR"] = str(USER_HOME / "venvs" / "label-studio")
-    env = stack_env(USER_HOME)
-    user_stack_before = take_inventory(env) if env and USER_HOME != TEST_HOME else None
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -92,6 +89,10 @@ def local_stack() -> Iterator[RunningStack]:
         os.environ.pop(name, None)
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    global user_stack_before
+    env = stack_env(USER_HOME)
+    if env and USER_HOME.resolve() != TEST_HOME:
+        user_stack_before = take_inventory(env)  # what the user's stack holds, checked again at the session's end
     stack = LocalStack(StackConfig())
     already_running = all(s.running for s in stack.status())
     reports = stack.up(echo=print)
