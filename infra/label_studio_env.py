@@ -17,6 +17,8 @@ from labelflow.infra.stack_config import LOOPBACK, StackConfig, StackError, log_
 LABEL_STUDIO_REQUIREMENTS = Path(__file__).parent / "local" / "label-studio-requirements.txt"
 LABEL_STUDIO_SETTINGS_DIR = Path(__file__).parent / "local" / "label_studio_settings"
 LABEL_STUDIO_SETTINGS_MODULE = "labelflow_label_studio_settings"
+# Run with Label Studio's python: `label-studio init` (migrations, admin user and token), then gunicorn.
+LABEL_STUDIO_SERVE_MODULE = "labelflow_label_studio_serve"
 
 # Label Studio 1.23's default SSRF block list (core/utils/io.py: validate_ip).
 LABEL_STUDIO_DEFAULT_BANNED_SUBNETS = [

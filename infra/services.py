@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from labelflow.infra.credentials import Credentials, connection_env
-from labelflow.infra.label_studio_env import label_studio_variables
+from labelflow.infra.label_studio_env import LABEL_STUDIO_SERVE_MODULE, label_studio_variables
 from labelflow.infra.seaweedfs_security import seaweedfs_security_env
 from labelflow.infra.stack_config import LOOPBACK, StackConfig, listener_url, seaweedfs_tls_files
 from labelflow.layout import PROJECT_DIR, WORK_POOL
@@ -178,21 +178,22 @@ def _seaweedfs_service(config: StackConfig, creds: Credentials) -> Service:
 
 
 def _label_studio_service(config: StackConfig, creds: Credentials) -> Service:
-    """Label Studio from its own virtual environment, with SQLite under the stack's data directory."""
+    """Label Studio from its own virtual environment: migrations and admin once, then gunicorn with several workers."""
     ls_env = base_env()
     ls_env.update(label_studio_variables(config, creds))
     return _loopback_service(
         "label-studio",
         "Label Studio",
         config.label_studio_port,
+        # `label-studio start` is Django's development server, one process: under a team of annotators it queued
+        # requests and logged "database is locked". See infra/local/label_studio_settings/.
         command=[
-            str(config.label_studio_venv / "bin" / "label-studio"),
-            "start",
-            "--no-browser",
-            "--internal-host",
+            str(config.label_studio_venv / "bin" / "python"),
+            "-m",
+            LABEL_STUDIO_SERVE_MODULE,
             LOOPBACK,
-            "--port",
             str(config.label_studio_port),
+            str(config.label_studio_workers),
         ],
         env=ls_env,
     )

@@ -41,6 +41,8 @@ class StackConfig(BaseSettings):
     start_max_seconds: float = 1200.0
     # Label Studio's virtualenv: under the home unless set (the test suite's own stack shares the user's, built once).
     label_studio_venv_dir: Path | None = None
+    # Label Studio's gunicorn worker processes (its production image runs 4 uWSGI processes); ~250 MB each.
+    label_studio_workers: int = Field(default=4, ge=1, le=64)
 
     @field_validator(
         "s3_port",

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -171,3 +175,69 @@ def test_status_of_a_home_uses_the_ports_its_stack_recorded(
     assert urls["s3"] == f"http://127.0.0.1:{config.s3_port}"
     assert payload["env"]["MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{config.mlflow_port}"
     assert all(s["healthy"] for s in payload["services"])
+
+
+def _label_studio_processes(local_stack: RunningStack) -> list[psutil.Process]:
+    """The stack's Label Studio process and everything it started."""
+    state = json.loads((local_stack.stack.config.run_dir / "label-studio.json").read_text())
+    root = psutil.Process(int(state["pid"]))
+    return [root, *root.children(recursive=True)]
+
+
+def test_label_studio_serves_from_gunicorn_workers_on_sqlite_in_wal_mode(local_stack: RunningStack) -> None:
+    config = local_stack.stack.config
+    commands = [" ".join(p.cmdline()) for p in _label_studio_processes(local_stack)]
+    gunicorn = [c for c in commands if "bin/gunicorn" in c and f"127.0.0.1:{config.label_studio_port}" in c]
+    assert len(gunicorn) == 1 + config.label_studio_workers, commands  # the master and its workers
+    assert not any("runserver" in c or " start " in c for c in commands), commands
+    database = config.data_dir / "label-studio" / "label_studio.sqlite3"
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_label_studio_static_files_come_from_whitenoise_with_long_caching(local_stack: RunningStack) -> None:
+    base = local_stack.label_studio.base_url
+    page = httpx.get(f"{base}/user/login/", timeout=30)
+    assert page.status_code == 200
+    hashed = sorted(set(re.findall(r'/static/[^"\']+\.[0-9a-f]{12}\.(?:js|css)', page.text)))
+    assert hashed, "the login page links hashed static files"
+    response = httpx.get(f"{base}{hashed[0]}", timeout=30)
+    assert response.status_code == 200 and len(response.content) > 0
+    assert "immutable" in response.headers["cache-control"], response.headers
+    # the one file Label Studio rewrites per request still goes through its view
+    roboto = httpx.get(f"{base}/static/fonts/roboto/roboto.css", timeout=30)
+    assert roboto.status_code == 200 and "{{HOSTNAME}}" not in roboto.text
+
+
+def test_eight_annotators_at_once_all_land_without_database_locked(
+    label_studio: LabelStudioClient, local_stack: RunningStack, unique_name: str
+) -> None:
+    log = local_stack.stack.log_path("label-studio")
+    log_start = log.stat().st_size
+    config = (
+        '<View><Text name="text" value="$text"/><Choices name="label" toName="text">'
+        '<Choice value="a"/><Choice value="b"/></Choices></View>'
+    )
+    project_id = label_studio.create_project(title=unique_name, label_config=config)
+    try:
+        task_ids = label_studio.import_tasks(project_id, [{"text": f"text {i}"} for i in range(6)])
+        result = [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": ["a"]}}]
+
+        def annotate_every_task(annotator: int) -> list[int]:
+            client = LabelStudioClient(label_studio.settings)
+            try:
+                order = task_ids[annotator % len(task_ids) :] + task_ids[: annotator % len(task_ids)]
+                return [client.create_annotation(task_id, result) for task_id in order]
+            finally:
+                client.close()
+
+        with ThreadPoolExecutor(8) as pool:
+            created = [i for ids in pool.map(annotate_every_task, range(8)) for i in ids]
+        assert len(set(created)) == 8 * len(task_ids)
+        for task_id in task_ids:
+            assert len(label_studio.get_task(task_id)["annotations"]) == 8
+    finally:
+        label_studio.delete_project(project_id)
+    with log.open("rb") as handle:
+        handle.seek(log_start)
+        assert b"database is locked" not in handle.read()
