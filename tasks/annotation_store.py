@@ -27,7 +27,7 @@ from labelflow.integrations.object_store import ObjectStoreError
 from labelflow.tasks.annotations import ANNOTATION_SCHEMA, TASK_SCHEMA
 from labelflow.tasks.ports import ObjectStorePort
 from labelflow.tasks.spec import S3Location
-from labelflow.tasks.tables import conform
+from labelflow.tasks.tables import conform, read_parquet
 
 COMPACT_AFTER_PARTS = 48
 PARQUET = "application/vnd.apache.parquet"
@@ -65,7 +65,7 @@ class CurrentTable:
 
 
 def _read_parquet(store: ObjectStorePort, bucket: str, key: str, schema: pa.Schema) -> pa.Table:
-    return conform(pq.read_table(io.BytesIO(store.get_bytes(bucket, key))), schema)
+    return conform(read_parquet(store.get_bytes(bucket, key)), schema)
 
 
 def _latest_per_task(table: pa.Table) -> pa.Table:

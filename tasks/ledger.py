@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from labelflow.tasks.ports import ObjectStorePort
 from labelflow.tasks.spec import S3Location
-from labelflow.tasks.tables import conform
+from labelflow.tasks.tables import conform, read_parquet
 
 LEDGER_SCHEMA = pa.schema(
     [
@@ -151,8 +151,8 @@ class LedgerIndex:
         hashes, task_ids = tasks.column("sha256").to_pylist(), tasks.column("task_id").to_pylist()
         # The first task recorded for a content hash wins, as with `add`'s setdefault: reversed, dict() keeps it.
         first = dict(zip(reversed(hashes), reversed(task_ids), strict=True))
-        first.update(self.task_by_hash)
-        self.task_by_hash = first
+        known = self.task_by_hash
+        known.update({h: t for h, t in first.items() if h not in known})  # cost follows the part, not the history
         self.ingested += pc.sum(pc.cast(ingested, pa.int64())).as_py() or 0
         other = pc.invert(pc.or_(ingested, pc.equal(status, FILE_READ)))
         self.quarantined += pc.sum(pc.cast(other, pa.int64())).as_py() or 0
@@ -178,7 +178,7 @@ class IngestLedger:
         parts = [obj.key for obj in self.store.list_objects(self.state.bucket, self.parts_prefix)]
         tables = []
         for key in parts:
-            table = pq.read_table(io.BytesIO(self.store.get_bytes(self.state.bucket, key)))
+            table = read_parquet(self.store.get_bytes(self.state.bucket, key))
             tables.append(table)
             index.add_table(conform(table, LEDGER_SCHEMA))
         if len(parts) > COMPACT_AFTER_PARTS:
@@ -215,7 +215,7 @@ class IngestLedger:
     def read_all(self) -> pa.Table:
         """The whole ledger as one table (for reports and tests)."""
         tables = [
-            conform(pq.read_table(io.BytesIO(self.store.get_bytes(self.state.bucket, obj.key))), LEDGER_SCHEMA)
+            conform(read_parquet(self.store.get_bytes(self.state.bucket, obj.key)), LEDGER_SCHEMA)
             for obj in self.store.list_objects(self.state.bucket, self.parts_prefix)
         ]
         return pa.concat_tables(tables) if tables else LEDGER_SCHEMA.empty_table()
