@@ -13,6 +13,7 @@ from prefect import flow
 
 from labelflow.flows.locks import stage_lock
 from labelflow.flows.steps import PrefectSteps, StepRunner
+from labelflow.integrations.object_store import ObjectStoreError
 from labelflow.integrations.resources import Resources
 from labelflow.tasks.annotation_store import AnnotationStore
 from labelflow.tasks.collect import (
@@ -29,9 +30,11 @@ from labelflow.tasks.collect import (
     with_hidden_record_fields,
     write_batch,
 )
+from labelflow.tasks.collect_shortcut import inputs_fingerprint, save_last_run
+from labelflow.tasks.links import open_hint
 from labelflow.tasks.ports import ClientsPort, ObjectStorePort, ValidatorPort
 from labelflow.tasks.publish import PublishResult, check_dataset_owner, publish_dataset
-from labelflow.tasks.quality_report import markdown, write_quality_report
+from labelflow.tasks.quality_report import ReportContext, markdown, write_quality_report
 from labelflow.tasks.registry import DatasetRegistry
 from labelflow.tasks.spec import ProjectSpec, load_spec
 from labelflow.tasks.validate import ValidationFailed, ValidationSummary, expectations_dir, run_validation
@@ -56,7 +59,7 @@ def collect(spec_path: str, full: bool = False, dask_address: str | None = None)
 @flow(name="labelflow-collect-annotations", persist_result=True)
 def collect_annotations(spec_path: str, full: bool = False) -> dict[str, Any]:
     """Collect a spec's new annotations and judge their quality, without validating or registering."""
-    return collect_and_judge(load_spec(spec_path), full=full).summary()
+    return collect_and_judge(load_spec(spec_path), full=full, spec_path=spec_path).summary()
 
 
 def collect_validate_register(
@@ -75,17 +78,19 @@ def collect_validate_register(
     """
     steps = steps or PrefectSteps()
     clients = clients or Resources.from_settings()
+    # Taken before collecting: the record of a complete run names the inputs it ran with (the CLI's shortcut).
+    fingerprint = inputs_fingerprint(clients.store, spec, spec_path)
     registry = None
     if spec.dataset is not None:
         # Another project's dataset is refused here, not after collecting, judging and validating the batch.
         registry = DatasetRegistry(clients.store, clients.tracking)
         steps(check_dataset_owner, registry, spec)
-    collection = collect_and_judge(spec, full, dask_address, clients, steps)
+    collection = collect_and_judge(spec, full, dask_address, clients, steps, spec_path)
     if validator is None:
         from labelflow.integrations.great_expectations import GreatExpectations
 
         validator = GreatExpectations(expectations_dir(spec, spec_path), examples=spec.validation.examples)
-    validation = validate_collection(spec, collection, validator, clients.store, steps)
+    validation = validate_collection(spec, collection, validator, clients.store, steps, spec_path)
     summary = {**collection.summary(), "validation": validation.as_dict()}
     if validation.skipped:
         dataset = PublishResult(False, f"validation skipped: {validation.skipped}")
@@ -94,6 +99,11 @@ def collect_validate_register(
     else:
         dataset = register_collection(spec, collection, validation, clients.store, registry, steps)
     summary["dataset"] = dataset.as_dict()
+    if not validation.skipped:
+        try:  # a record the next collect may answer from; without it the next one just runs in full
+            save_last_run(clients.store, spec, fingerprint, summary)
+        except ObjectStoreError as exc:
+            steps.log.warning("could not record this run for the next collect: %s", exc)
     return summary
 
 
@@ -103,6 +113,7 @@ def collect_and_judge(
     dask_address: str | None = None,
     clients: ClientsPort | None = None,
     steps: StepRunner | None = None,
+    spec_path: str | None = None,
 ) -> Collection:
     """Collect the changed annotations, judge the project's current table, route disagreement back, keep the batch."""
     steps = steps or PrefectSteps()
@@ -134,7 +145,9 @@ def collect_and_judge(
     routes = tasks_to_route(report, spec)
     routed = steps(route_back, ls, table, routes) if routes else 0
     run_name = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    location = steps(write_quality_report, store, spec, report, stats, run_name)
+    # The report links each flagged task to Label Studio and shows its content and every answer.
+    context = ReportContext(tasks, annotations, ls.settings.base_url, project_id)
+    location = steps(write_quality_report, store, spec, report, stats, run_name, context)
     record = BatchRecord(
         project=spec.name,
         project_id=project_id,
@@ -148,14 +161,20 @@ def collect_and_judge(
     steps(write_batch, store, record, tasks, annotations)
     steps.artifact(
         f"quality-{spec.slug}",
-        markdown(spec, report, stats, routed, location),
+        markdown(spec, report, stats, routed, location, context)
+        + f"\n\nOpen it in a browser: `{open_hint(spec_path, 'report')}` (a local copy)",
         f"labelflow annotation quality for {spec.name}",
     )
     return Collection(stats, report, BatchTables(tasks, annotations, report.consensus), record, routed)
 
 
 def validate_collection(
-    spec: ProjectSpec, collection: Collection, validator: ValidatorPort, store: ObjectStorePort, steps: StepRunner
+    spec: ProjectSpec,
+    collection: Collection,
+    validator: ValidatorPort,
+    store: ObjectStorePort,
+    steps: StepRunner,
+    spec_path: str | None = None,
 ) -> ValidationSummary:
     """The Great Expectations gate on a collection's tables; raises ValidationFailed when they do not pass."""
     run_name = collection.record.batch_uri.rstrip("/").rsplit("/", 1)[-1]
@@ -164,7 +183,9 @@ def validate_collection(
         run_validation, store, spec, validator, tables.annotations, tables.consensus, tables.tasks, run_name
     )
     steps.artifact(
-        f"validation-{spec.slug}", validation_markdown(spec, summary), f"labelflow validation for {spec.name}"
+        f"validation-{spec.slug}",
+        validation_markdown(spec, summary, spec_path),
+        f"labelflow validation for {spec.name}",
     )
     if not summary.success:
         raise ValidationFailed(summary)
@@ -191,7 +212,7 @@ def register_collection(
     return result
 
 
-def validation_markdown(spec: ProjectSpec, summary: ValidationSummary) -> str:
+def validation_markdown(spec: ProjectSpec, summary: ValidationSummary, spec_path: str | None = None) -> str:
     """The Prefect artifact for a validation: verdict, failed expectations with examples, links to the full result."""
     lines = [f"# Validation of {spec.name}: {'passed' if summary.success else 'FAILED'}", ""]
     if summary.skipped:
@@ -201,7 +222,7 @@ def validation_markdown(spec: ProjectSpec, summary: ValidationSummary) -> str:
         + ", ".join(f"{k} {v}" for k, v in summary.rows.items()),
         "",
         f"Full result: `{summary.result_uri}`  ",
-        f"Data Docs (open offline): `{summary.docs_index}`",
+        f"Data Docs: `{summary.docs_index}`; open them in a browser: `{open_hint(spec_path, 'docs')}` (a local copy)",
         "",
     ]
     if summary.failed:

@@ -133,6 +133,20 @@ class LabelStudioClient:
         params = {"project": project_id, "query": json.dumps(query), "fields": "all"}
         return list(self._task_pages(params, "list tasks", page_size))
 
+    def tasks_updated_after(self, project_id: int, since: str, limit: int) -> list[dict[str, Any]]:
+        """At most `limit` tasks (id, updated_at) updated after `since` (Label Studio's timestamp format)."""
+        query = {
+            "filters": {
+                "conjunction": "and",
+                "items": [
+                    {"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime", "value": since}
+                ],
+            }
+        }
+        params = {"project": project_id, "query": json.dumps(query), "fields": "task_only", "page": 1}
+        payload = self._request("GET", "/api/tasks", "list updated tasks", params={**params, "page_size": limit}).json()
+        return [{"id": task["id"], "updated_at": task.get("updated_at")} for task in payload.get("tasks", [])]
+
     def _task_pages(self, params: dict[str, Any], action: str, page_size: int) -> Iterator[dict[str, Any]]:
         """Every task `/api/tasks` lists for these parameters, page after page."""
         seen = 0

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from labelflow.cli import render
-from labelflow.cli.errors import reported_failures
+from labelflow.cli.errors import json_stdout, reported_failures
 
 
 def pull(
@@ -19,18 +18,19 @@ def pull(
 ) -> None:
     """Download a published dataset version and verify every file's SHA-256 against its manifest."""
     from labelflow.datasets import dataset_registry
-    from labelflow.integrations.mlflow_tracking import MLflowError
-    from labelflow.integrations.object_store import ObjectStoreError
+    from labelflow.integrations.errors import AdapterError
     from labelflow.tasks.registry import DatasetIntegrityError, DatasetNotFound, parse_reference
 
-    with reported_failures(
-        "pull", DatasetIntegrityError, ObjectStoreError, MLflowError, bad_input=(DatasetNotFound, ValueError)
+    # AdapterError: the object store's and MLflow's errors (MLflow's client is never imported to read a version).
+    with (
+        json_stdout(as_json) as print_json,
+        reported_failures("pull", DatasetIntegrityError, AdapterError, bad_input=(DatasetNotFound, ValueError)),
     ):
         name, version = parse_reference(reference)
         pulled = dataset_registry().pull(name, version, out)
-    if as_json:
-        typer.echo(json.dumps(render.pulled_as_json(pulled), indent=2, ensure_ascii=False))
-        return
+        if as_json:
+            print_json(render.pulled_as_json(pulled))
+            return
     render.pulled_dataset(pulled)
 
 
@@ -40,13 +40,12 @@ def datasets(
 ) -> None:
     """List the published versions of a dataset."""
     from labelflow.datasets import dataset_registry
-    from labelflow.integrations.mlflow_tracking import MLflowError
+    from labelflow.integrations.errors import AdapterError
 
-    with reported_failures("datasets", MLflowError):
+    with json_stdout(as_json) as print_json, reported_failures("datasets", AdapterError):
         registry = dataset_registry()
-        versions = registry.versions(name)
-    rows = render.dataset_version_rows(registry, versions)
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
+        rows = render.dataset_version_rows(registry, registry.versions(name))
+        if as_json:
+            print_json(rows)
+            return
     render.dataset_versions(name, rows)

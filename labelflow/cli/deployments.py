@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Annotated
 import typer
 
 from labelflow.cli import render
-from labelflow.cli.errors import reported_failures
+from labelflow.cli.errors import json_stdout, reported_failures
 from labelflow.cli.render import err_console
 from labelflow.layout import PROJECT_DIR, WORK_POOL
 from labelflow.runtime import prefect_connection
@@ -31,7 +30,7 @@ def deploy(
     from labelflow.orchestration import DeployError, deploy_spec, parse_every
     from labelflow.tasks.spec import load_spec
 
-    with reported_failures("deploy", httpx.HTTPError, bad_input=(DeployError,)):
+    with json_stdout(as_json) as print_json, reported_failures("deploy", httpx.HTTPError, bad_input=(DeployError,)):
         project_spec = load_spec(spec)
         every = {
             "ingest": parse_every(ingest_every),
@@ -43,10 +42,10 @@ def deploy(
 
             with get_client(sync_client=True) as client:
                 deployed = deploy_spec(client, project_spec, spec, every, PROJECT_DIR, pool)
+        if as_json:
+            print_json(render.deployment_rows(deployed))
+            return
     ui = prefect.url.removesuffix("/api")
-    if as_json:
-        typer.echo(json.dumps(render.deployment_rows(deployed), indent=2))
-        return
     render.deployments(project_spec.name, deployed, ui)
 
 

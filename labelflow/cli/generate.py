@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from labelflow.cli.errors import console_logs_without_tracebacks_of, reported_failures
+from labelflow.cli.errors import console_logs_without_tracebacks_of, json_stdout, reported_failures
 from labelflow.cli.render import console
 from labelflow.runtime import prefect_connection
 
@@ -26,16 +25,19 @@ def generate(
 
     # A spec that cannot generate (a GenerateError is a SpecError) or an endpoint answering garbage is bad input
     # (exit 2), reported before anything is written; an outage or a refused request after the retries, exit 1.
-    with reported_failures("generate", OpenAICompatibleError, ObjectStoreError, bad_input=(MalformedAnswerError,)):
+    with (
+        json_stdout(as_json) as print_json,
+        reported_failures("generate", OpenAICompatibleError, ObjectStoreError, bad_input=(MalformedAnswerError,)),
+    ):
         check_generate(load_spec(spec))  # before any server is contacted
         with prefect_connection():
             from labelflow.flows.generate import generate as generate_flow
 
             console_logs_without_tracebacks_of(SpecError, GenerateError, OpenAICompatibleError, ObjectStoreError)
             summary = generate_flow(str(spec.resolve()), limit=limit)
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
-        return
+        if as_json:
+            print_json(summary)
+            return
     _render(summary)
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from labelflow.cli import render
-from labelflow.cli.errors import console_logs_without_tracebacks_of, fail, reported_failures
-from labelflow.cli.render import console, err_console
+from labelflow.cli.errors import console_logs_without_tracebacks_of, fail, json_stdout, reported_failures
+from labelflow.cli.render import console
 from labelflow.integrations.errors import SettingsError
 from labelflow.runtime import prefect_connection
 
@@ -40,8 +39,11 @@ def ingest(
     from labelflow.tasks.spec import SpecError, load_spec
 
     # A judge endpoint that answers garbage is bad input (exit 2); one that refuses or is down fails the run.
-    with reported_failures(
-        "ingest", LabelStudioError, ObjectStoreError, OpenAICompatibleError, bad_input=(MalformedAnswerError,)
+    with (
+        json_stdout(as_json) as print_json,
+        reported_failures(
+            "ingest", LabelStudioError, ObjectStoreError, OpenAICompatibleError, bad_input=(MalformedAnswerError,)
+        ),
     ):
         load_spec(spec)  # fail on a broken spec before any server is contacted
         with prefect_connection():
@@ -51,10 +53,10 @@ def ingest(
                 SpecError, LabelStudioError, ObjectStoreError, OpenAICompatibleError, MalformedAnswerError
             )
             summary = ingest_flow(str(spec.resolve()), limit=limit)
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
-        return
-    render.ingest_summary(summary)
+        if as_json:
+            print_json(summary)
+            return
+    render.ingest_summary(summary, str(spec))
 
 
 def collect(
@@ -63,6 +65,19 @@ def collect(
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON")] = False,
 ) -> None:
     """Collect annotations, judge quality, validate the batch and publish a new dataset version when it changed."""
+    with json_stdout(as_json) as print_json:
+        # Nothing changed since the last complete collect: its summary, found before Prefect, GX or MLflow load.
+        summary = None if full else _unchanged_since_last_collect(spec)
+        if summary is None:
+            summary = _collect_summary(spec, full)
+        if as_json:
+            print_json(summary)
+            return
+    render.collect_summary(summary, str(spec))
+
+
+def _collect_summary(spec: Path, full: bool) -> dict[str, Any]:
+    """Run the collect flow once; expected failures as one line and an exit code."""
     from labelflow.integrations.great_expectations import OfflineDocsError, SuiteError
     from labelflow.integrations.label_studio import LabelStudioError
     from labelflow.integrations.mlflow_tracking import MLflowError
@@ -98,14 +113,25 @@ def collect(
                     MLflowError,
                     ValidationFailed,
                 )
-                summary = collect_flow(str(spec.resolve()), full=full)
+                return collect_flow(str(spec.resolve()), full=full)
     except ValidationFailed as exc:
-        err_console.print(f"[bold red]validation failed[/bold red]: nothing was published\n{exc}")
-        raise typer.Exit(1) from None
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
-        return
-    render.collect_summary(summary)
+        raise fail("validation failed", RuntimeError(render.validation_failure(exc.summary, str(spec))), 1) from None
+
+
+def _unchanged_since_last_collect(spec: Path) -> dict[str, Any] | None:
+    """The last collect's summary when nothing changed since (None: there is work), without Prefect, GX or MLflow."""
+    from labelflow.integrations.errors import AdapterError
+    from labelflow.integrations.resources import Resources
+    from labelflow.tasks.collect_shortcut import unchanged_summary
+    from labelflow.tasks.spec import load_spec
+
+    with reported_failures("collect", AdapterError):
+        project_spec = load_spec(spec)
+        resources = Resources.from_settings()
+        try:
+            return unchanged_summary(resources.store, resources.label_studio_client, project_spec, str(spec.resolve()))
+        finally:
+            resources.label_studio_client.close()
 
 
 def _read_bytes(path: str) -> bytes:
@@ -149,8 +175,11 @@ def simulate(
     from labelflow.tasks.spec import load_spec
 
     # Malformed --accuracy, a bad truth file or an unusable simulation setup are input errors (exit 2).
-    with reported_failures(
-        "simulate", CollectError, LabelStudioError, ObjectStoreError, OSError, bad_input=(ValueError,)
+    with (
+        json_stdout(as_json) as print_json,
+        reported_failures(
+            "simulate", CollectError, LabelStudioError, ObjectStoreError, OSError, bad_input=(ValueError,)
+        ),
     ):
         project_spec = load_spec(spec)
         rates = [float(value) for value in accuracy.split(",") if value.strip()]
@@ -164,7 +193,7 @@ def simulate(
         project_id, result = simulate_annotations(
             resources, project_spec, people, gold, truth_pattern, per_task, limit, seed
         )
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-        return
+        if as_json:
+            print_json(result)
+            return
     render.simulation(project_id, result)

@@ -5,16 +5,38 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.table import Table
 
 if TYPE_CHECKING:
     from labelflow.infra.local_stack import ServiceStatus, UpReport
     from labelflow.orchestration import Deployed
     from labelflow.tasks.registry import DatasetRegistry, DatasetVersion, PulledDataset
+    from labelflow.tasks.validate import ValidationSummary
 
-console = Console()
-err_console = Console(stderr=True)
+# Wide enough that no line of a pipe or a file is ever wrapped or cut (tables fit their content, URLs stay whole).
+UNLIMITED_WIDTH = 100_000
+
+
+class WholeLinesWhenPiped(Console):
+    """A console that, writing to a pipe or a file, neither wraps nor cuts lines; at a terminal, the terminal's width."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        """The terminal's size, or an unlimited width when the output is not a terminal."""
+        size = super().size
+        if self.is_terminal or self._width is not None:
+            return size
+        return ConsoleDimensions(UNLIMITED_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console = WholeLinesWhenPiped()
+# Messages are never hard-wrapped, at a terminal either: a wrapped line splits the S3 addresses and URLs in it.
+err_console = WholeLinesWhenPiped(stderr=True, soft_wrap=True)
 
 INGEST_COUNTS = (
     "listed",
@@ -32,7 +54,7 @@ def stack_started(home: Path, reports: list[UpReport]) -> None:
     """`labelflow up`: each service's state and URL."""
     table = Table(title=f"labelflow local stack ({home})")
     for column in ("service", "state", "ready in", "url"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # never cut a URL or path
     for report in reports:
         ready = f"{report.seconds:.1f} s" if report.action == "started" else "-"
         table.add_row(report.name, report.action, ready, report.url)
@@ -51,15 +73,17 @@ def stack_status(home: Path, statuses: list[ServiceStatus]) -> None:
     """`labelflow status`: each service's process, health, URL and log."""
     table = Table(title=f"labelflow local stack ({home})")
     for column in ("service", "pid", "health", "url", "log"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # never cut a URL or path
     for s in statuses:
         health = "[green]healthy[/green]" if s.healthy else f"[red]{s.detail}[/red]"
         table.add_row(s.name, str(s.pid or "-"), health, s.url, s.log)
     console.print(table)
 
 
-def ingest_summary(summary: dict[str, Any]) -> None:
+def ingest_summary(summary: dict[str, Any], spec_path: str | None = None) -> None:
     """The ingest flow's summary: object counts, quarantine reasons, time per stage, where to look next."""
+    from labelflow.tasks.links import open_hint
+
     table = Table(title=f"ingest: {summary['project']}")
     table.add_column("")
     table.add_column("count", justify="right")
@@ -70,12 +94,18 @@ def ingest_summary(summary: dict[str, Any]) -> None:
     console.print(table)
     console.print("seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["seconds"].items()))
     console.print(f"Label Studio project: {summary['label_studio_url']}")
-    console.print(f"quarantine report: {summary['quarantine_report']}")
+    console.print(
+        f"quarantine report: {summary['quarantine_report']} (open it: {open_hint(spec_path, 'quarantine')})",
+        markup=False,
+    )
 
 
-def collect_summary(summary: dict[str, Any]) -> None:
+def collect_summary(summary: dict[str, Any], spec_path: str | None = None) -> None:
     """The collect flow's summary: what was collected, quality, annotators, validation and the dataset version."""
     # Imported here: the quality report module brings pandas and Prefect, which --help must not load.
+    from rich.markup import escape
+
+    from labelflow.tasks.links import open_hint
     from labelflow.tasks.quality_report import format_value
 
     stats = summary["collection"]
@@ -87,14 +117,16 @@ def collect_summary(summary: dict[str, Any]) -> None:
     console.print(_quality_table(summary["quality"]))
     console.print(_annotators_table(summary["annotators"]))
     console.print(f"routed back to Label Studio for another annotation: {summary['routed_back']} tasks")
-    console.print(f"quality report: {summary['report']}report.html")
+    console.print(
+        f"quality report: {summary['report']}report.html (open it: {open_hint(spec_path, 'report')})", markup=False
+    )
     validation = summary["validation"]
     if validation.get("skipped"):
         console.print(f"validation: skipped ({validation['skipped']})")
     else:
         console.print(
             f"validation: [green]passed[/green] {validation['evaluated']} expectations "
-            f"(Data Docs: {validation['docs_index']})"
+            f"(Data Docs: {validation['docs_index']}; open them: {escape(open_hint(spec_path, 'docs'))})"
         )
     dataset = summary["dataset"]
     if dataset.get("published"):
@@ -112,6 +144,28 @@ def collect_summary(summary: dict[str, Any]) -> None:
         console.print(f"mean task agreement: {format_value(agreement)}")
         console.print(f"MLflow: {dataset['mlflow_url']}")
     console.print(f"Label Studio project: {summary['label_studio_url']}")
+
+
+# Failed expectations a failed collect lists (two lines each); the rest are in the full result it links to.
+SHOWN_FAILED_EXPECTATIONS = 3
+
+
+def validation_failure(summary: ValidationSummary, spec_path: str | None = None) -> str:
+    """A failed validation in a few lines: the verdict, the first failed expectations with examples, the full result."""
+    from labelflow.tasks.links import open_hint
+
+    lines = summary.text().splitlines()
+    head, failures, tail = lines[0], lines[1:], []
+    if summary.docs_index:
+        failures, tail = failures[:-1], failures[-1:]
+    # each failed expectation is a "- ..." line and at most one indented detail line
+    starts = [i for i, line in enumerate(failures) if line.startswith("- ")]
+    if len(starts) > SHOWN_FAILED_EXPECTATIONS:
+        hidden = len(starts) - SHOWN_FAILED_EXPECTATIONS
+        failures = [*failures[: starts[SHOWN_FAILED_EXPECTATIONS]], f"- and {hidden} more failed expectations"]
+    if tail:
+        tail.append(f"open the Data Docs: {open_hint(spec_path, 'docs')}")
+    return "\n".join([f"nothing was published. {head}", *failures, *tail])
 
 
 def _quality_table(quality: dict[str, Any]) -> Table:
@@ -161,7 +215,7 @@ def pulled_dataset(pulled: PulledDataset) -> None:
     """`labelflow pull`: each verified file, its role, size and digest."""
     table = Table(title=f"{pulled.name} version {pulled.version}: {pulled.manifest['rows']} rows, verified")
     for column in ("file", "role", "bytes", "sha256"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # never cut a URL or path
     for entry in pulled.manifest["files"]:
         table.add_row(str(pulled.files[entry["path"]]), entry["role"], str(entry["bytes"]), entry["sha256"][:16] + "…")
     console.print(table)
@@ -196,7 +250,7 @@ def simulation(project_id: int, result: dict[str, Any]) -> None:
     """`labelflow simulate`: each simulated annotator's configured and observed accuracy."""
     table = Table(title=f"simulated annotation of project {project_id}")
     for column in ("annotator", "configured accuracy", "annotations", "observed accuracy"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # never cut a URL or path
     for row in result["annotators"]:
         configured = "spammer" if row["spammer"] else f"{row['configured_accuracy']:.0%}"
         observed = "–" if row["observed_accuracy"] is None else f"{row['observed_accuracy']:.1%}"
@@ -224,7 +278,7 @@ def deployments(project: str, deployed: list[Deployed], ui: str) -> None:
     """`labelflow deploy`: each stage's deployment, schedule and Prefect UI page, then how runs happen."""
     table = Table(title=f"deployments for {project}")
     for column in ("stage", "deployment", "schedule", "URL"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # never cut a URL or path
     for d in deployed:
         table.add_row(
             d.stage,

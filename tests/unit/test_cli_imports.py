@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast
+import http.server
 import json
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -118,3 +121,48 @@ def test_only_up_down_and_status_reach_the_local_stack_module() -> None:
     assert {"up", "down", "status"} <= users, "the commands that need the local stack were not found"
     # `demo` brings the stack up itself when it is not running (the README's one command).
     assert users <= {"_stack", "up", "down", "status", "demo"}, users
+
+
+class FakeMLflow(http.server.BaseHTTPRequestHandler):
+    """An MLflow tracking server that knows no experiment (what a read of an unknown dataset meets)."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no such experiment"}).encode()
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def fake_mlflow(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeMLflow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    yield url
+    server.shutdown()
+
+
+READ_ONLY_MUST_NOT_LOAD = ["prefect", "great_expectations", "mlflow"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("datasets", "some-dataset"), ("datasets", "some-dataset", "--json"), ("pull", "some-dataset:latest")],
+    ids=" ".join,
+)
+def test_reading_datasets_starts_no_prefect_engine_and_imports_neither_gx_nor_mlflow(
+    args: tuple[str, ...], fake_mlflow: str, tmp_path: Path
+) -> None:
+    extra = ("--out", str(tmp_path)) if args[0] == "pull" else ()
+    assert modules_loaded_by((*args, *extra), READ_ONLY_MUST_NOT_LOAD) == []
+
+
+def test_status_starts_no_prefect_engine_and_imports_neither_gx_nor_mlflow(tmp_path: Path) -> None:
+    assert modules_loaded_by(("status", "--home", str(tmp_path)), READ_ONLY_MUST_NOT_LOAD) == []

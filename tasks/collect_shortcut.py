@@ -1,0 +1,140 @@
+"""Whether a collect has nothing to do, found in a few requests before any flow machinery starts.
+
+A complete collect (validated, and registered or found unchanged) records its summary with a fingerprint of its
+inputs: the spec, the gold file, the expectation suites and labelflow's own revision. The next collect has nothing
+to do when the fingerprint is the same, the annotation table has not moved since (same watermark), and Label
+Studio holds no task updated after the watermark's window other than the ones collected as they are. It then
+returns the recorded summary instead of exporting, judging, validating and publishing the same batch again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from labelflow.integrations.object_store import ObjectStoreError
+from labelflow.tasks.annotation_store import AnnotationStore, Watermark, window_start
+from labelflow.tasks.ports import ObjectStorePort
+from labelflow.tasks.spec import ProjectSpec, S3Location
+
+if TYPE_CHECKING:
+    from labelflow.integrations.label_studio import LabelStudioClient
+
+LAST_RUN_KEY = "collect/last-run.json"
+# labelflow's own suites (the same folder tasks/validate.py reads when a spec names none)
+DEFAULT_SUITES = Path(__file__).resolve().parent.parent / "expectations"
+# More changed tasks than this and the check stops counting: the collect has work to do.
+CHANGED_TASKS_PAGE = 100
+
+
+def suite_folder(spec: ProjectSpec, spec_path: str | None) -> Path:
+    """The spec's expectation suites (relative to the spec file), or labelflow's own."""
+    if spec.validation.expectations is None:
+        return DEFAULT_SUITES
+    folder = Path(spec.validation.expectations)
+    if not folder.is_absolute() and spec_path:
+        folder = Path(spec_path).resolve().parent / folder
+    return folder
+
+
+def inputs_fingerprint(store: ObjectStorePort, spec: ProjectSpec, spec_path: str | None) -> str:
+    """A digest of everything besides the annotations that decides a collect's outcome."""
+    from labelflow.tasks.registry import pipeline_revision
+
+    digest = hashlib.sha256()
+    digest.update(spec.model_dump_json().encode())
+    digest.update(pipeline_revision().encode())
+    if spec.quality.gold is not None:
+        gold = S3Location.parse(spec.quality.gold)
+        try:
+            digest.update(hashlib.sha256(store.get_bytes(gold.bucket, gold.prefix)).digest())
+        except ObjectStoreError as exc:
+            if not exc.not_found:
+                raise
+            digest.update(b"no gold file")
+    folder = suite_folder(spec, spec_path)
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+        if path.is_file():
+            digest.update(str(path.relative_to(folder)).encode() + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _record_location(spec: ProjectSpec) -> tuple[str, str]:
+    state = spec.state_location
+    return state.bucket, state.join(LAST_RUN_KEY)
+
+
+def save_last_run(store: ObjectStorePort, spec: ProjectSpec, fingerprint: str, summary: dict[str, Any]) -> None:
+    """Record a complete collect: its summary, the fingerprint of its inputs and where the watermark stood."""
+    watermark = AnnotationStore(store, spec.state_location).watermark()
+    record = {
+        "fingerprint": fingerprint,
+        "watermark": json.loads(watermark.to_json()),
+        "collected_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "summary": summary,
+    }
+    bucket, key = _record_location(spec)
+    payload = json.dumps(record, ensure_ascii=False, default=str).encode("utf-8")
+    store.put_bytes(bucket, key, payload, "application/json")
+
+
+def unchanged_summary(
+    store: ObjectStorePort, ls: LabelStudioClient, spec: ProjectSpec, spec_path: str | None
+) -> dict[str, Any] | None:
+    """The last complete collect's summary, marked unchanged, when nothing changed since; None when there is work."""
+    began = time.perf_counter()
+    bucket, key = _record_location(spec)
+    try:
+        record = json.loads(store.get_bytes(bucket, key))
+    except ObjectStoreError as exc:
+        if exc.not_found:
+            return None
+        raise
+    watermark = AnnotationStore(store, spec.state_location).watermark()
+    if json.loads(watermark.to_json()) != record.get("watermark") or watermark.project_id is None:
+        return None  # the table moved since (another collect), or nothing was ever collected
+    if record.get("fingerprint") != inputs_fingerprint(store, spec, spec_path):
+        return None
+    if _tasks_changed_since(ls, watermark, spec):
+        return None
+    return _as_unchanged(record, time.perf_counter() - began)
+
+
+def _tasks_changed_since(ls: LabelStudioClient, watermark: Watermark, spec: ProjectSpec) -> bool:
+    """Whether Label Studio holds a task updated after the watermark's window, other than those collected as they are."""
+    assert watermark.project_id is not None
+    since = window_start(watermark, spec.collect.window_seconds)
+    if since is None:
+        return True
+    updated = ls.tasks_updated_after(watermark.project_id, since, CHANGED_TASKS_PAGE)
+    if len(updated) >= CHANGED_TASKS_PAGE:
+        return True
+    return any(watermark.edge.get(str(task["id"])) != task.get("updated_at") for task in updated)
+
+
+def _as_unchanged(record: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The recorded summary, saying that this run collected nothing and published nothing new."""
+    summary = dict(record["summary"])
+    summary["collection"] = {
+        **summary.get("collection", {}),
+        "mode": "unchanged",
+        "exported_tasks": 0,
+        "changed_tasks": 0,
+        "unchanged_at_edge": 0,
+        "deleted_tasks": 0,
+        "annotation_rows": 0,
+        "invalid_annotations": 0,
+        "seconds": {"check": seconds},
+    }
+    summary["routed_back"] = 0
+    summary["unchanged_since"] = record["collected_at"]
+    dataset = dict(summary.get("dataset", {}))
+    if "version" in dataset:
+        dataset["published"] = False
+        dataset["reason"] = f"nothing changed since the collect of {record['collected_at']}"
+    summary["dataset"] = dataset
+    return summary
