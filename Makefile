@@ -56,3 +56,23 @@ down:
 
 status:
 	$(UV) run labelflow status
+
+# `labelflow up --db postgres` runs PostgreSQL from the machine (production's database; see infra/compose): Debian's
+# server package, installed with apt-get when missing if run as root; otherwise the command is printed.
+.PHONY: postgres test-postgres
+POSTGRES_PACKAGES := postgresql
+
+postgres:
+	@if command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(POSTGRES_PACKAGES); \
+	else \
+		echo "--db postgres needs PostgreSQL; run: sudo apt-get update && sudo apt-get install -y $(POSTGRES_PACKAGES)"; \
+	fi
+
+# The ingest -> collect -> publish path and the concurrency test on a stack of its own whose services use PostgreSQL.
+test-postgres: setup postgres
+	LABELFLOW_TEST_DB=postgres LABELFLOW_TEST_HOME=.labelflow-test-pg LABELFLOW_TEST_PORT_OFFSET=200 \
+		$(UV) run pytest tests/integration/test_postgres_stack.py tests/integration/test_stack.py \
+		-k "postgres or eight_annotators"

@@ -10,12 +10,14 @@ import httpx
 from labelflow.infra.credentials import Credentials
 from labelflow.infra.services import MLFLOW_ARTIFACT_BUCKET
 from labelflow.infra.stack_config import LOOPBACK, StackConfig, StackError
-from labelflow.integrations.object_store import ObjectStore, ObjectStoreError
 from labelflow.integrations.settings import S3Settings
 
 
 def ensure_mlflow_artifact_bucket(config: StackConfig, creds: Credentials, s3_log: Path) -> None:
     """Create the bucket MLflow stores artifacts in, retrying for a minute while SeaweedFS settles."""
+    # Imported here: `labelflow status` loads this module, and the S3 clients take a second to import.
+    from labelflow.integrations.object_store import ObjectStore, ObjectStoreError
+
     store = ObjectStore(
         S3Settings(
             endpoint_url=f"http://{LOOPBACK}:{config.s3_port}",

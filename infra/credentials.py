@@ -40,6 +40,7 @@ class Credentials:
     seaweed_jwt_read_key: str = ""
     seaweed_filer_jwt_write_key: str = ""
     seaweed_filer_jwt_read_key: str = ""
+    postgres_password: str = ""  # the `labelflow` superuser of the stack's PostgreSQL (`up --db postgres`)
 
     @classmethod
     def placeholder(cls) -> Credentials:
@@ -57,6 +58,7 @@ class Credentials:
                 "seaweed_jwt_read_key",
                 "seaweed_filer_jwt_write_key",
                 "seaweed_filer_jwt_read_key",
+                "postgres_password",
             )
             if not getattr(self, name)
         }

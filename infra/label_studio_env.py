@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from labelflow.infra.credentials import Credentials
+from labelflow.infra.postgres import label_studio_database_variables
 from labelflow.infra.stack_config import LOOPBACK, StackConfig, StackError, log_tail
 
 LABEL_STUDIO_REQUIREMENTS = Path(__file__).parent / "local" / "label-studio-requirements.txt"
@@ -71,7 +72,7 @@ def banned_subnets_except_loopback_host() -> list[str]:
 def label_studio_variables(config: StackConfig, creds: Credentials) -> dict[str, str]:
     """The environment variables Label Studio's server starts with (on top of the common child environment)."""
     data = config.data_dir
-    return {
+    variables = {
         "LABEL_STUDIO_BASE_DATA_DIR": str(data / "label-studio"),
         "DJANGO_DB": "sqlite",
         "LABEL_STUDIO_HOST": f"http://{LOOPBACK}:{config.label_studio_port}",
@@ -97,6 +98,9 @@ def label_studio_variables(config: StackConfig, creds: Credentials) -> dict[str,
         "DJANGO_SETTINGS_MODULE": LABEL_STUDIO_SETTINGS_MODULE,
         "PYTHONPATH": str(LABEL_STUDIO_SETTINGS_DIR),
     }
+    if config.database == "postgres":
+        variables.update(label_studio_database_variables(config, creds.postgres_password))
+    return variables
 
 
 def ensure_label_studio_venv(

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from labelflow.infra import postgres
 from labelflow.infra.bootstrap import ensure_label_studio_token, ensure_mlflow_artifact_bucket
 from labelflow.infra.credentials import (
     Credentials,
@@ -119,6 +120,7 @@ class LocalStack(ServiceSupervisor):
         creds = Credentials.load_or_create(self.config.home)
         ensure_grpc_tls(self.config.seaweedfs_tls_dir)
         self._write_seaweed_identities(creds)
+        self._record_database()
         services = self._services(creds, with_worker)
         servers = [s for s in services if s.name != "worker"]
         weed_service = next(s for s in services if s.name == "s3")
@@ -153,12 +155,22 @@ class LocalStack(ServiceSupervisor):
             )
         if any(s.name == "label-studio" for s in to_start):
             self.ensure_label_studio_env(echo)
+        started_at: dict[str, float] = {s.name: time.monotonic() for s in running}
+        durations: dict[str, float] = {}
+        database = [s for s in services if s.name == "postgres"]
+        if database:  # before every other server: Label Studio, Prefect and MLflow migrate their databases at start
+            if database[0] in to_start:
+                postgres.ensure_cluster(self.config, creds.postgres_password)
+                echo("starting postgres ...")
+                started_at["postgres"] = time.monotonic()
+                self._start(database[0])
+                durations.update(self._wait_healthy(database, started_at))
+            for name in postgres.ensure_databases(self.config, creds.postgres_password):
+                echo(f"created database {name}")
         for sub in ("seaweedfs", "label-studio", "mlflow", "prefect"):
             (self.config.data_dir / sub).mkdir(parents=True, exist_ok=True)
 
-        started_at: dict[str, float] = {s.name: time.monotonic() for s in running}
-        durations: dict[str, float] = {}
-        for service in [s for s in to_start if s.name not in {"worker", "s3"}]:
+        for service in [s for s in to_start if s.name not in {"worker", "s3", "postgres"}]:
             echo(f"starting {service.name} ...")
             started_at[service.name] = time.monotonic()
             self._start(service)
@@ -191,6 +203,25 @@ class LocalStack(ServiceSupervisor):
             for s in services
         ]
 
+    def _record_database(self) -> None:
+        """Keep the database `up` was asked for in the home; refuse to switch under running services."""
+        recorded = self.config.recorded_database
+        wanted = self.config.database
+        if (recorded or "sqlite") != wanted:  # a home from before database.json ran on SQLite
+            running = [
+                name
+                for name in ("postgres", "listener", "s3", "label-studio", "mlflow", "prefect", "worker")
+                if self.running(name)
+            ]
+            if running:
+                raise StackError(
+                    f"the stack runs on {recorded or 'sqlite'}: stop it with `labelflow down` before `up --db {wanted}` "
+                    f"(each database keeps its own projects, flow runs and experiments)"
+                )
+        if recorded != wanted:
+            write_private_json(self.config.database_file, {"db": wanted})
+        self.config = self.config.model_copy(update={"db": wanted})
+
     def _after_start(self, creds: Credentials) -> None:
         """One-off setup that needs the servers: the MLflow artifact bucket and a working LS token."""
         ensure_mlflow_artifact_bucket(self.config, creds, self.log_path("s3"))
@@ -217,7 +248,7 @@ class LocalStack(ServiceSupervisor):
     def recorded_config(self) -> StackConfig:
         """This stack's configuration with the ports its running services were started with (run/*.json)."""
         recorded: dict[str, dict[str, int]] = {}
-        for name in ("listener", "s3", "label-studio", "mlflow", "prefect", "worker"):
+        for name in ("postgres", "listener", "s3", "label-studio", "mlflow", "prefect", "worker"):
             state = self._read_state(name)
             if state and isinstance(state.get("ports"), dict):
                 recorded[name] = state["ports"]
@@ -255,6 +286,7 @@ class LocalStack(ServiceSupervisor):
         config = self.recorded_config()
         return {
             "home": str(config.home),
+            "database": config.database,
             "env": connection_env(config, creds),
             "label_studio_login": {
                 "url": f"http://{LOOPBACK}:{config.label_studio_port}",

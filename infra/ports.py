@@ -10,6 +10,8 @@ STACK_PORTS: dict[str, tuple[str, int]] = {
     "prefect_port": ("Prefect", 4200),
     "listener_port": ("event listener (webhooks)", 8700),
     "worker_health_port": ("worker health (--with-worker)", 8701),
+    # beside, not on, a system PostgreSQL's 5432
+    "postgres_port": ("PostgreSQL (--db postgres)", 5433),
     "weed_master_port": ("SeaweedFS master", 9333),
     "weed_volume_port": ("SeaweedFS volume", 8480),
     "weed_filer_port": ("SeaweedFS filer", 8888),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from labelflow.infra import postgres
 from labelflow.infra.credentials import Credentials, connection_env
 from labelflow.infra.label_studio_env import LABEL_STUDIO_SERVE_MODULE, label_studio_variables
 from labelflow.infra.seaweedfs_security import seaweedfs_security_env
@@ -33,6 +34,10 @@ class Service:
     command: list[str]
     env: dict[str, str]
     healthy_when: Callable[[httpx.Response], bool] = field(default=lambda r: r.status_code == 200)
+    # A health check that is not an HTTP GET (PostgreSQL): (healthy, detail).
+    probe: Callable[[], tuple[bool, str]] | None = None
+    # The system user the process runs as (None: the caller); PostgreSQL refuses to run as root.
+    run_as: str | None = None
 
 
 def _bin(name: str) -> str:
@@ -82,14 +87,32 @@ def _loopback_service(
 
 
 def build_services(config: StackConfig, creds: Credentials) -> list[Service]:
-    """The five services in start order (the event listener first), each with its command line and environment."""
+    """The services in start order (PostgreSQL with `--db postgres`, then the event listener first)."""
+    database = [_postgres_service(config)] if config.database == "postgres" else []
     return [
+        *database,
         build_listener_service(config, creds),
         _seaweedfs_service(config, creds),
         _label_studio_service(config, creds),
         _mlflow_service(config, creds),
-        _prefect_service(config),
+        _prefect_service(config, creds),
     ]
+
+
+def _postgres_service(config: StackConfig) -> Service:
+    """One PostgreSQL server with a database each for Label Studio, Prefect and MLflow (as in infra/compose)."""
+    url = f"postgresql://{LOOPBACK}:{config.postgres_port}"
+    return Service(
+        name="postgres",
+        title="PostgreSQL (Label Studio, Prefect, MLflow)",
+        url=url,
+        health_url=url,
+        ports={"postgres": config.postgres_port},
+        command=postgres.server_command(config),
+        env={**base_env(), "LC_ALL": "C.UTF-8"},
+        probe=lambda: postgres.is_ready(config),
+        run_as=postgres.run_as(),
+    )
 
 
 def _seaweedfs_service(config: StackConfig, creds: Credentials) -> Service:
@@ -200,7 +223,7 @@ def _label_studio_service(config: StackConfig, creds: Credentials) -> Service:
 
 
 def _mlflow_service(config: StackConfig, creds: Credentials) -> Service:
-    """The MLflow tracking server: run metadata in SQLite, artifacts in the stack's own S3 bucket."""
+    """The MLflow tracking server: run metadata in SQLite or PostgreSQL, artifacts in the stack's own S3 bucket."""
     data = config.data_dir
     s3_url = f"http://{LOOPBACK}:{config.s3_port}"
     mlflow_env = base_env()
@@ -214,6 +237,11 @@ def _mlflow_service(config: StackConfig, creds: Credentials) -> Service:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     )
+    if config.database == "postgres":  # in the environment, not on a command line any local user can read
+        mlflow_env["MLFLOW_BACKEND_STORE_URI"] = postgres.database_url(config, creds.postgres_password, "mlflow")
+        store: list[str] = []
+    else:
+        store = ["--backend-store-uri", f"sqlite:///{data / 'mlflow' / 'mlflow.db'}"]
     return _loopback_service(
         "mlflow",
         "MLflow tracking server",
@@ -225,8 +253,7 @@ def _mlflow_service(config: StackConfig, creds: Credentials) -> Service:
             LOOPBACK,
             "--port",
             str(config.mlflow_port),
-            "--backend-store-uri",
-            f"sqlite:///{data / 'mlflow' / 'mlflow.db'}",
+            *store,
             "--artifacts-destination",
             f"s3://{MLFLOW_ARTIFACT_BUCKET}/artifacts",
             "--workers",
@@ -236,8 +263,8 @@ def _mlflow_service(config: StackConfig, creds: Credentials) -> Service:
     )
 
 
-def _prefect_service(config: StackConfig) -> Service:
-    """The Prefect server with its SQLite database under the stack's data directory."""
+def _prefect_service(config: StackConfig, creds: Credentials) -> Service:
+    """The Prefect server with its SQLite database under the stack's data directory, or on PostgreSQL."""
     data = config.data_dir
     prefect_url = f"http://{LOOPBACK}:{config.prefect_port}"
     prefect_env = base_env()
@@ -245,7 +272,11 @@ def _prefect_service(config: StackConfig) -> Service:
         {
             "PREFECT_HOME": str(data / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{data / 'prefect' / 'prefect.db'}",
+            "PREFECT_API_DATABASE_CONNECTION_URL": (
+                postgres.database_url(config, creds.postgres_password, "prefect", driver="postgresql+asyncpg")
+                if config.database == "postgres"
+                else f"sqlite+aiosqlite:///{data / 'prefect' / 'prefect.db'}"
+            ),
             "PREFECT_UI_API_URL": f"{prefect_url}/api",
             "PREFECT_SERVER_API_HOST": LOOPBACK,
             "PREFECT_SERVER_API_PORT": str(config.prefect_port),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +38,10 @@ class StackConfig(BaseSettings):
     weed_admin_port: int = STACK_PORTS["weed_admin_port"][1]
     listener_port: int = STACK_PORTS["listener_port"][1]
     worker_health_port: int = STACK_PORTS["worker_health_port"][1]
+    postgres_port: int = STACK_PORTS["postgres_port"][1]
+    # The services' databases: SQLite files, or one PostgreSQL server as in production (`up --db`). None: what this
+    # home was last started with (database.json), SQLite for a new home.
+    db: Literal["sqlite", "postgres"] | None = None
     # A starting service is waited for while it makes progress (its log grows or it uses CPU), up to a cap.
     start_stall_seconds: float = 120.0
     start_max_seconds: float = 1200.0
@@ -55,6 +61,7 @@ class StackConfig(BaseSettings):
         "weed_admin_port",
         "listener_port",
         "worker_health_port",
+        "postgres_port",
     )
     @classmethod
     def _port_range(cls, value: int) -> int:
@@ -84,6 +91,25 @@ class StackConfig(BaseSettings):
         return self.label_studio_venv_dir or self.home / "venvs" / "label-studio"
 
     @property
+    def database_file(self) -> Path:
+        """Which database the home's services were last started with (read by later `up`, `status`, `down`)."""
+        return self.home / "database.json"
+
+    @property
+    def recorded_database(self) -> str | None:
+        """The database recorded in the home, or None for a home never started."""
+        try:
+            value = json.loads(self.database_file.read_text(encoding="utf-8")).get("db")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return value if value in ("sqlite", "postgres") else None
+
+    @property
+    def database(self) -> str:
+        """`sqlite` or `postgres`: asked for, else recorded, else SQLite."""
+        return self.db or self.recorded_database or "sqlite"
+
+    @property
     def seaweedfs_tls_dir(self) -> Path:
         """SeaweedFS's private CA, certificate and key for mutual TLS on its gRPC ports."""
         return self.home / TLS_DIR_NAME
@@ -101,6 +127,7 @@ class StackConfig(BaseSettings):
             ("prefect", "http"): "prefect_port",
             ("listener", "http"): "listener_port",
             ("worker", "health"): "worker_health_port",
+            ("postgres", "postgres"): "postgres_port",
         }
         update = {
             name: int(recorded[service][role])

@@ -93,7 +93,8 @@ def local_stack() -> Iterator[RunningStack]:
     env = stack_env(USER_HOME)
     if env and USER_HOME.resolve() != TEST_HOME:
         user_stack_before = take_inventory(env)  # what the user's stack holds, checked again at the session's end
-    stack = LocalStack(StackConfig())
+    # LABELFLOW_TEST_DB=postgres: the suite's stack runs its services on PostgreSQL (`make test-postgres`)
+    stack = LocalStack(StackConfig(db=os.environ.get("LABELFLOW_TEST_DB") or None))
     already_running = all(s.running for s in stack.status())
     reports = stack.up(echo=print)
     env = read_stack_connection()

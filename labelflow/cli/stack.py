@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from labelflow.cli import render
-from labelflow.cli.errors import fail, reported_failures
+from labelflow.cli.errors import fail, json_stdout, reported_failures
 from labelflow.cli.render import console
 from labelflow.runtime import prefect_connection
 
@@ -19,15 +19,22 @@ if TYPE_CHECKING:
     from labelflow.infra.local_stack import LocalStack
 
 
-def _stack(home: Path | None, **ports: int | None) -> LocalStack:
+def _stack(home: Path | None, **settings: int | str | None) -> LocalStack:
     """Stack configuration from options, then LABELFLOW_STACK_* variables, then defaults."""
     # Imported here: only up, down and status need the local stack's machinery (and its clients).
     from labelflow.infra.local_stack import LocalStack, StackConfig
 
-    overrides = {key: value for key, value in ports.items() if value is not None}
+    overrides = {key: value for key, value in settings.items() if value is not None}
     if home is not None:
         overrides["home"] = home.resolve()
     return LocalStack(StackConfig(**overrides))
+
+
+class DatabaseChoice(StrEnum):
+    """What `up --db` accepts."""
+
+    sqlite = "sqlite"
+    postgres = "postgres"
 
 
 HomeOption = Annotated[
@@ -54,6 +61,15 @@ def up(
     with_worker: Annotated[
         bool, typer.Option(help="Also start `labelflow worker` (runs the deployments' flow runs)")
     ] = False,
+    db: Annotated[
+        DatabaseChoice | None,
+        typer.Option(
+            "--db",
+            help="The services' databases: SQLite files, or one PostgreSQL server (port env "
+            "LABELFLOW_STACK_POSTGRES_PORT; default 5433) as in production. Kept for later runs "
+            "[default: what this home last used, else sqlite]",
+        ),
+    ] = None,
 ) -> None:
     """Start the local stack (event listener, SeaweedFS S3, Label Studio, MLflow, Prefect) on 127.0.0.1; idempotent."""
     stack = _stack(
@@ -63,6 +79,7 @@ def up(
         mlflow_port=mlflow_port,
         prefect_port=prefect_port,
         listener_port=listener_port,
+        db=db.value if db else None,
     )
     from labelflow.infra.local_stack import StackError
 
@@ -89,17 +106,18 @@ def status(
     ] = False,
 ) -> None:
     """Show each local service, its URL and health; exit 1 if any is down."""
-    stack = _stack(home)
-    statuses = stack.status()
-    if as_json:
-        payload = {"services": [s.as_dict() for s in statuses]}
-        if (stack.config.home / "credentials.json").is_file():
-            payload.update(stack.connection())
-        typer.echo(json.dumps(payload, indent=2))
-    else:
-        render.stack_status(stack.config.home, statuses)
-    if not all(s.healthy for s in statuses):
-        raise typer.Exit(1)
+    with json_stdout(as_json) as print_json:
+        stack = _stack(home)
+        statuses = stack.status()
+        if as_json:
+            payload = {"services": [s.as_dict() for s in statuses]}
+            if (stack.config.home / "credentials.json").is_file():
+                payload.update(stack.connection())
+            print_json(payload)
+        else:
+            render.stack_status(stack.config.home, statuses)
+        if not all(s.healthy for s in statuses):
+            raise typer.Exit(1)
 
 
 def demo(
