@@ -284,8 +284,9 @@ def ensure_project(ls: LabelStudioPort, store: ObjectStorePort, spec: ProjectSpe
         "overlap_cohort_percentage": 100,
         "expert_instruction": spec.instructions or "",
         "show_instruction": bool(spec.instructions),
-        # Label Studio then disables Submit until the annotation holds an answer: an empty one blocks publishing.
-        "enable_empty_annotation": False,
+        # Label Studio then disables Submit until the annotation holds an answer: an empty one blocks publishing
+        # (a typed answer is `required` instead: TaskType.refuse_empty_annotations).
+        "enable_empty_annotation": not spec.task_type.refuse_empty_annotations,
     }
     if recorded is not None:
         check_record_owner(recorded, spec)

@@ -49,6 +49,10 @@ class TaskType(ABC):
     list_record_fields: ClassVar[frozenset[str]] = frozenset()  # fields holding several values (a list of paths)
     hidden_record_fields: ClassVar[frozenset[str]] = frozenset()  # record fields kept out of Label Studio
     options_model: ClassVar[type[BaseModel] | None] = None  # the type's own settings (spec `options:`)
+    # Label Studio's project setting against empty Submits. A type whose answer is typed text turns it off: there
+    # Submit stays disabled until the typed text is committed (Shift+Enter / Add), which annotators do not expect;
+    # its `required` TextArea refuses an empty answer instead and submits text still being typed.
+    refuse_empty_annotations: ClassVar[bool] = True
 
     @property
     def data_key(self) -> str:

@@ -123,6 +123,7 @@ class SupervisedFineTuning(RecordTaskType):
     optional_record_fields: ClassVar[tuple[str, ...]] = ("draft", "draft_model", *COMMON_OPTIONAL_FIELDS)
     options_model = SftOptions
     control_names: ClassVar[frozenset[str]] = frozenset({FROM_NAME})
+    refuse_empty_annotations: ClassVar[bool] = False  # the answer TextArea is `required` instead (see the base)
 
     # --- spec and interface -----------------------------------------------------------------------------------
 

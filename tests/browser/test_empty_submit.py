@@ -195,3 +195,21 @@ def test_a_grading_without_a_score_is_refused_with_a_warning_and_nothing_is_save
     assert shown_message(page, 'Rating "label" is required.'), "no warning for the missing score"
     page.screenshot(screenshots, "grading-without-score")
     assert_nothing_saved(label_studio, task["id"])
+
+
+def test_an_sft_answer_left_empty_is_refused_with_a_warning_and_nothing_is_saved(
+    page: LabelingPage,
+    ingest_records: Callable[..., Ingested],
+    label_studio: LabelStudioClient,
+    screenshots: Path,
+) -> None:
+    """A typed answer: Submit stays enabled (no Add needed: tests/browser/test_labeling_pages.py submits typed text)."""
+    rows = [{"id": "egg", "question": "怎么煮鸡蛋？"}]
+    project = ingest_records("sft", {"prompt": "question"}, rows, {})
+    task = project.tasks["egg"]
+    page.open(project.project_id, task["id"], shows=rows[0]["question"])
+
+    page.submit()
+    assert shown_message(page, 'Input for the textarea "label" is required.'), "no warning for the empty answer"
+    page.screenshot(screenshots, "sft-empty-answer")
+    assert_nothing_saved(label_studio, task["id"])

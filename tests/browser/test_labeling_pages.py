@@ -107,6 +107,8 @@ def labeling_page(browser: Any, local_stack: RunningStack) -> LabelingPage:
     # A few tries: Label Studio's SQLite database answers "database is locked" now and then under concurrent load.
     for _ in range(LOGIN_TRIES):
         browser.get(f"{base_url}/user/login/")
+        if "/user/login" not in browser.current_url:  # the session's browser is logged in already (another module)
+            return LabelingPage(browser, base_url)
         browser.find_element(By.NAME, "email").send_keys(login["username"])
         browser.find_element(By.NAME, "password").send_keys(login["password"])
         browser.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()

@@ -66,7 +66,9 @@ def test_every_task_types_project_refuses_an_empty_annotation(
     project_id = ensure_project(label_studio, object_store, spec)
     project = label_studio.get_project(project_id)
     assert project is not None
-    assert project["enable_empty_annotation"] is False
+    # A typed answer (sft) is refused empty by its `required` TextArea instead (tests/browser/test_empty_submit.py).
+    assert project["enable_empty_annotation"] is (not spec.task_type.refuse_empty_annotations)
+    assert spec.task_type.refuse_empty_annotations or 'required="true"' in project["label_config"]
     # Label Studio took the interface as built (with `required` and the region types' "nothing to mark" answer).
     assert project["label_config"] == build_label_config(spec)
 
