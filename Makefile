@@ -1,6 +1,7 @@
 # The two commands a newcomer needs:  `make demo`  (set up, start the local stack, run the demo end to end)
-#                                      `make test`  (set up, install the test browser, lint, run every test against the
-#                                                    real local stack)
+#                                      `make test`  (set up, install the test browser and PostgreSQL, lint, run every
+#                                                    test against a real local stack of the suite's own, then the
+#                                                    PostgreSQL tests on a second one)
 # Everything is installed into this checkout: uv (if not already on PATH) into .tools/, the locked
 # environment into .venv/, Label Studio's own environment into .labelflow/venvs/ on first `labelflow up`.
 
@@ -39,10 +40,11 @@ browser:
 demo: setup
 	$(UV) run labelflow demo
 
-test: setup browser
+test: setup browser postgres
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run pytest
+	$(MAKE) --no-print-directory test-postgres
 
 lint: setup
 	$(UV) run ruff check .
