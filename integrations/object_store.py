@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import io
 import re
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import boto3
 import urllib3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
-from minio import Minio
-from minio.error import S3Error
 
 from labelflow.integrations.errors import AdapterError
 from labelflow.integrations.settings import S3Settings
+
+if TYPE_CHECKING:
+    from minio import Minio
 
 NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "NotFound", "404"}
 # Errors worth retrying: the server is down, overloaded or briefly unreachable.
@@ -80,21 +80,62 @@ class StoredObject:
         return f"s3://{self.bucket}/{self.key}"
 
 
+def _loaded_class(module: str, name: str) -> type | None:
+    """A client library's class when that library is loaded, else None (an error can only come from a loaded one)."""
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name, None) if loaded is not None else None
+
+
+def _is_a(exc: Exception, module: str, *names: str) -> bool:
+    """Whether `exc` is one of the named classes of `module`, without importing it (minio and boto3 load lazily)."""
+    classes = tuple(c for c in (_loaded_class(module, name) for name in names) if c is not None)
+    return bool(classes) and isinstance(exc, classes)
+
+
+# The except clauses below name the client libraries' error classes through these functions: an except clause's
+# expression is evaluated only when an exception reaches it, by which time the client that raised it is loaded.
+def _minio_errors() -> tuple[type[Exception], ...]:
+    """What a MinIO client call raises."""
+    from minio.error import S3Error
+
+    return (S3Error, urllib3.exceptions.HTTPError)
+
+
+def _boto_errors() -> tuple[type[Exception], ...]:
+    """What a boto3 client call raises."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (ClientError, BotoCoreError)
+
+
+def _client_errors() -> tuple[type[Exception], ...]:
+    """What a call through either client raises, of the libraries loaded (matching never imports the other)."""
+    names = [
+        ("minio.error", "S3Error"),
+        ("botocore.exceptions", "ClientError"),
+        ("botocore.exceptions", "BotoCoreError"),
+    ]
+    loaded = [found for found in (_loaded_class(module, name) for module, name in names) if found is not None]
+    return (*loaded, urllib3.exceptions.HTTPError)
+
+
 def _wrap(action: str, exc: Exception) -> ObjectStoreError:
     """Turn a client error into one message saying what failed and whether retrying can help."""
-    if isinstance(exc, S3Error):
+    if _is_a(exc, "minio.error", "S3Error"):
         status = str(exc.response.status) if exc.response is not None else ""
         transient = exc.code in TRANSIENT_CODES or status.startswith("5")
         not_found = exc.code in NOT_FOUND_CODES or status == "404"
         return ObjectStoreError(f"{action}: {exc.code}: {exc.message}", transient=transient, not_found=not_found)
-    if isinstance(exc, ClientError):
+    if _is_a(exc, "botocore.exceptions", "ClientError"):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
         message = exc.response.get("Error", {}).get("Message", "") or str(exc)
         transient = code in TRANSIENT_CODES or status.startswith("5")
         not_found = code in NOT_FOUND_CODES or status == "404"
         return ObjectStoreError(f"{action}: {code or status}: {message}", transient=transient, not_found=not_found)
-    if isinstance(exc, urllib3.exceptions.HTTPError | BotoConnectionError | HTTPClientError):
+    if isinstance(exc, urllib3.exceptions.HTTPError) or _is_a(
+        exc, "botocore.exceptions", "ConnectionError", "HTTPClientError"
+    ):
         reason = f"{_reason_of(exc)} (retried {CALL_RETRIES} times)"
         return ObjectStoreError(f"{action}: cannot reach the object store{_endpoint_of(exc)}: {reason}", transient=True)
     return ObjectStoreError(f"{action}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", transient=False)
@@ -129,29 +170,63 @@ class ObjectStore:
 
     def __init__(self, settings: S3Settings, max_connections: int = 32) -> None:
         self.settings = settings
-        parts = urlsplit(settings.endpoint)
-        self._fast = Minio(
+        self.max_connections = max_connections
+        # Each client is built, and its library imported, on first use: importing both takes about a second, and a
+        # read (`labelflow datasets`, `pull`, the collect shortcut) needs only MinIO's. Built under a lock: ingest's
+        # download threads share one store, and boto3 must not build two clients at once from its default session.
+        self._clients_lock = threading.Lock()
+        self._minio_client: Minio | None = None
+        self._boto_client: Any = None
+
+    @property
+    def _fast(self) -> Minio:
+        """The MinIO client: reads, writes and listings."""
+        if self._minio_client is None:
+            with self._clients_lock:
+                if self._minio_client is None:
+                    self._minio_client = self._build_minio_client()
+        return self._minio_client
+
+    @property
+    def _client(self) -> Any:
+        """The boto3 S3 client: bucket calls, conditional writes, deletes, presigning and keys MinIO refuses."""
+        if self._boto_client is None:
+            with self._clients_lock:
+                if self._boto_client is None:
+                    self._boto_client = self._build_boto_client()
+        return self._boto_client
+
+    def _build_minio_client(self) -> Minio:
+        from minio import Minio
+
+        parts = urlsplit(self.settings.endpoint)
+        return Minio(
             parts.netloc,
-            access_key=settings.access_key,
-            secret_key=settings.secret_key.get_secret_value(),
+            access_key=self.settings.access_key,
+            secret_key=self.settings.secret_key.get_secret_value(),
             secure=parts.scheme == "https",
-            region=settings.region,
+            region=self.settings.region,
             http_client=urllib3.PoolManager(
-                maxsize=max_connections,
+                maxsize=self.max_connections,
                 timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS),
                 retries=urllib3.Retry(total=CALL_RETRIES, backoff_factor=0.5, status_forcelist=[500, 502, 503, 504]),
             ),
         )
-        self._client = boto3.client(
+
+    def _build_boto_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
             "s3",
-            endpoint_url=settings.endpoint,
-            aws_access_key_id=settings.access_key,
-            aws_secret_access_key=settings.secret_key.get_secret_value(),
-            region_name=settings.region,
+            endpoint_url=self.settings.endpoint,
+            aws_access_key_id=self.settings.access_key,
+            aws_secret_access_key=self.settings.secret_key.get_secret_value(),
+            region_name=self.settings.region,
             config=Config(
                 signature_version="s3v4",
                 s3={"addressing_style": "path"},
-                max_pool_connections=max_connections,
+                max_pool_connections=self.max_connections,
                 retries={"max_attempts": CALL_RETRIES + 1, "mode": "standard"},
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 read_timeout=READ_TIMEOUT_SECONDS,
@@ -164,17 +239,17 @@ class ObjectStore:
             return
         try:
             self._client.create_bucket(Bucket=bucket)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+        except _boto_errors() as exc:
+            is_client_error = _is_a(exc, "botocore.exceptions", "ClientError")
+            code = exc.response.get("Error", {}).get("Code") if is_client_error else None
+            if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise _wrap(f"create bucket {bucket}", exc) from exc
-        except BotoCoreError as exc:
-            raise _wrap(f"create bucket {bucket}", exc) from exc
 
     def bucket_exists(self, bucket: str) -> bool:
         """True when the bucket exists and these credentials may use it."""
         try:
             self._client.head_bucket(Bucket=bucket)
-        except (ClientError, BotoCoreError) as exc:
+        except _boto_errors() as exc:
             error = _wrap(f"bucket {bucket}", exc)
             if error.not_found:
                 return False
@@ -186,12 +261,12 @@ class ObjectStore:
         if _minio_accepts(key):
             try:
                 result = self._fast.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
-            except (S3Error, urllib3.exceptions.HTTPError) as exc:
+            except _minio_errors() as exc:
                 raise _wrap(f"put s3://{bucket}/{key}", exc) from exc
             return str(result.etag).strip('"')
         try:
             result = self._client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
-        except (ClientError, BotoCoreError) as exc:
+        except _boto_errors() as exc:
             raise _wrap(f"put s3://{bucket}/{key}", exc) from exc
         return str(result.get("ETag", "")).strip('"')
 
@@ -200,7 +275,7 @@ class ObjectStore:
         if _minio_accepts(key):
             try:
                 response = self._fast.get_object(bucket, key)
-            except (S3Error, urllib3.exceptions.HTTPError) as exc:
+            except _minio_errors() as exc:
                 raise _wrap(f"get s3://{bucket}/{key}", exc) from exc
             try:
                 return response.read(max_bytes) if max_bytes else response.read()
@@ -213,7 +288,7 @@ class ObjectStore:
                 return body.read(max_bytes) if max_bytes else body.read()
             finally:
                 body.close()
-        except (ClientError, BotoCoreError) as exc:
+        except _boto_errors() as exc:
             raise _wrap(f"get s3://{bucket}/{key}", exc) from exc
 
     def iter_chunks(self, bucket: str, key: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
@@ -232,14 +307,14 @@ class ObjectStore:
                 yield from body.iter_chunks(chunk_bytes)
             finally:
                 body.close()
-        except (S3Error, urllib3.exceptions.HTTPError, ClientError, BotoCoreError) as exc:
+        except _client_errors() as exc:
             raise _wrap(f"get s3://{bucket}/{key}", exc) from exc
 
     def upload_file(self, bucket: str, key: str, path: Path, content_type: str = "application/octet-stream") -> str:
         """Stream a local file into one object (multipart when large); return its ETag."""
         try:
             result = self._fast.fput_object(bucket, key, str(path), content_type=content_type)
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+        except _minio_errors() as exc:
             raise _wrap(f"upload s3://{bucket}/{key}", exc) from exc
         return str(result.etag).strip('"')
 
@@ -247,14 +322,14 @@ class ObjectStore:
         """Stream one object into a local file."""
         try:
             self._fast.fget_object(bucket, key, str(path))
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+        except _minio_errors() as exc:
             raise _wrap(f"download s3://{bucket}/{key}", exc) from exc
 
     def stat(self, bucket: str, key: str) -> StoredObject:
         """Size and ETag of one object."""
         try:
             info = self._fast.stat_object(bucket, key)
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+        except _minio_errors() as exc:
             raise _wrap(f"stat s3://{bucket}/{key}", exc) from exc
         return StoredObject(bucket=bucket, key=key, size=int(info.size or 0), etag=(info.etag or "").strip('"'))
 
@@ -265,7 +340,7 @@ class ObjectStore:
                 info = self._fast.stat_object(bucket, key)
                 return StoredObject(bucket, key, size=int(info.size or 0), etag=(info.etag or "").strip('"'))
             response = self._client.head_object(Bucket=bucket, Key=key)
-        except (S3Error, urllib3.exceptions.HTTPError, ClientError, BotoCoreError) as exc:
+        except _client_errors() as exc:
             error = _wrap(f"head s3://{bucket}/{key}", exc)
             if error.not_found:
                 return None
@@ -287,7 +362,9 @@ class ObjectStore:
         condition = {"IfMatch": f'"{if_match.strip(chr(34))}"'} if if_match is not None else {"IfNoneMatch": "*"}
         try:
             result = self._client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, **condition)
-        except ClientError as exc:
+        except _boto_errors() as exc:
+            if not _is_a(exc, "botocore.exceptions", "ClientError"):
+                raise _wrap(f"conditional put s3://{bucket}/{key}", exc) from exc
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             # 412: the condition failed; 409 (AWS): a concurrent conditional write to the key won; 404: If-Match
@@ -297,15 +374,13 @@ class ObjectStore:
             if if_match is not None and status == 404:
                 return None
             raise _wrap(f"conditional put s3://{bucket}/{key}", exc) from exc
-        except BotoCoreError as exc:
-            raise _wrap(f"conditional put s3://{bucket}/{key}", exc) from exc
         return str(result.get("ETag", "")).strip('"')
 
     def delete(self, bucket: str, key: str) -> None:
         """Delete one object (no error if it is already gone)."""
         try:
             self._client.delete_object(Bucket=bucket, Key=key)
-        except (ClientError, BotoCoreError) as exc:
+        except _boto_errors() as exc:
             raise _wrap(f"delete s3://{bucket}/{key}", exc) from exc
 
     def list_objects(self, bucket: str, prefix: str = "", start_after: str = "") -> Iterator[StoredObject]:
@@ -320,7 +395,7 @@ class ObjectStore:
                 if key.endswith("/") and not item.size:
                     continue  # a folder marker, not an object
                 yield StoredObject(bucket=bucket, key=key, size=int(item.size or 0), etag=(item.etag or "").strip('"'))
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+        except _minio_errors() as exc:
             raise _wrap(f"list s3://{bucket}/{prefix}", exc) from exc
 
     def list_folders(self, bucket: str, prefix: str = "", start_after: str = "") -> Iterator[str]:
@@ -331,7 +406,7 @@ class ObjectStore:
             ):
                 if item.is_dir and item.object_name:
                     yield item.object_name
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+        except _minio_errors() as exc:
             raise _wrap(f"list s3://{bucket}/{prefix}", exc) from exc
 
     def presigned_get_url(self, bucket: str, key: str, expires_seconds: int = 3600) -> str:

@@ -18,16 +18,19 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from labelflow.integrations.object_store import ObjectStoreError
-from labelflow.tasks.annotations import ANNOTATION_SCHEMA, TASK_SCHEMA
 from labelflow.tasks.ports import ObjectStorePort
 from labelflow.tasks.spec import S3Location
-from labelflow.tasks.tables import conform, read_parquet
+from labelflow.tasks.timestamps import parse_time
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow and the table schemas (labelflow.tasks.annotations, which loads the agreement statistics: scipy, pandas)
+# are imported by the functions that read or write parts: the collect shortcut reads only the watermark, and must
+# answer "nothing changed" without them.
 
 COMPACT_AFTER_PARTS = 48
 PARQUET = "application/vnd.apache.parquet"
@@ -65,11 +68,15 @@ class CurrentTable:
 
 
 def _read_parquet(store: ObjectStorePort, bucket: str, key: str, schema: pa.Schema) -> pa.Table:
+    from labelflow.tasks.tables import conform, read_parquet
+
     return conform(read_parquet(store.get_bytes(bucket, key)), schema)
 
 
 def _latest_per_task(table: pa.Table) -> pa.Table:
     """Keep, for each task id, only the row(s) of its highest seq."""
+    import pyarrow.compute as pc
+
     if table.num_rows == 0:
         return table
     newest = table.group_by("task_id").aggregate([("seq", "max")]).rename_columns(["task_id", "newest_seq"])
@@ -122,11 +129,16 @@ class AnnotationStore:
 
     def append(self, seq: int, tasks: pa.Table, annotations: pa.Table) -> None:
         """Write one collection's parts: annotations first, then tasks (a task part makes its annotations live)."""
+        from labelflow.tasks.annotations import ANNOTATION_SCHEMA, TASK_SCHEMA
+        from labelflow.tasks.tables import conform
+
         self.store.ensure_bucket(self.bucket)
         self._put(f"{self.annotations_prefix}part-{seq:020d}.parquet", conform(annotations, ANNOTATION_SCHEMA))
         self._put(f"{self.tasks_prefix}part-{seq:020d}.parquet", conform(tasks, TASK_SCHEMA))
 
     def _put(self, key: str, table: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
         self.store.put_bytes(self.bucket, key, buffer.getvalue(), content_type=PARQUET)
@@ -141,6 +153,11 @@ class AnnotationStore:
 
     def load(self, compact: bool = True) -> CurrentTable:
         """The current table; merges the parts into one when there are many."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from labelflow.tasks.annotations import ANNOTATION_SCHEMA, TASK_SCHEMA
+
         task_parts = self._parts(self.tasks_prefix)
         annotation_parts = self._parts(self.annotations_prefix)
         # A task part written without its annotation part cannot happen (annotations go first); an annotation
@@ -176,6 +193,8 @@ class AnnotationStore:
         annotations: pa.Table,
     ) -> None:
         """Replace many parts with one holding the current state (written before the old parts are deleted)."""
+        import pyarrow as pa
+
         newest = seqs[-1]
         # Every live row is rewritten under the newest seq, so the merged part wins over nothing but itself.
         tasks = tasks.set_column(
@@ -205,8 +224,6 @@ class AnnotationStore:
 
 def edge_of(task_times: dict[int, str], since: str) -> dict[str, str]:
     """The tasks the next run re-reads (updated after `since`), to recognise them unchanged."""
-    from labelflow.tasks.annotations import parse_time
-
     start = parse_time(since)
     assert start is not None
     edge = {}
@@ -225,8 +242,6 @@ def next_window_start(newest: str | None, read_at: str | None, window_seconds: f
     last read is younger than the window, and a quiet project re-reads nothing.
     """
     from datetime import timedelta
-
-    from labelflow.tasks.annotations import parse_time
 
     newest_time = parse_time(newest)
     if newest_time is None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
 from labelflow.tasks.judge_agreement import predicted_labels, prediction_label
 from labelflow.tasks.spec import ProjectSpec
+from labelflow.tasks.timestamps import parse_time
 
 # The fields are labelflow.tasks.task_types.regions.REGION_FIELDS, in the same order.
 REGION_TYPE = pa.struct(
@@ -75,14 +75,6 @@ TASK_SCHEMA = pa.schema(
         ("predictions", pa.string()),
     ]
 )
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """Label Studio's ISO timestamps (with a trailing Z) as aware UTC datetimes."""
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -13,10 +13,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from labelflow.tasks.dataset_files import file_sha256
 from labelflow.tasks.spec import ProjectSpec
 
-MANIFEST = "manifest.json"
-READY_MARKER = "_READY"
 MANIFEST_FORMAT = "labelflow-dataset/1"
 CONSENSUS_COLUMNS = [
     "task_id",
@@ -54,15 +53,6 @@ class DatasetFile:
     def as_dict(self) -> dict[str, Any]:
         """Manifest entry."""
         return {"path": self.path, "bytes": self.bytes, "sha256": self.sha256, "role": self.role}
-
-
-def file_sha256(path: Path, chunk: int = 4 * 1024 * 1024) -> str:
-    """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _plain(value: Any) -> Any:

@@ -22,12 +22,12 @@ import pandas as pd
 
 from labelflow.tasks.ports import ObjectStorePort
 from labelflow.tasks.quality import QualityReport
+from labelflow.tasks.report_values import format_value, metrics_lines
 from labelflow.tasks.spec import ProjectSpec, S3Location
 
 if TYPE_CHECKING:
     from labelflow.tasks.collect import CollectStats
 
-PERCENT_COLUMNS = ("gold_accuracy", "agreement_with_consensus", "score", "estimated_accuracy")
 VEGA_LIBRARIES = ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js")  # in load order: embed needs both
 SNIPPET_CHARACTERS = 240
 FLAGGED_ROWS = 500  # rows of the HTML table; flagged.csv next to it has them all
@@ -66,17 +66,6 @@ def task_url(label_studio_url: str, project_id: int, task_id: int) -> str:
     return f"{label_studio_url.rstrip('/')}/projects/{project_id}/data?task={task_id}"
 
 
-def format_value(value: Any, column: str = "") -> str:
-    """A metric or table value as the reports show it (shares as percentages, "–" for none)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if column in PERCENT_COLUMNS:
-        return f"{float(value):.1%}"
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-    return str(value)
-
-
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -113,28 +102,6 @@ def annotator_rows(report: QualityReport) -> list[dict[str, str]]:
             shown["score_interval"] = score_interval(record)
         rows.append(shown)
     return rows
-
-
-def metrics_lines(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    """(name, value) pairs of the project metrics worth showing."""
-    names = [
-        ("tasks", "tasks"), ("finished_tasks", "finished tasks"), ("flagged_tasks", "flagged tasks"),
-        ("annotations", "annotations"), ("invalid_annotations", "invalid annotations"), ("annotators", "annotators"),
-        ("krippendorff_alpha", "Krippendorff's alpha"), ("fleiss_kappa", "Fleiss' kappa"),
-        ("mean_cohen_kappa", "mean pairwise Cohen's kappa"), ("mean_pairwise_box_f1", "mean pairwise box F1"),
-        ("mean_matched_iou", "mean matched IoU"), ("mean_pairwise_span_f1", "mean pairwise span F1"),
-        ("mean_task_agreement", "mean task agreement"), ("mean_confidence", "mean consensus confidence"),
-        ("consensus_accuracy_on_gold", "consensus accuracy on gold"), ("aggregation", "aggregation"),
-    ]  # fmt: skip
-    shown = [(label, format_value(metrics[key])) for key, label in names if key in metrics and metrics[key] is not None]
-    # Task types add their own figures (Kendall's W, ordinal alpha, chrF, ...): every other number is shown too.
-    known = {key for key, _ in names} | {"task_type", "dawid_skene_iterations"}
-    shown += [
-        (key.replace("_", " "), format_value(value))
-        for key, value in metrics.items()
-        if key not in known and isinstance(value, int | float) and not isinstance(value, bool)
-    ]
-    return shown
 
 
 def metric_tables(metrics: dict[str, Any]) -> dict[str, list[dict[str, str]]]:

@@ -21,15 +21,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from labelflow.integrations.errors import AdapterError
 from labelflow.integrations.object_store import ObjectStoreError, content_type_of
-from labelflow.tasks.dataset import MANIFEST, READY_MARKER, BuiltDataset, file_sha256
+from labelflow.tasks.dataset_files import MANIFEST, READY_MARKER, file_sha256
 from labelflow.tasks.ports import DatasetStorePort, TrackingPort
 from labelflow.tasks.spec import S3Location, SpecError
+
+if TYPE_CHECKING:
+    # Type hints only: reading a version (`labelflow datasets`, `pull`) must not import pandas (about a second).
+    import pandas as pd
+
+    from labelflow.tasks.dataset import BuiltDataset
 
 EXPERIMENT_PREFIX = "datasets/"
 TAG = {

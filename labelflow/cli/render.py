@@ -102,11 +102,11 @@ def ingest_summary(summary: dict[str, Any], spec_path: str | None = None) -> Non
 
 def collect_summary(summary: dict[str, Any], spec_path: str | None = None) -> None:
     """The collect flow's summary: what was collected, quality, annotators, validation and the dataset version."""
-    # Imported here: the quality report module brings pandas and Prefect, which --help must not load.
+    # Imported here: the fewer modules --help loads, the faster it answers.
     from rich.markup import escape
 
     from labelflow.tasks.links import open_hint
-    from labelflow.tasks.quality_report import format_value
+    from labelflow.tasks.report_values import format_value
 
     stats = summary["collection"]
     console.print(
@@ -170,7 +170,7 @@ def validation_failure(summary: ValidationSummary, spec_path: str | None = None)
 
 def _quality_table(quality: dict[str, Any]) -> Table:
     """The batch's quality metrics, one per row."""
-    from labelflow.tasks.quality_report import metrics_lines
+    from labelflow.tasks.report_values import metrics_lines
 
     metrics = Table(title="quality")
     metrics.add_column("metric")
@@ -182,7 +182,7 @@ def _quality_table(quality: dict[str, Any]) -> Table:
 
 def _annotators_table(annotators: list[dict[str, Any]]) -> Table:
     """Each annotator's tier, score and what it rests on."""
-    from labelflow.tasks.quality_report import format_value
+    from labelflow.tasks.report_values import format_value
 
     people = Table(title="annotators")
     for column in ANNOTATOR_COLUMNS:

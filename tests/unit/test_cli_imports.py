@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import base64
+import hashlib
 import http.server
 import json
 import subprocess
@@ -166,3 +168,162 @@ def test_reading_datasets_starts_no_prefect_engine_and_imports_neither_gx_nor_ml
 
 def test_status_starts_no_prefect_engine_and_imports_neither_gx_nor_mlflow(tmp_path: Path) -> None:
     assert modules_loaded_by(("status", "--home", str(tmp_path)), READ_ONLY_MUST_NOT_LOAD) == []
+
+
+# What reading a dataset or answering "nothing changed" never needs: the tables and statistics libraries, and
+# boto3 (the object store's reads go through MinIO's client).
+READS_MUST_NOT_LOAD = ["pandas", "numpy", "pyarrow", "scipy", "boto3", "botocore", "labelflow.tasks.annotations"]
+FILE_BODY = b'{"text": "good", "label": "positive"}\n'
+FILE_ENTRY = {"path": "train.jsonl", "bytes": len(FILE_BODY), "sha256": hashlib.sha256(FILE_BODY).hexdigest()}
+MANIFEST_BODY = json.dumps({"rows": 1, "files": [{**FILE_ENTRY, "role": "training-export"}]}).encode()
+MANIFEST_SHA = hashlib.sha256(MANIFEST_BODY).hexdigest()
+OBJECTS = {
+    "/datasets/some-dataset/v1/_READY": json.dumps({"manifest_sha256": MANIFEST_SHA}).encode(),
+    "/datasets/some-dataset/v1/manifest.json": MANIFEST_BODY,
+    "/datasets/some-dataset/v1/train.jsonl": FILE_BODY,
+}
+RUN_TAGS = {
+    "labelflow.dataset.name": "some-dataset",
+    "labelflow.dataset.version": "1",
+    "labelflow.dataset.status": "ready",
+    "labelflow.dataset.location": "s3://datasets/some-dataset/v1/",
+    "labelflow.dataset.digest": "0" * 64,
+    "labelflow.dataset.manifest_sha256": MANIFEST_SHA,
+    "labelflow.dataset.rows": "1",
+}
+
+
+class FakeRegistryServer(http.server.BaseHTTPRequestHandler):
+    """MLflow's REST API with one dataset of one ready version, and an S3 store holding that version's files."""
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json", head: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", f'"{hashlib.md5(body).hexdigest()}"')
+        self.send_header("Last-Modified", "Mon, 30 Nov 2026 00:00:00 GMT")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _object(self, head: bool) -> None:
+        path = self.path.split("?")[0]
+        if path in OBJECTS:
+            self._send(200, OBJECTS[path], "application/octet-stream", head)
+            return
+        error = f"<Error><Code>NoSuchKey</Code><Message>no such key</Message><Key>{path}</Key></Error>".encode()
+        self._send(404, error, "application/xml", head)
+
+    def do_HEAD(self) -> None:
+        self._object(head=True)
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/api/2.0/mlflow/experiments/get-by-name"):
+            self._send(
+                200, json.dumps({"experiment": {"experiment_id": "1", "name": "datasets/some-dataset"}}).encode()
+            )
+        elif self.path.startswith("/api/2.0/mlflow/experiments/get"):
+            self._send(200, json.dumps({"experiment": {"experiment_id": "1", "tags": []}}).encode())
+        else:
+            self._object(head=False)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        tags = [{"key": key, "value": value} for key, value in RUN_TAGS.items()]
+        self._send(200, json.dumps({"runs": [{"info": {"run_id": "run-1"}, "data": {"tags": tags}}]}).encode())
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def fake_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A served dataset version: MLflow and the object store on one local fake server."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeRegistryServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("LABELFLOW_S3_ENDPOINT_URL", url)
+    monkeypatch.setenv("LABELFLOW_S3_ACCESS_KEY", "reader")
+    monkeypatch.setenv("LABELFLOW_S3_SECRET_KEY", "secret")
+    yield url
+    server.shutdown()
+
+
+def test_pulling_a_version_reads_through_minio_without_pandas_scipy_or_boto3(
+    fake_registry: str, tmp_path: Path
+) -> None:
+    loaded = modules_loaded_by(("pull", "some-dataset:latest", "--out", str(tmp_path)), [*READS_MUST_NOT_LOAD, "minio"])
+    assert (tmp_path / "train.jsonl").read_bytes() == FILE_BODY, "the version was not pulled"
+    assert loaded == ["minio"]
+
+
+def test_listing_versions_loads_neither_pandas_scipy_nor_an_object_store_client(fake_registry: str) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LOADED_AFTER.format(modules=[*READS_MUST_NOT_LOAD, "minio"]),
+            "datasets",
+            "some-dataset",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "s3://datasets/some-dataset/v1/" in result.stdout, "the version was not listed"
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+UNCHANGED_COLLECT = """
+import base64, json, sys
+from labelflow.cli import render
+from labelflow.integrations.object_store import ObjectStoreError
+from labelflow.tasks.collect_shortcut import unchanged_summary
+from labelflow.tasks.spec import ProjectSpec
+
+objects = {{tuple(k.split("/", 1)): base64.b64decode(v) for k, v in json.loads(open(sys.argv[1]).read()).items()}}
+
+class Store:
+    def get_bytes(self, bucket, key, max_bytes=None):
+        if (bucket, key) not in objects:
+            raise ObjectStoreError(f"get s3://{{bucket}}/{{key}}: NoSuchKey", not_found=True)
+        return objects[(bucket, key)]
+
+class LabelStudio:
+    def tasks_updated_after(self, project_id, since, limit):
+        return []
+
+summary = unchanged_summary(Store(), LabelStudio(), ProjectSpec.model_validate_json(open(sys.argv[2]).read()), None)
+render.collect_summary(summary)
+print(json.dumps(sorted(name for name in {modules!r} if name in sys.modules)))
+"""
+
+
+def test_a_collect_with_nothing_to_do_answers_and_prints_without_pandas_scipy_or_boto3(tmp_path: Path) -> None:
+    from labelflow.flows.collect import collect_validate_register
+    from labelflow.flows.ingest import ingest_spec
+    from tests.unit.fakes import FakeClients, FakeValidator, PlainSteps
+    from tests.unit.stage_fixtures import annotate_all, text_spec, upload_reviews
+
+    clients = FakeClients()
+    spec = text_spec(dataset={"name": "reviews"})
+    upload_reviews(clients, 0, 6)
+    annotate_all(clients, int(ingest_spec(spec, clients=clients, steps=PlainSteps())["project_id"]))
+    collect_validate_register(spec, None, clients=clients, validator=FakeValidator(), steps=PlainSteps())
+    objects = {f"{bucket}/{key}": base64.b64encode(data).decode() for (bucket, key), (data, _) in
+               clients.store.objects.items()}  # fmt: skip
+    (tmp_path / "objects.json").write_text(json.dumps(objects), encoding="utf-8")
+    (tmp_path / "spec.json").write_text(spec.model_dump_json(), encoding="utf-8")
+
+    result = subprocess.run(
+        [sys.executable, "-c", UNCHANGED_COLLECT.format(modules=READS_MUST_NOT_LOAD), str(tmp_path / "objects.json"),
+         str(tmp_path / "spec.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert "no new version (nothing changed since the collect of" in result.stdout, result.stdout
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
