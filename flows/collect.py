@@ -36,8 +36,8 @@ from labelflow.tasks.ports import ClientsPort, ObjectStorePort, ValidatorPort
 from labelflow.tasks.publish import PublishResult, check_dataset_owner, publish_dataset
 from labelflow.tasks.quality_report import ReportContext, markdown, write_quality_report
 from labelflow.tasks.registry import DatasetRegistry
-from labelflow.tasks.spec import ProjectSpec, load_spec
-from labelflow.tasks.validate import ValidationFailed, ValidationSummary, expectations_dir, run_validation
+from labelflow.tasks.spec import ProjectSpec, expectations_dir, load_spec
+from labelflow.tasks.validate import ValidationFailed, ValidationSummary, run_validation
 
 COLLECT_TIMEOUT_SECONDS = 4 * 3600
 

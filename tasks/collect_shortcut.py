@@ -13,32 +13,19 @@ import hashlib
 import json
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labelflow.integrations.object_store import ObjectStoreError
 from labelflow.tasks.annotation_store import AnnotationStore, Watermark, window_start
 from labelflow.tasks.ports import ObjectStorePort
-from labelflow.tasks.spec import ProjectSpec, S3Location
+from labelflow.tasks.spec import ProjectSpec, S3Location, expectations_dir
 
 if TYPE_CHECKING:
     from labelflow.integrations.label_studio import LabelStudioClient
 
 LAST_RUN_KEY = "collect/last-run.json"
-# labelflow's own suites (the same folder tasks/validate.py reads when a spec names none)
-DEFAULT_SUITES = Path(__file__).resolve().parent.parent / "expectations"
 # More changed tasks than this and the check stops counting: the collect has work to do.
 CHANGED_TASKS_PAGE = 100
-
-
-def suite_folder(spec: ProjectSpec, spec_path: str | None) -> Path:
-    """The spec's expectation suites (relative to the spec file), or labelflow's own."""
-    if spec.validation.expectations is None:
-        return DEFAULT_SUITES
-    folder = Path(spec.validation.expectations)
-    if not folder.is_absolute() and spec_path:
-        folder = Path(spec_path).resolve().parent / folder
-    return folder
 
 
 def inputs_fingerprint(store: ObjectStorePort, spec: ProjectSpec, spec_path: str | None) -> str:
@@ -56,7 +43,7 @@ def inputs_fingerprint(store: ObjectStorePort, spec: ProjectSpec, spec_path: str
             if not exc.not_found:
                 raise
             digest.update(b"no gold file")
-    folder = suite_folder(spec, spec_path)
+    folder = expectations_dir(spec, spec_path)
     for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
         if path.is_file():
             digest.update(str(path.relative_to(folder)).encode() + hashlib.sha256(path.read_bytes()).digest())

@@ -514,3 +514,16 @@ def load_spec(path: str | Path) -> ProjectSpec:
     except yaml.YAMLError as exc:
         raise SpecError(f"{spec_path}: not valid YAML: {exc}") from None
     return parse_spec(data, origin=str(spec_path))
+
+
+DEFAULT_EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "expectations"
+
+
+def expectations_dir(spec: ProjectSpec, spec_path: str | None) -> Path:
+    """The spec's suite folder (relative to the spec file), or labelflow's own `expectations/`."""
+    if spec.validation.expectations is None:
+        return DEFAULT_EXPECTATIONS_DIR
+    folder = Path(spec.validation.expectations)
+    if not folder.is_absolute() and spec_path:
+        folder = Path(spec_path).resolve().parent / folder
+    return folder

@@ -15,20 +15,8 @@ import pandas as pd
 from labelflow.integrations.great_expectations import BatchToValidate, ExpectationDefinition, ExpectationOutcome
 from labelflow.integrations.object_store import content_type_of
 from labelflow.tasks.ports import ObjectStorePort, ValidatorPort
+from labelflow.tasks.spec import DEFAULT_EXPECTATIONS_DIR as DEFAULT_EXPECTATIONS_DIR  # re-exported: tests, benches
 from labelflow.tasks.spec import ProjectSpec, S3Location
-
-DEFAULT_EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "expectations"
-
-
-def expectations_dir(spec: ProjectSpec, spec_path: str | None) -> Path:
-    """The spec's suite folder (relative to the spec file), or labelflow's own `expectations/`."""
-    if spec.validation.expectations is None:
-        return DEFAULT_EXPECTATIONS_DIR
-    folder = Path(spec.validation.expectations)
-    if not folder.is_absolute() and spec_path:
-        folder = Path(spec_path).resolve().parent / folder
-    return folder
-
 
 REGION_FIELDS = {
     "label": "region_label",
