@@ -392,7 +392,18 @@ def _vega_scripts() -> str:
 
 def _script_json(value: Any) -> str:
     """JSON that can sit inside a <script> element: no "</" can close it, and it stays valid JSON."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinities as null: JSON has no NaN (an SFT or ranking batch has no agreement score)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 # --- the page ----------------------------------------------------------------------------------------------------

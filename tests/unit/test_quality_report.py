@@ -303,3 +303,12 @@ def stats_stub() -> Any:
             return {"changed_tasks": 0}
 
     return Stats()
+
+
+def test_chart_data_without_a_score_is_valid_json_with_nulls() -> None:
+    """SFT and ranking batches have no agreement score (NaN): the page's JSON carries null, never NaN."""
+    from labelflow.tasks.quality_report import _script_json
+
+    text = _script_json({"agreement": float("nan"), "rows": [(float("inf"), 1.5)], "label": "</script>"})
+    assert json.loads(text) == {"agreement": None, "rows": [[None, 1.5]], "label": "</script>"}
+    assert "</" not in text
