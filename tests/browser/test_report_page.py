@@ -22,6 +22,7 @@ from labelflow.tasks.annotations import AnnotationNormalizer, annotations_table,
 from labelflow.tasks.quality import judge
 from labelflow.tasks.quality_report import ReportContext, html_report
 from labelflow.tasks.spec import parse_spec
+from tests.unit.test_quality_report import ls_task
 
 pytestmark = pytest.mark.browser
 
@@ -73,26 +74,9 @@ return {
 """
 
 
-def exported(task_id: int, answers: list[tuple[int, str]], text: str) -> dict[str, Any]:
-    """A Label Studio export of one text task with one choice per (user id, label)."""
-    annotations = [
-        {
-            "id": task_id * 100 + user,
-            "completed_by": user,
-            "lead_time": 3.0,
-            "created_at": "2026-11-23T10:00:00Z",
-            "updated_at": "2026-11-23T10:00:00Z",
-            "result": [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}],
-        }
-        for user, label in answers
-    ]
-    data = {"text": text, "source_uri": f"s3://raw/r/{task_id}.txt", "content_sha256": f"h{task_id}"}
-    return {"id": task_id, "data": data, "annotations": annotations, "updated_at": "2026-11-23T10:00:00Z"}
-
-
 def write_report(folder: Path, name: str, labels: list[str], tasks: list[dict[str, Any]], overlap: int) -> Path:
     """Judge exported tasks as collect does and write the report page to folder/name.html."""
-    body = {"name": f"评论 {name}", "source": "s3://raw/r/", "task": "text-classification", "labels": labels}
+    body = {"name": f"评论 {name}", "source": "s3://raw/x/", "task": "text-classification", "labels": labels}
     spec = parse_spec({**body, "overlap": overlap, "quality": {"min_annotations_for_tier": 1}})
     people = {user: f"annotator{user}@example.com" for user in range(1, 9)}
     rows = [AnnotationNormalizer(spec, 7, people, "label").task(task, 1) for task in tasks]
@@ -116,9 +100,9 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         users = [1 + (task_id + k) % 4 for k in range(3)]
         # Each annotator misses the truth on a fixed share of tasks (deterministic, no random numbers).
         answers = [(u, truth if (task_id * 7 + u) % 20 < skill[u] * 20 else LABELS[(task_id + 1) % 5]) for u in users]
-        tasks.append(exported(task_id, answers, f"这家餐厅的服务非常好，但是价格有点贵。评论 {task_id} " * 4))
-    tasks.append(exported(40, [(1, "正面"), (2, "إيجابي"), (3, "👍")], "三种答案 " * 80))  # split three ways: flagged
-    one = [exported(task_id, [(1, ["是", "否"][task_id % 2])], f"第 {task_id} 条") for task_id in range(6)]
+        tasks.append(ls_task(task_id, answers, f"这家餐厅的服务非常好，但是价格有点贵。评论 {task_id} " * 4))
+    tasks.append(ls_task(40, [(1, "正面"), (2, "إيجابي"), (3, "👍")], "三种答案 " * 80))  # split three ways: flagged
+    one = [ls_task(task_id, [(1, ["是", "否"][task_id % 2])], f"第 {task_id} 条") for task_id in range(6)]
     return {
         "multilingual": write_report(folder, "multilingual", LABELS, tasks, overlap=3),
         "one-annotator": write_report(folder, "one-annotator", ["是", "否"], one, overlap=1),
