@@ -9,6 +9,7 @@ from prefect import flow
 
 from labelflow.flows.locks import stage_lock
 from labelflow.flows.steps import PrefectSteps, StepRunner
+from labelflow.integrations.object_store import ObjectStoreError
 from labelflow.integrations.resources import Resources
 from labelflow.tasks.ingest import (
     IngestStats,
@@ -27,6 +28,7 @@ from labelflow.tasks.ingest import (
     write_run_report,
 )
 from labelflow.tasks.ingest_records import check_record_fields, ingest_record_file
+from labelflow.tasks.ingest_shortcut import ingest_fingerprint, save_last_run
 from labelflow.tasks.ledger import IngestLedger
 from labelflow.tasks.links import open_hint
 from labelflow.tasks.ports import ClientsPort
@@ -78,9 +80,12 @@ def ingest_spec(
         # Before the project exists: a `records.fields` mapping that fits no record is refused, creating nothing.
         steps(check_record_fields, store, spec, files=named.objects if named is not None else None)
     project_id = steps(ensure_project, ls, store, spec)
-    if spec.modality == "image":
+    if spec.task_type.stored_media:
         # The read-only identity is resolved first: without one, nothing is connected (never the admin key).
         steps(ensure_storage_connections, ls, store, spec, project_id, clients.reader_settings)
+    # Taken before listing: the record of a complete run names the inputs it ran with (the CLI's shortcut).
+    reader_key = clients.reader_settings.access_key if spec.task_type.stored_media else None
+    fingerprint = ingest_fingerprint(spec, ls.settings.base_url, reader_key) if named is None else None
     ledger = IngestLedger(store, spec.state_location)
     with stats.timed("ledger"):
         index = steps(load_ledger, ledger)
@@ -146,4 +151,9 @@ def ingest_spec(
         + f"\n\nQuarantine report in a browser: `{open_hint(spec_path, 'quarantine')}` (a local copy)",
         f"labelflow ingest summary for {spec.name}",
     )
+    if fingerprint is not None:
+        try:  # a record the next ingest may answer from; without it the next one just runs the flow
+            save_last_run(store, spec, fingerprint, summary)
+        except ObjectStoreError as exc:
+            steps.log.warning("could not record this run for the next ingest: %s", exc)
     return summary

@@ -63,6 +63,10 @@ TASK_SCHEMA = pa.schema(
         ("text", pa.string()),  # the task text (text tasks), for span checks and training exports
         ("image_width", pa.int64()),
         ("image_height", pa.int64()),
+        # Audio tasks: what cleaning decoded (seconds, Hz, channels). Tables written before read them as null.
+        ("audio_duration", pa.float64()),
+        ("audio_sample_rate", pa.int64()),
+        ("audio_channels", pa.int64()),
         ("overlap", pa.int64()),
         ("annotations", pa.int64()),  # non-cancelled annotations
         ("cancelled", pa.int64()),
@@ -75,6 +79,13 @@ TASK_SCHEMA = pa.schema(
         ("predictions", pa.string()),
     ]
 )
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -115,11 +126,14 @@ class AnnotationNormalizer:
             "task_id": int(exported["id"]),
             "task_updated_at": parse_time(exported.get("updated_at")),
             "source_uri": data.get("source_uri")
-            or (data.get(self.task_type.data_key) if self.task_type.media == "image" else None),
+            or (data.get(self.task_type.data_key) if self.task_type.stored_media else None),
             "content_sha256": data.get("content_sha256"),
             "text": data.get("text") if self.task_type.media == "text" else None,
             "image_width": width,
             "image_height": height,
+            "audio_duration": _float_or_none(data.get("audio_duration")),
+            "audio_sample_rate": _int_or_none(data.get("audio_sample_rate")),
+            "audio_channels": _int_or_none(data.get("audio_channels")),
             "overlap": _int_or_none(exported.get("overlap")),
             "annotations": len(kept),
             "cancelled": len(annotations) - len(kept),
@@ -151,7 +165,7 @@ class AnnotationNormalizer:
         prediction = annotation.get("prediction") or {}
         result = annotation.get("result") or []
         answer = None
-        if self.task_type.media == "record":
+        if self.task_type.structured_answers:
             mine = [item for item in result if self.task_type.owns_result(item, self.from_name)]
             label, answer, problems = self.task_type.parse_answer(mine, task_data or {}, self.spec)
             regions = None

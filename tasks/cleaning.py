@@ -71,6 +71,9 @@ class Inspection:
     encoding: str | None = None
     width: int | None = None
     height: int | None = None
+    duration_seconds: float | None = None  # audio: what decoding found
+    sample_rate: int | None = None
+    channels: int | None = None
 
     @property
     def accepted(self) -> bool:

@@ -24,6 +24,9 @@ CONSENSUS_COLUMNS = [
     "text",
     "image_width",
     "image_height",
+    "audio_duration",
+    "audio_sample_rate",
+    "audio_channels",
     "record",
     "label",
     "answer",
@@ -37,7 +40,8 @@ CONSENSUS_COLUMNS = [
 ]
 # Columns every task type's consensus table has; the type adds its own (tasks/task_types, `consensus_columns`).
 COMMON_CONSENSUS_COLUMNS = frozenset(CONSENSUS_COLUMNS) - {
-    "text", "image_width", "image_height", "record", "label", "answer", "regions"
+    "text", "image_width", "image_height", "audio_duration", "audio_sample_rate", "audio_channels", "record", "label",
+    "answer", "regions"
 }  # fmt: skip
 
 
@@ -73,7 +77,7 @@ def dataset_rows(published: pd.DataFrame, tasks: pd.DataFrame, spec: ProjectSpec
     """The consensus dataset: one row per published task with its text or image size, sorted by task id."""
     info = tasks.drop_duplicates("task_id").set_index("task_id")
     rows = published.copy()
-    for column in ("text", "image_width", "image_height", "record"):
+    for column in ("text", "image_width", "image_height", "audio_duration", "audio_sample_rate", "audio_channels", "record"):
         if column in rows.columns and column == "record":
             continue  # record types' consensus already holds it
         rows[column] = rows["task_id"].map(info[column]) if column in info.columns else None

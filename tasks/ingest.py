@@ -272,13 +272,9 @@ def read_project_record(store: ObjectStorePort, spec: ProjectSpec) -> dict[str, 
         return None
 
 
-def ensure_project(ls: LabelStudioPort, store: ObjectStorePort, spec: ProjectSpec) -> int:
-    """Find (state file, then title) or create the Label Studio project, and keep its settings in line with the spec."""
-    state = spec.state_location
-    store.ensure_bucket(state.bucket)
-    record_key = project_record_key(spec)
-    recorded = read_project_record(store, spec)
-    settings = {
+def project_settings(spec: ProjectSpec) -> dict[str, Any]:
+    """The Label Studio project settings the spec decides (ensure_project keeps the project in line with them)."""
+    return {
         "label_config": build_label_config(spec),
         "maximum_annotations": spec.overlap,
         "overlap_cohort_percentage": 100,
@@ -288,6 +284,15 @@ def ensure_project(ls: LabelStudioPort, store: ObjectStorePort, spec: ProjectSpe
         # (a typed answer is `required` instead: TaskType.refuse_empty_annotations).
         "enable_empty_annotation": not spec.task_type.refuse_empty_annotations,
     }
+
+
+def ensure_project(ls: LabelStudioPort, store: ObjectStorePort, spec: ProjectSpec) -> int:
+    """Find (state file, then title) or create the Label Studio project, and keep its settings in line with the spec."""
+    state = spec.state_location
+    store.ensure_bucket(state.bucket)
+    record_key = project_record_key(spec)
+    recorded = read_project_record(store, spec)
+    settings = project_settings(spec)
     if recorded is not None:
         check_record_owner(recorded, spec)
         project_id = int(recorded["project_id"])
@@ -629,7 +634,7 @@ def clean_objects(
                     obj, "", Reason.TOO_LARGE, f"{obj.size} bytes > max_object_bytes {spec.ingest.max_object_bytes}"
                 )
             )
-        elif spec.modality == "image" and (why := unaddressable_reason(obj.key)):
+        elif spec.task_type.stored_media and (why := unaddressable_reason(obj.key)):
             rejected.append(_quarantine(obj, "", Reason.UNADDRESSABLE_KEY, why))
         else:
             to_fetch.append(obj)
@@ -693,6 +698,9 @@ def task_data(spec: ProjectSpec, item: CleanedObject, batch_id: str) -> dict[str
         data["source_encoding"] = inspection.encoding
     if inspection.width:
         data["image_width"], data["image_height"] = inspection.width, inspection.height
+    if inspection.duration_seconds is not None:
+        data["audio_duration"] = inspection.duration_seconds
+        data["audio_sample_rate"], data["audio_channels"] = inspection.sample_rate, inspection.channels
     return data
 
 

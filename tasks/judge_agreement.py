@@ -62,7 +62,7 @@ def prediction_label(prediction: dict[str, Any] | None, data: dict[str, Any], sp
     items = [item for item in result if isinstance(item, dict) and task_type.owns_result(item, FROM_NAME)]
     if not items:
         return None
-    if task_type.media == "record":
+    if task_type.structured_answers:
         label, _, problems = task_type.parse_answer(items, data, spec)
     else:
         label, _, problems = task_type.parse_result(items, set(spec.labels), None, None)

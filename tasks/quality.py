@@ -142,7 +142,7 @@ def judge(
         mean_task_agreement=mean_or_none(finished["agreement"]),
         mean_confidence=mean_or_none(finished["confidence"]),
     )
-    metrics.update(spec.task_type.gold_metrics(finished))
+    metrics.update(spec.task_type.gold_metrics(finished, spec))
     if rows := judge_agreement_metric(annotations, _predictions(tasks)):
         metrics["judge_agreement"] = rows
     metrics["label_distribution"] = _label_distribution(finished[~finished["flagged"]], spec)

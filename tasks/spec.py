@@ -107,6 +107,9 @@ class IngestOptions(_Section):
     # max_image_pixels lets through (400 MB) plus a max_object_bytes download, and keeps ingest under 1 GB of RSS
     # whatever download_workers is. An object that alone needs more is quarantined as too_large.
     memory_budget_bytes: Annotated[int, Field(gt=0)] = 512 * 1024 * 1024
+    # Audio longer than this is quarantined as too_long, judged from the header before decoding. 30 minutes covers
+    # a long interview segment; longer recordings are better cut before labeling (annotators lose their place).
+    max_duration_seconds: Annotated[float, Field(gt=0)] = 1800.0
     # Encodings tried, in order, for text that is not UTF-8, before automatic detection (which needs
     # a few dozen characters to be reliable): e.g. [gb18030] for a GBK corpus, [big5], [shift_jis].
     text_encodings: list[str] = Field(default_factory=list)

@@ -14,9 +14,12 @@ if TYPE_CHECKING:
 
     from labelflow.tasks.spec import ProjectSpec, RecordsSpec
 
-# text: a task holds one text; image: a task refers to one image; record: a task holds a record's mapped fields
-# (a prompt and responses, say), read from files of records.
-Media = Literal["text", "image", "record"]
+# text: a task holds one text; image / audio: a task refers to one image or audio object, which Label Studio reads
+# through its storage connection; record: a task holds a record's mapped fields (a prompt and responses, say), read
+# from files of records.
+Media = Literal["text", "image", "audio", "record"]
+# Media a task only refers to (an s3:// URI): Label Studio resolves it through a storage connection.
+STORED_MEDIA: frozenset[str] = frozenset({"image", "audio"})
 # The name of the labeling control in every built-in template; pre-labels and collection read results by it.
 FROM_NAME = "label"
 
@@ -26,6 +29,14 @@ def label_options(tag: str, labels: list[str]) -> str:
     from xml.sax.saxutils import quoteattr  # imports urllib.request: only when a config is built
 
     return "".join(f"\n    <{tag} value={quoteattr(label)}/>" for label in labels)
+
+
+class RecordRejected(ValueError):
+    """A record a type cannot make a task of: ingest quarantines it with `reason` (`invalid_language`) and the message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class TaskType(ABC):
@@ -53,11 +64,19 @@ class TaskType(ABC):
     # Submit stays disabled until the typed text is committed (Shift+Enter / Add), which annotators do not expect;
     # its `required` TextArea refuses an empty answer instead and submits text still being typed.
     refuse_empty_annotations: ClassVar[bool] = True
+    # Answers are structured (a written text, a side, a score), read by `parse_answer` with the task's data into a
+    # summary `label` and an `answer` (JSON); otherwise they are classes or regions, read by `parse_result`.
+    structured_answers: ClassVar[bool] = False
 
     @property
     def data_key(self) -> str:
-        """The task data field annotators see: `text` or `image`."""
+        """The task data field annotators see: `text`, `image` or `audio`."""
         return self.media
+
+    @property
+    def stored_media(self) -> bool:
+        """True when a task refers to an object that Label Studio reads through a storage connection."""
+        return self.media in STORED_MEDIA
 
     # --- spec and interface -----------------------------------------------------------------------------------
 
@@ -120,6 +139,10 @@ class TaskType(ABC):
 
     # --- records ----------------------------------------------------------------------------------------------
 
+    def check_record(self, fields: dict[str, str | list[str]]) -> None:
+        """Raise RecordRejected for a record whose mapped fields (hidden ones too) cannot make a task of this type."""
+        return None  # the common checks (missing, empty, too long, undecodable) are made when the file is read
+
     def record_task_data(self, fields: dict[str, str | list[str]], spec: ProjectSpec) -> dict[str, Any]:
         """Label Studio task data shown for one record's mapped fields (a chat parsed back into messages, say)."""
         return dict(fields)
@@ -155,7 +178,7 @@ class TaskType(ABC):
         consensus of finished tasks, indexed by task id.
         """
 
-    def gold_metrics(self, finished: pd.DataFrame) -> dict[str, Any]:
+    def gold_metrics(self, finished: pd.DataFrame, spec: ProjectSpec) -> dict[str, Any]:
         """Project metrics measured on gold tasks (none unless the type scores gold)."""
         return {}
 

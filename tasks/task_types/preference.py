@@ -327,7 +327,7 @@ class Preference(RecordTaskType):
         """Accuracy on gold tasks, and the share of shared tasks where the annotator chose the consensus label."""
         return label_match_scores(on_finished, gold_labels, finished)
 
-    def gold_metrics(self, finished: pd.DataFrame) -> dict[str, Any]:
+    def gold_metrics(self, finished: pd.DataFrame, spec: ProjectSpec) -> dict[str, Any]:
         """How often consensus matches the records' gold answers, on finished gold tasks."""
         return label_gold_metrics(finished)
 

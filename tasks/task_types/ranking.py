@@ -336,7 +336,7 @@ class Ranking(RecordTaskType):
             agreement = sum(similarities) / len(similarities)
         return gold_accuracy, agreement
 
-    def gold_metrics(self, finished: pd.DataFrame) -> dict[str, Any]:
+    def gold_metrics(self, finished: pd.DataFrame, spec: ProjectSpec) -> dict[str, Any]:
         """How often the consensus order is exactly gold, and its mean Kendall's tau with gold."""
         gold_tasks = finished[finished["gold_label"].notna()]
         if not len(gold_tasks):

@@ -61,6 +61,7 @@ class RecordTaskType(TaskType):
 
     media = "record"
     uses_labels: ClassVar[bool] = False
+    structured_answers: ClassVar[bool] = True
     # The Label Studio control names of this type's interface (every result item with one of them is read).
     control_names: ClassVar[frozenset[str]] = frozenset()
     hidden_record_fields: ClassVar[frozenset[str]] = HIDDEN_RECORD_FIELDS

@@ -319,7 +319,7 @@ class ResponseGrading(RecordTaskType):
             agreement = float((scores[shared] == median).mean())
         return gold_accuracy, agreement
 
-    def gold_metrics(self, finished: pd.DataFrame) -> dict[str, Any]:
+    def gold_metrics(self, finished: pd.DataFrame, spec: ProjectSpec) -> dict[str, Any]:
         """Exact consensus accuracy and mean absolute error of the consensus score on finished gold tasks."""
         from labelflow.tasks.agreement import mean_or_none
 

@@ -13,7 +13,6 @@ should lower it (0.1 to 0.2) and rely on reviewers and gold references instead.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -23,11 +22,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from labelflow.tasks.task_types import free_text
 from labelflow.tasks.task_types.base import FROM_NAME
+from labelflow.tasks.task_types.free_text import answer_digest, answer_text, judge_free_text, normalised
 from labelflow.tasks.task_types.record_task import (
     COMMON_OPTIONAL_FIELDS,
     RecordTaskType,
-    answer_json,
     answer_of,
     record_of,
 )
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
     from labelflow.tasks.spec import ProjectSpec
 
-LABEL_DIGITS = 16  # hex digits of the answer digest kept as the summary `label`
 # A consensus answer "matches" its reference when chrF reaches this: a truncated or unrelated answer stays below it,
 # light edits are far above (`consensus_accuracy_on_gold`, the share of gold tasks that match).
 GOLD_MATCH_CHRF = 0.5
@@ -61,16 +60,6 @@ class SftOptions(BaseModel):
     forbid_unedited_draft: bool = False
     # Prompts are chats (JSON lists of {role, content}), shown as a dialogue; a plain-text prompt is one user turn.
     chat: bool = False
-
-
-def normalised(text: str) -> str:
-    """NFC text with every run of whitespace one space and none at the ends: what `identical` means for answers."""
-    return " ".join(unicodedata.normalize("NFC", text).split())
-
-
-def answer_digest(text: str) -> str:
-    """The summary label of an answer: a SHA-256 prefix of its normalised text (equal answers, equal labels)."""
-    return hashlib.sha256(normalised(text).encode("utf-8")).hexdigest()[:LABEL_DIGITS]
 
 
 def chat_messages(prompt: Any) -> list[dict[str, str]] | None:
@@ -98,12 +87,7 @@ def chat_messages(prompt: Any) -> list[dict[str, str]] | None:
 
 def textarea_result(text: str, to_name: str = "prompt") -> list[dict[str, Any]]:
     """A Label Studio TextArea result holding one answer."""
-    return [{"from_name": FROM_NAME, "to_name": to_name, "type": "textarea", "value": {"text": [text]}}]
-
-
-def _answer_text(value: Any) -> str | None:
-    text = answer_of(value).get("text")
-    return text if isinstance(text, str) else None
+    return free_text.textarea_result(text, to_name)
 
 
 def _symmetric_chrf(a: str, b: str) -> float:
@@ -215,56 +199,12 @@ class SupervisedFineTuning(RecordTaskType):
         Agreement is the mean pairwise chrF of a task's answers (2+ answers; NaN with one); confidence is the
         chosen answer's mean similarity to the others (1.0 for a reviewer's answer).
         """
-        import numpy as np
-        import pandas as pd
-
         from labelflow.tasks.agreement import mean_or_none
         from labelflow.tasks.comparisons import pairwise_similarity
 
-        columns = ("label", "answer", "method")
-        chosen: dict[Any, dict[str, Any]] = {}
-        pair_scores: dict[tuple[int, int], list[float]] = {}
-        ordered = votes.sort_values(["task_id", "annotation_id"], kind="stable")
-        for task_id, group in ordered.groupby("task_id", sort=False):
-            answers = [answer_of(value) for value in group["answer"]]
-            texts = [a.get("text") or "" for a in answers]
-            if len(texts) == 1:
-                index, agreement, confidence, method = 0, math.nan, math.nan, "single"
-            else:
-                matrix = pairwise_similarity(texts)
-                n = len(texts)
-                mean_to_others = (matrix.sum(axis=1) - 1.0) / (n - 1)
-                index = int(np.argmax(mean_to_others))  # the earliest answer on a tie (two answers always tie)
-                agreement = float(matrix[np.triu_indices(n, 1)].mean())
-                confidence, method = float(mean_to_others[index]), "medoid"
-                annotators = group["annotator_id"].astype(int).tolist()
-                for i in range(n):
-                    for j in range(i + 1, n):
-                        key = (min(annotators[i], annotators[j]), max(annotators[i], annotators[j]))
-                        pair_scores.setdefault(key, []).append(float(matrix[i, j]))
-            chosen[task_id] = {
-                "label": group["label"].iloc[index],
-                "answer": answer_json(answers[index]),
-                "method": method,
-                "agreement": agreement,
-                "confidence": confidence,
-            }
-        for task_id, label, answer in reviews[["task_id", "label", "answer"]].itertuples(index=False):
-            entry = chosen.setdefault(task_id, {"agreement": math.nan})
-            entry.update(label=label, answer=answer_json(answer_of(answer)), method="review", confidence=1.0)
-        found = consensus["task_id"].map(chosen)
-        for column in columns:
-            consensus[column] = found.map(lambda entry, c=column: entry[c] if isinstance(entry, dict) else None)
-        for column in ("confidence", "agreement"):
-            consensus[column] = found.map(lambda entry, c=column: entry[c] if isinstance(entry, dict) else math.nan)
-            consensus[column] = consensus[column].astype(float)
-        consensus["tie"] = False  # a free-text medoid is never a tied vote
+        agreements, pairwise = judge_free_text(consensus, votes, reviews, pairwise_similarity)
         metrics["agreement_measure"] = "mean pairwise chrF (character 1..6-grams, beta 2)"
-        metrics["mean_pairwise_chrf"] = mean_or_none([e["agreement"] for e in chosen.values()])
-        pairwise = pd.DataFrame(
-            [(a, b, len(scores), float(np.mean(scores))) for (a, b), scores in sorted(pair_scores.items())],
-            columns=["annotator_a", "annotator_b", "shared_tasks", "mean_similarity"],
-        )
+        metrics["mean_pairwise_chrf"] = mean_or_none(agreements)
         return pairwise, {}
 
     def score_annotator(
@@ -279,14 +219,14 @@ class SupervisedFineTuning(RecordTaskType):
         has_gold = gold_labels.notna()
         if has_gold.any():
             scores = [
-                chrf(_answer_text(value) or "", str(reference))
+                chrf(answer_text(value) or "", str(reference))
                 for value, reference in zip(on_finished.loc[has_gold, "answer"], gold_labels[has_gold], strict=True)
             ]
             gold_accuracy = mean_or_none(scores)
         shared = on_finished[on_finished["task_id"].map(finished["annotations"]) >= 2]
         if len(shared):
             agreed = [
-                _symmetric_chrf(_answer_text(own) or "", _answer_text(consensus) or "")
+                _symmetric_chrf(answer_text(own) or "", answer_text(consensus) or "")
                 for own, consensus in zip(shared["answer"], shared["task_id"].map(finished["answer"]), strict=True)
             ]
             agreement = mean_or_none(agreed)
@@ -302,9 +242,9 @@ class SupervisedFineTuning(RecordTaskType):
         """An answer matches the reference when their chrF reaches GOLD_MATCH_CHRF (free text is never equal)."""
         from labelflow.tasks.comparisons import chrf
 
-        return chrf(_answer_text(answer) or "", gold) >= GOLD_MATCH_CHRF
+        return chrf(answer_text(answer) or "", gold) >= GOLD_MATCH_CHRF
 
-    def gold_metrics(self, finished: pd.DataFrame) -> dict[str, Any]:
+    def gold_metrics(self, finished: pd.DataFrame, spec: ProjectSpec) -> dict[str, Any]:
         """On finished tasks with a reference answer (`gold`): mean chrF of the consensus answer to it, and the
         share of tasks whose consensus matches it (chrF >= GOLD_MATCH_CHRF)."""
         from labelflow.tasks.comparisons import chrf
@@ -313,7 +253,7 @@ class SupervisedFineTuning(RecordTaskType):
         if not len(gold_tasks):
             return {}
         scores = [
-            chrf(_answer_text(answer) or "", str(reference))
+            chrf(answer_text(answer) or "", str(reference))
             for answer, reference in zip(gold_tasks["answer"], gold_tasks["gold_label"], strict=True)
         ]
         return {
@@ -380,7 +320,7 @@ class SupervisedFineTuning(RecordTaskType):
             for record, answer in rows[["record", "answer"]].itertuples(index=False):
                 prompt = record_of(record).get("prompt")
                 messages = chat_messages(prompt) or [{"role": "user", "content": str(prompt)}]
-                messages.append({"role": "assistant", "content": _answer_text(answer) or ""})
+                messages.append({"role": "assistant", "content": answer_text(answer) or ""})
                 handle.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
         return path
 
