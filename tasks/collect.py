@@ -18,7 +18,7 @@ from labelflow.tasks.annotations import AnnotationNormalizer, annotations_table,
 from labelflow.tasks.ingest import check_record_owner, project_record_key, read_project_record
 from labelflow.tasks.label_config import label_interface
 from labelflow.tasks.ports import LabelStudioPort, ObjectStorePort
-from labelflow.tasks.quality import QualityReport, judge, parse_gold
+from labelflow.tasks.quality import QualityReport, gold_label_set, judge, parse_gold
 from labelflow.tasks.spec import ProjectSpec, S3Location
 
 LS_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -218,7 +218,7 @@ def load_gold(store: ObjectStorePort, spec: ProjectSpec) -> pd.DataFrame | None:
         if exc.not_found:
             raise CollectError(f"quality.gold: {spec.quality.gold} does not exist") from None
         raise
-    return parse_gold(payload, location.prefix, spec.labels)
+    return parse_gold(payload, location.prefix, gold_label_set(spec))
 
 
 def load_current(annotations: AnnotationStore) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -36,8 +36,12 @@ class GoldError(ValueError):
     """The gold-label file cannot be used."""
 
 
-def parse_gold(payload: bytes, name: str, labels: list[str]) -> pd.DataFrame:
-    """Gold labels from CSV or JSON Lines: a `label` column and one of `source_uri`, `source_key`, `content_sha256`."""
+def parse_gold(payload: bytes, name: str, labels: list[str] | None) -> pd.DataFrame:
+    """Gold labels from CSV or JSON Lines: a `label` column and one of `source_uri`, `source_key`, `content_sha256`.
+
+    `labels`: the spec's label set every gold label must be in; None for types whose `label` is a reference text
+    (a caption, a transcript).
+    """
     text = payload.decode("utf-8-sig")
     if name.endswith((".jsonl", ".ndjson")):
         try:
@@ -53,10 +57,15 @@ def parse_gold(payload: bytes, name: str, labels: list[str]) -> pd.DataFrame:
     if "label" not in frame.columns or not keys:
         raise GoldError(f"{name}: needs a `label` column and one of source_uri, source_key, content_sha256")
     frame["label"] = frame["label"].astype(str).str.strip()
-    unknown = sorted(set(frame["label"]) - set(labels))
+    unknown = sorted(set(frame["label"]) - set(labels)) if labels is not None else []
     if unknown:
         raise GoldError(f"{name}: gold labels not in the spec's label set: {unknown[:10]}")
     return frame[[*keys, "label"]].rename(columns={"label": "gold_label"})
+
+
+def gold_label_set(spec: ProjectSpec) -> list[str] | None:
+    """The label set gold labels must come from; None when a gold `label` is a reference text, not a class."""
+    return list(spec.labels) if spec.task_type.uses_labels else None
 
 
 def attach_gold(tasks: pd.DataFrame, gold: pd.DataFrame | None) -> pd.Series:

@@ -165,19 +165,27 @@ def run(
     """
     if spec.task_type.media == "record":
         return run_records(ls, spec, project_id, annotators, per_task, limit, seed, workers, progress, hidden)
+    if spec.task_type.structured_answers:
+        # Written answers about stored media (captions, transcripts): the truth file's `label` is the reference
+        # text, handed to the type's simulated answer as the task's `gold`, as a record's gold answer is.
+        tasks = ls.export_tasks(project_id, timeout=spec.collect.timeout_seconds)
+        references = attach_gold(_task_frame(tasks), truth)
+        known = {int(t["id"]): json.dumps({"gold": r}) for t, r in zip(tasks, references, strict=True) if r}
+        if not known:
+            raise SimulationError(
+                f"no task has a known reference: pass --truth with a CSV/JSONL of source_uri,label holding each "
+                f"{spec.task} task's reference text"
+            )
+        return run_records(
+            ls, spec, project_id, annotators, per_task, limit, seed, workers, progress, known, exported=tasks
+        )
     interface = label_interface(spec)
     if spec.task_type.simulated_result(interface.from_name, interface.to_name, spec.labels[0]) is None:
         raise SimulationError(f"the simulator supports classification tasks, not {spec.task!r}")
     user_ids = ensure_users(ls, annotators)
     tasks = ls.export_tasks(project_id, timeout=spec.collect.timeout_seconds)
     tasks.sort(key=lambda t: int(t["id"]))
-    frame = pd.DataFrame(
-        {
-            "task_id": [int(t["id"]) for t in tasks],
-            "source_uri": [(t.get("data") or {}).get("source_uri") for t in tasks],
-            "content_sha256": [(t.get("data") or {}).get("content_sha256") for t in tasks],
-        }
-    )
+    frame = _task_frame(tasks)
     from_file = attach_gold(frame, truth)
     truths: dict[int, str] = {}
     for task_id, uri, known in zip(frame["task_id"], frame["source_uri"], from_file, strict=True):
@@ -206,6 +214,17 @@ def run(
     post_per_task(work.items, annotate, workers)
     done_by = [(item[1].email, truths[item[0]] == item[2]) for item in work.items]
     return simulation_summary(project_id, len(tasks), len(truths), annotators, user_ids, done_by)
+
+
+def _task_frame(tasks: list[dict[str, Any]]) -> pd.DataFrame:
+    """task_id, source_uri and content_sha256 of exported tasks (what a truth file's rows are matched on)."""
+    return pd.DataFrame(
+        {
+            "task_id": [int(t["id"]) for t in tasks],
+            "source_uri": [(t.get("data") or {}).get("source_uri") for t in tasks],
+            "content_sha256": [(t.get("data") or {}).get("content_sha256") for t in tasks],
+        }
+    )
 
 
 def post_per_task(items: Sequence[PlannedItem], post: Callable[[PlannedItem], None], workers: int) -> None:
@@ -302,10 +321,12 @@ def run_records(
     workers: int,
     progress: Callable[[int, int], None] | None,
     hidden: dict[int, str] | None = None,
+    exported: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Simulated annotation of record tasks (preference, ranking, grading, SFT), from each record's `gold` answer."""
+    """Simulated annotation of tasks with a known `gold` answer: records (preference, ranking, grading, SFT), or
+    written answers whose references `hidden` holds; `exported`: the project's tasks when already read."""
     user_ids = ensure_users(ls, annotators)
-    tasks = ls.export_tasks(project_id, timeout=spec.collect.timeout_seconds)
+    tasks = exported if exported is not None else ls.export_tasks(project_id, timeout=spec.collect.timeout_seconds)
     tasks.sort(key=lambda t: int(t["id"]))
     wanted = per_task or min(spec.overlap, len(annotators))
     items, skipped = plan_records(tasks, spec, annotators, user_ids, wanted, seed, hidden)

@@ -116,8 +116,9 @@ def _add_task_context(frame: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
     lookup = tasks.drop_duplicates("task_id").set_index("task_id")
     texts = frame["task_id"].map(lookup["text"]) if "text" in lookup.columns else pd.Series(None, index=frame.index)
     frame["text_length"] = texts.map(lambda t: len(t) if isinstance(t, str) else np.nan)
-    for column in ("image_width", "image_height"):
-        frame[column] = pd.to_numeric(frame["task_id"].map(lookup[column]), errors="coerce")
+    for column in ("image_width", "image_height", "audio_duration", "audio_sample_rate", "audio_channels"):
+        known = lookup[column] if column in lookup.columns else pd.Series(dtype=float)  # tables from before audio
+        frame[column] = pd.to_numeric(frame["task_id"].map(known), errors="coerce")
     start = pd.to_numeric(frame["span_start"], errors="coerce")
     end = pd.to_numeric(frame["span_end"], errors="coerce")
     frame["span_length"] = end - start
@@ -151,7 +152,8 @@ def publishable(consensus: pd.DataFrame) -> pd.DataFrame:
 
 def consensus_frame(published: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
     """The consensus dataset as validated: one row per consensus region (or per task for classes)."""
-    frame = _regions_exploded(published.drop(columns=["text", "image_width", "image_height"], errors="ignore"))
+    media = ["text", "image_width", "image_height", "audio_duration", "audio_sample_rate", "audio_channels"]
+    frame = _regions_exploded(published.drop(columns=media, errors="ignore"))
     return _add_task_context(frame, tasks)
 
 

@@ -6,7 +6,9 @@ Adding a type is one module with a `TaskType` subclass, one line in `TASK_TYPES`
 
 from __future__ import annotations
 
+from labelflow.tasks.task_types.audio_classification import AudioClassification
 from labelflow.tasks.task_types.base import FROM_NAME, Media, TaskType
+from labelflow.tasks.task_types.image_captioning import ImageCaptioning
 from labelflow.tasks.task_types.image_classification import ImageClassification
 from labelflow.tasks.task_types.ner import NamedEntities
 from labelflow.tasks.task_types.object_detection import ObjectDetection
@@ -23,6 +25,8 @@ TASK_TYPES: dict[str, TaskType] = {
         ImageClassification(),
         NamedEntities(),
         ObjectDetection(),
+        AudioClassification(),
+        ImageCaptioning(),
         Preference(),
         Ranking(),
         ResponseGrading(),
