@@ -28,6 +28,7 @@ from PIL import (
 from labelflow.tasks.spec import IngestOptions
 
 DEFAULT_MAX_IMAGE_PIXELS: int = IngestOptions.model_fields["max_image_pixels"].default
+DEFAULT_MAX_DURATION_SECONDS: float = IngestOptions.model_fields["max_duration_seconds"].default
 # Each sniffed image type opens with its own Pillow plugin rather than `Image.open`: that reads the header without
 # Pillow's process-wide decompression-bomb guard (a global that only errors above 2 x its value), so the spec's
 # `ingest.max_image_pixels` alone decides, per call, before any pixel is decoded. The same header-first rule is
@@ -51,6 +52,7 @@ class Reason(StrEnum):
 
     EMPTY = "empty"
     TOO_LARGE = "too_large"
+    TOO_LONG = "too_long"
     CORRUPT = "corrupt"
     UNDECODABLE_TEXT = "undecodable_text"
     WRONG_TYPE = "wrong_type"
@@ -96,10 +98,9 @@ OTHER_SIGNATURES: list[tuple[bytes, int, str]] = [
     (b"PK\x03\x04", 0, "application/zip"),
     (b"\x1f\x8b", 0, "application/gzip"),
     (b"7z\xbc\xaf\x27\x1c", 0, "application/x-7z-compressed"),
-    (b"ID3", 0, "audio/mpeg"),
-    (b"OggS", 0, "audio/ogg"),
-    (b"fLaC", 0, "audio/flac"),
-    (b"WAVE", 8, "audio/wav"),
+    # Audio is recognised first, by tasks/audio.sniff_audio_type (an Ogg stream whose first packet is not audio
+    # is video or data; an MP3 needs no ID3 tag).
+    (b"OggS", 0, "application/ogg"),
     (b"ftyp", 4, "video/mp4"),
     (b"\x1aE\xdf\xa3", 0, "video/webm"),
     (b"\x7fELF", 0, "application/x-executable"),
@@ -116,12 +117,15 @@ BOMS: list[tuple[bytes, str]] = [
 
 def sniff_media_type(data: bytes) -> str:
     """Media type from the content's signature; `text/plain` for text-like bytes, else octet-stream."""
+    from labelflow.tasks.audio import sniff_audio_type  # soundfile loads libsndfile: only once something is sniffed
+
+    audio = sniff_audio_type(data)
+    if audio is not None:
+        return audio
     for table in (IMAGE_SIGNATURES, OTHER_SIGNATURES):
         for signature, offset, media_type in table:
             if data[offset : offset + len(signature)] == signature:
                 if media_type == "image/webp" and data[:4] != b"RIFF":
-                    continue
-                if media_type == "audio/wav" and data[:4] != b"RIFF":
                     continue
                 return media_type
     # The type comes from the start; inspect_text then refuses a NUL anywhere in the whole text.
@@ -236,8 +240,9 @@ def _megapixels(pixels: int) -> str:
     return f"{pixels / 1e6:g} MP"
 
 
-def decoded_size_estimate(data: bytes, modality: Literal["text", "image"], max_image_pixels: int) -> int:
-    """Bytes that inspecting this object will decode into: an image within the pixel limit, else nothing."""
+def decoded_size_estimate(data: bytes, modality: Literal["text", "image", "audio"], max_image_pixels: int) -> int:
+    """Bytes that inspecting this object will decode into: an image within the pixel limit, else nothing (audio is
+    decoded a bounded block at a time)."""
     if modality != "image":
         return 0
     header = read_image_header(data)
@@ -271,26 +276,52 @@ def inspect_image(
     return Inspection(sha256, media_type, width=width, height=height)
 
 
+def _a_project(modality: str) -> str:
+    return f"{'an' if modality[0] in 'aeiou' else 'a'} {modality} project"
+
+
+def inspect_audio_object(data: bytes, sha256: str, media_type: str, max_duration_seconds: float) -> Inspection:
+    """Refuse from the header audio over the duration limit; accept other audio only if all of it decodes to sound."""
+    from labelflow.tasks.audio import inspect_audio
+
+    verdict = inspect_audio(data, sha256, media_type, max_duration_seconds)
+    if verdict.info is None:
+        return Inspection(sha256, media_type, Reason(verdict.reason), verdict.detail)
+    info = verdict.info
+    return Inspection(
+        sha256,
+        media_type,
+        duration_seconds=round(info.duration_seconds, 3),
+        sample_rate=info.sample_rate,
+        channels=info.channels,
+    )
+
+
 def inspect_content(
     data: bytes,
-    modality: Literal["text", "image"],
+    modality: Literal["text", "image", "audio"],
     encodings: Sequence[str] = (),
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_duration_seconds: float = DEFAULT_MAX_DURATION_SECONDS,
 ) -> Inspection:
     """Decide from the bytes alone (never the file name) whether an object fits a project of this modality."""
     sha256 = hashlib.sha256(data).hexdigest()
     if not data:
         return Inspection(sha256, "application/x-empty", Reason.EMPTY, "zero bytes")
     media_type = sniff_media_type(data)
+    if media_type.startswith("audio/"):
+        if modality != "audio":
+            return Inspection(sha256, media_type, Reason.WRONG_TYPE, f"{media_type} in {_a_project(modality)}")
+        return inspect_audio_object(data, sha256, media_type, max_duration_seconds)
     if media_type.startswith("image/"):
         if modality != "image":
-            return Inspection(sha256, media_type, Reason.WRONG_TYPE, f"{media_type} in a {modality} project")
+            return Inspection(sha256, media_type, Reason.WRONG_TYPE, f"{media_type} in {_a_project(modality)}")
         return inspect_image(data, sha256, media_type, max_image_pixels)
     if media_type == "text/plain":
         if modality != "text":
             inspected = inspect_text(data, sha256, encodings)
-            what = "text" if inspected.accepted else "neither an image nor text"
-            return Inspection(sha256, media_type, Reason.WRONG_TYPE, f"{what} in an image project")
+            what = "text" if inspected.accepted else f"neither {'an image' if modality == 'image' else 'audio'} nor text"
+            return Inspection(sha256, media_type, Reason.WRONG_TYPE, f"{what} in {_a_project(modality)}")
         return inspect_text(data, sha256, encodings)
     return Inspection(sha256, media_type, Reason.UNSUPPORTED_TYPE, f"{media_type} is not supported")
 

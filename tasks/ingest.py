@@ -604,7 +604,13 @@ def fetch_and_inspect(
             extra = total - need
             if extra <= 0 or budget.try_reserve(extra):
                 try:
-                    inspection = inspect_content(data, spec.modality, options.text_encodings, options.max_image_pixels)
+                    inspection = inspect_content(
+                        data,
+                        spec.modality,  # type: ignore[arg-type]  (record sources never reach object cleaning)
+                        options.text_encodings,
+                        options.max_image_pixels,
+                        options.max_duration_seconds,
+                    )
                     if decoded >= TRIM_AFTER_DECODED_BYTES:
                         return_freed_memory()  # before the bytes go back to the budget, or RSS outgrows it
                     return inspection

@@ -29,12 +29,13 @@ def build_label_config(spec: ProjectSpec) -> str:
 
 
 def control_of(label_config: str) -> tuple[str, str, str]:
-    """(from_name, to_name, result type) of the first labeling control in a config."""
+    """(from_name, to_name, result type) of the config's labeling control: the one named FROM_NAME (a built-in
+    interface may have more, e.g. transcription's segment labels), else the first."""
     from xml.etree import ElementTree
 
-    for element in ElementTree.fromstring(label_config).iter():
-        if element.tag in CONTROL_TYPES:
-            return element.get("name", FROM_NAME), element.get("toName", ""), CONTROL_TYPES[element.tag]
+    controls = [e for e in ElementTree.fromstring(label_config).iter() if e.tag in CONTROL_TYPES]
+    for element in sorted(controls, key=lambda e: e.get("name") != FROM_NAME):  # stable: document order otherwise
+        return element.get("name", FROM_NAME), element.get("toName", ""), CONTROL_TYPES[element.tag]
     raise ValueError(f"label_config has no labeling control ({', '.join(CONTROL_TYPES)})")
 
 
