@@ -11,11 +11,12 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from labelflow.infra import postgres
-from labelflow.infra.bootstrap import ensure_label_studio_token, ensure_mlflow_artifact_bucket
+# Only what `status` and `down` need is imported here; `up`'s setup (bootstrap with its HTTP and S3 clients, the
+# PostgreSQL and Label Studio installers) is imported where `up` uses it, so `labelflow status` stays fast.
 from labelflow.infra.credentials import (
     Credentials,
     connection_env,
@@ -24,15 +25,17 @@ from labelflow.infra.credentials import (
     seaweedfs_identities,
     write_private_json,
 )
-from labelflow.infra.label_studio_env import ensure_label_studio_venv
-from labelflow.infra.seaweedfs_security import ensure_grpc_tls
 from labelflow.infra.services import Service, base_env, build_services, build_worker_service
 from labelflow.infra.stack_config import LOOPBACK, StackConfig, StackError, port_is_free
 from labelflow.infra.supervisor import FILE_PRIVACY_VERSION, ServiceSupervisor
-from labelflow.integrations.settings import STACK_FILE_NAME
+from labelflow.integrations.stack_home import STACK_FILE_NAME
 
 # What the CLI imports from here (`up`, `down`, `status`, `demo`).
 __all__ = ["LocalStack", "ServiceStatus", "StackConfig", "StackError", "UpReport"]
+
+# How long `status` waits for a health endpoint to connect and to answer: the probes run at once, so this bounds
+# the whole command when a server hangs (`up` waits patiently instead, see supervisor._wait_healthy).
+STATUS_PROBE_SECONDS = 2.0
 
 
 @dataclass
@@ -69,6 +72,8 @@ class LocalStack(ServiceSupervisor):
     # --- setup -----------------------------------------------------------------------------------
     def ensure_label_studio_env(self, echo: Callable[[str], None] = lambda _: None) -> None:
         """Create Label Studio's own virtual environment from the locked requirements, once."""
+        from labelflow.infra.label_studio_env import ensure_label_studio_venv
+
         ensure_label_studio_venv(self.config, self.log_path("label-studio-install"), base_env(), echo)
 
     def _write_seaweed_identities(self, creds: Credentials) -> None:
@@ -114,6 +119,9 @@ class LocalStack(ServiceSupervisor):
         return reports
 
     def _up(self, echo: Callable[[str], None], with_worker: bool) -> list[UpReport]:
+        from labelflow.infra import postgres
+        from labelflow.infra.seaweedfs_security import ensure_grpc_tls
+
         self._echo = echo
         self.config.home.mkdir(parents=True, exist_ok=True)
         self.make_home_private()
@@ -224,6 +232,8 @@ class LocalStack(ServiceSupervisor):
 
     def _after_start(self, creds: Credentials) -> None:
         """One-off setup that needs the servers: the MLflow artifact bucket and a working LS token."""
+        from labelflow.infra.bootstrap import ensure_label_studio_token, ensure_mlflow_artifact_bucket
+
         ensure_mlflow_artifact_bucket(self.config, creds, self.log_path("s3"))
         ensure_label_studio_token(self.config, creds, self.log_path("label-studio"))
 
@@ -256,23 +266,25 @@ class LocalStack(ServiceSupervisor):
 
     def status(self) -> list[ServiceStatus]:
         """Each service: whether its process runs, whether its health check passes, its URL and log."""
-        result = []
         # Probe the ports this home's services were started with, not the defaults (another stack may own those).
-        recorded = LocalStack(self.recorded_config())
-        for service in recorded._services(Credentials.placeholder()):
-            proc = self._process(service.name)
-            if proc is None:
-                running, healthy, detail = False, False, "not running"
-            else:
-                running = True
-                healthy, detail = self._probe(service)
+        services = LocalStack(self.recorded_config())._services(Credentials.placeholder())
+        processes = {service.name: self._process(service.name) for service in services}
+        running = [service for service in services if processes[service.name] is not None]
+        # All at once: one after another, the probes of busy servers added up.
+        with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+            probes = {s.name: pool.submit(self._probe, s, STATUS_PROBE_SECONDS) for s in running}
+            outcomes = {name: probe.result() for name, probe in probes.items()}
+        result = []
+        for service in services:
+            proc = processes[service.name]
+            healthy, detail = outcomes.get(service.name, (False, "not running"))
             result.append(
                 ServiceStatus(
                     name=service.name,
                     title=service.title,
                     url=service.url,
                     pid=proc.pid if proc else None,
-                    running=running,
+                    running=proc is not None,
                     healthy=healthy,
                     detail=detail,
                     log=str(self.log_path(service.name)),

@@ -8,8 +8,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from labelflow.infra import postgres
 from labelflow.infra.credentials import Credentials, connection_env
@@ -17,6 +16,9 @@ from labelflow.infra.label_studio_env import LABEL_STUDIO_SERVE_MODULE, label_st
 from labelflow.infra.seaweedfs_security import seaweedfs_security_env
 from labelflow.infra.stack_config import LOOPBACK, StackConfig, listener_url, seaweedfs_tls_files
 from labelflow.layout import PROJECT_DIR, WORK_POOL
+
+if TYPE_CHECKING:
+    from labelflow.infra.health_probe import HealthAnswer
 
 MLFLOW_ARTIFACT_BUCKET = "labelflow-mlflow"
 TELEMETRY_OFF = {"DO_NOT_TRACK": "true"}
@@ -33,7 +35,7 @@ class Service:
     ports: dict[str, int]
     command: list[str]
     env: dict[str, str]
-    healthy_when: Callable[[httpx.Response], bool] = field(default=lambda r: r.status_code == 200)
+    healthy_when: Callable[[HealthAnswer], bool] = field(default=lambda r: r.status_code == 200)
     # A health check that is not an HTTP GET (PostgreSQL): (healthy, detail).
     probe: Callable[[], tuple[bool, str]] | None = None
     # The system user the process runs as (None: the caller); PostgreSQL refuses to run as root.
@@ -68,7 +70,7 @@ def _loopback_service(
     *,
     port_name: str = "http",
     health_path: str = "/health",
-    healthy_when: Callable[[httpx.Response], bool] | None = None,
+    healthy_when: Callable[[HealthAnswer], bool] | None = None,
 ) -> Service:
     """A server on one loopback port, healthy when `health_path` there answers (by default: with 200)."""
     url = f"http://{LOOPBACK}:{port}"

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
 from labelflow.infra.credentials import write_private_json
+from labelflow.infra.health_probe import get_health
 from labelflow.infra.health_wait import HealthWait, HealthWaitError, WaitPolicy, Watched
 from labelflow.infra.services import Service
 from labelflow.infra.stack_config import StackConfig, StackError, log_tail
@@ -106,17 +106,16 @@ class ServiceSupervisor:
         write_private_json(self._state_path(service.name), state)
 
     def _probe(self, service: Service, timeout: float = 3.0) -> tuple[bool, str]:
+        """(healthy, detail) of one service: its own check, else a GET of its health URL judged by `healthy_when`."""
         if service.probe is not None:
             return service.probe()
-        # A plain-HTTP loopback check needs no CA bundle: loading one costs 0.1-0.4 s per probe (`labelflow status`).
-        verify = service.health_url.startswith("https:")
         try:
-            response = httpx.get(service.health_url, timeout=timeout, verify=verify)
-        except httpx.HTTPError as exc:
+            answer = get_health(service.health_url, timeout)
+        except OSError as exc:  # refused, timed out, reset, not HTTP
             return False, f"{type(exc).__name__}: {exc}"
-        if service.healthy_when(response):
+        if service.healthy_when(answer):
             return True, "healthy"
-        return False, f"health check answered HTTP {response.status_code}"
+        return False, f"health check answered HTTP {answer.status_code}"
 
     def _progress(self, name: str) -> tuple[int, int]:
         """Log size and whole CPU seconds of the service's process tree: either moves while it works."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import AnyHttpUrl, SecretStr, ValidationError, field_validator
@@ -17,12 +15,8 @@ from pydantic_settings import (
 
 from labelflow.integrations.errors import SettingsError
 
-STACK_FILE_NAME = "stack.json"
-
-
-def labelflow_home() -> Path:
-    """Directory holding the local stack's state: $LABELFLOW_HOME or ./.labelflow."""
-    return Path(os.environ.get("LABELFLOW_HOME") or Path.cwd() / ".labelflow").resolve()
+# Defined in a module of their own, so the local stack reads them without pydantic-settings (`labelflow status`).
+from labelflow.integrations.stack_home import STACK_FILE_NAME, labelflow_home
 
 
 def read_stack_connection() -> dict[str, str]:

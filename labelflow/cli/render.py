@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, ConsoleDimensions
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from labelflow.infra.local_stack import ServiceStatus, UpReport
@@ -71,12 +72,14 @@ def stack_login(login: dict[str, str], seconds: float) -> None:
 
 def stack_status(home: Path, statuses: list[ServiceStatus]) -> None:
     """`labelflow status`: each service's process, health, URL and log."""
-    table = Table(title=f"labelflow local stack ({home})")
+    # Cells as text, never markup or emoji codes: a path or an error message is printed as it is (and rich's emoji
+    # table, 20 ms to load, stays out of the command people run most).
+    table = Table(title=Text(f"labelflow local stack ({home})", style="table.title"))
     for column in ("service", "pid", "health", "url", "log"):
-        table.add_column(column, overflow="fold")  # never cut a URL or path
+        table.add_column(Text(column), overflow="fold")  # never cut a URL or path
     for s in statuses:
-        health = "[green]healthy[/green]" if s.healthy else f"[red]{s.detail}[/red]"
-        table.add_row(s.name, str(s.pid or "-"), health, s.url, s.log)
+        health = Text.assemble(("healthy", "green") if s.healthy else (s.detail, "red"))
+        table.add_row(Text(s.name), Text(str(s.pid or "-")), health, Text(s.url), Text(s.log))
     console.print(table)
 
 

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import http.server
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -168,6 +169,64 @@ def test_reading_datasets_starts_no_prefect_engine_and_imports_neither_gx_nor_ml
 
 def test_status_starts_no_prefect_engine_and_imports_neither_gx_nor_mlflow(tmp_path: Path) -> None:
     assert modules_loaded_by(("status", "--home", str(tmp_path)), READ_ONLY_MUST_NOT_LOAD) == []
+
+
+# What `labelflow status` never needs (issue 16: within 0.5 s of bare Python): an HTTP client library (httpx brings
+# httpcore, h2 and, with selenium installed, trio: 0.4 s), pydantic-settings, `up`'s one-off setup, and the
+# pipeline's libraries.
+STATUS_MUST_NOT_LOAD = [
+    "httpx",
+    "httpcore",
+    "trio",
+    "pydantic_settings",
+    "labelflow.infra.bootstrap",
+    "labelflow.integrations.settings",
+    "prefect",
+    "great_expectations",
+    "mlflow",
+    "pandas",
+    "boto3",
+    "minio",
+]
+
+
+class FakeHealth(http.server.BaseHTTPRequestHandler):
+    """A service's health endpoint: 200 on GET /health."""
+
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/health" else 404)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+def test_status_probing_a_running_service_imports_no_http_client_library_nor_pydantic_settings(tmp_path: Path) -> None:
+    import psutil
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHealth)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # The listener of this home "runs": its state file names this test's own process and the fake health endpoint's
+    # port, so status really probes it over HTTP.
+    (tmp_path / "run").mkdir()
+    state = {"pid": os.getpid(), "create_time": psutil.Process().create_time(), "ports": {"http": server.server_port}}
+    (tmp_path / "run" / "listener.json").write_text(json.dumps(state), encoding="utf-8")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", LOADED_AFTER.format(modules=STATUS_MUST_NOT_LOAD), "status", "--home",
+             str(tmp_path), "--json"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    document, _, loaded = result.stdout.strip().rpartition("\n")
+    services = {s["name"]: s for s in json.loads(document)["services"]}
+    assert services["listener"]["healthy"], services["listener"]
+    assert services["listener"]["url"] == f"http://127.0.0.1:{server.server_port}"
+    assert not services["s3"]["running"]
+    assert json.loads(loaded) == []
 
 
 # What reading a dataset or answering "nothing changed" never needs: the tables and statistics libraries, and

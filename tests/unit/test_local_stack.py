@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
 import socket
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import pytest
 
 from labelflow.infra.credentials import Credentials, connection_env
 from labelflow.infra.local_stack import LocalStack
+from labelflow.infra.ports import STACK_PORTS
 from labelflow.infra.seaweedfs_security import ensure_grpc_tls
 from labelflow.infra.services import Service, build_services
 from labelflow.infra.stack_config import StackConfig, StackError, port_is_free
@@ -374,3 +378,122 @@ def test_up_help_lists_every_port() -> None:
     text = " ".join(result.output.split())
     for fragment in ("--listener-port", "8700", "8701", "9333", "8480", "8888", "23646", "+10000"):
         assert fragment in text, fragment
+
+
+# --- issue 16: `labelflow status` within 0.5 s of bare Python --------------------------------------------------
+
+
+def _pretend_running(config: StackConfig, name: str, port: int) -> None:
+    """Record this test's own process as the stack's `name` on `port`, so status finds it running and probes it."""
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    state = {"pid": os.getpid(), "create_time": psutil.Process().create_time(), "ports": {"http": port}}
+    (config.run_dir / f"{name}.json").write_text(json.dumps(state))
+
+
+def test_status_probes_the_services_all_at_once(config: StackConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One after another, five probes of busy servers added up; at once, status waits for the slowest only.
+    names = ["listener", "s3", "label-studio", "mlflow", "prefect"]
+    for name in names:
+        _pretend_running(config, name, 20000)
+    stack = LocalStack(config)
+    all_probing = threading.Barrier(len(names), timeout=10)
+
+    def probe(service: Service, timeout: float = 3.0) -> tuple[bool, str]:
+        try:
+            all_probing.wait()  # passes only when every probe is under way at the same time
+        except threading.BrokenBarrierError:
+            return False, "probed one after another"
+        return True, "healthy"
+
+    monkeypatch.setattr(stack, "_probe", probe)
+    statuses = stack.status()
+    assert [s.name for s in statuses] == names, "status lists the services in start order"
+    assert [(s.running, s.healthy, s.detail) for s in statuses] == [(True, True, "healthy")] * len(names)
+
+
+def test_status_reports_a_service_that_does_not_answer_instead_of_waiting_for_it(
+    config: StackConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("labelflow.infra.local_stack.STATUS_PROBE_SECONDS", 0.5)
+    with socket.socket() as hung:  # accepts connections (the kernel's backlog) and never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen()
+        _pretend_running(config, "mlflow", hung.getsockname()[1])
+        mlflow = next(s for s in LocalStack(config).status() if s.name == "mlflow")
+    assert mlflow.running and not mlflow.healthy
+    assert "timed out" in mlflow.detail
+
+
+class _PrefectHealth(http.server.BaseHTTPRequestHandler):
+    """Prefect's /api/health, answering what the test puts in `answer`."""
+
+    answer = b"true"
+
+    def do_GET(self) -> None:
+        body = self.answer if self.path == "/api/health" else b"not found"
+        self.send_response(200 if self.path == "/api/health" else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("answer", "healthy", "detail"), [(b"true", True, "healthy"), (b"false", False, "HTTP 200")])
+def test_prefect_is_healthy_when_its_health_endpoint_answers_true(
+    config: StackConfig, answer: bytes, healthy: bool, detail: str
+) -> None:
+    handler = type("Answer", (_PrefectHealth,), {"answer": answer})
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _pretend_running(config, "prefect", server.server_port)
+        prefect = next(s for s in LocalStack(config).status() if s.name == "prefect")
+    finally:
+        server.shutdown()
+    assert prefect.url == f"http://127.0.0.1:{server.server_port}"
+    assert prefect.healthy is healthy and detail in prefect.detail
+
+
+def test_a_service_that_refuses_connections_is_unhealthy(config: StackConfig) -> None:
+    port = next(port for port in range(21731, 22731) if port_is_free(port))
+    _pretend_running(config, "label-studio", port)
+    label_studio = next(s for s in LocalStack(config).status() if s.name == "label-studio")
+    assert label_studio.running and not label_studio.healthy
+    assert "refused" in label_studio.detail.lower()
+
+
+def test_stack_config_reads_its_variables_under_the_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABELFLOW_STACK_MLFLOW_PORT", "5123")
+    monkeypatch.setenv("LABELFLOW_STACK_PREFECT_PORT", "4321")
+    monkeypatch.setenv("LABELFLOW_STACK_DB", "postgres")
+    monkeypatch.setenv("LABELFLOW_STACK_LABEL_STUDIO_VENV_DIR", str(tmp_path / "venv"))
+    monkeypatch.setenv("LABELFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("LABELFLOW_STACK_S3_PORT", raising=False)
+    config = StackConfig(prefect_port=4999)
+    assert (config.mlflow_port, config.prefect_port, config.database) == (5123, 4999, "postgres")
+    assert config.label_studio_venv == tmp_path / "venv"
+    assert config.home == tmp_path / "home"
+    assert config.s3_port == STACK_PORTS["s3_port"][1], "the defaults are the ports table's"
+    monkeypatch.setenv("LABELFLOW_STACK_S3_PORT", "70000")
+    with pytest.raises(ValueError, match="55535"):
+        StackConfig()
+
+
+def test_a_health_port_that_does_not_speak_http_is_unhealthy(config: StackConfig) -> None:
+    with socket.socket() as stranger:  # another program on the service's port answers in its own protocol
+        stranger.bind(("127.0.0.1", 0))
+        stranger.listen()
+
+        def greet() -> None:
+            connection, _ = stranger.accept()
+            with connection:
+                connection.recv(4096)
+                connection.sendall(b"500 unrecognised command\r\n")
+
+        threading.Thread(target=greet, daemon=True).start()
+        _pretend_running(config, "listener", stranger.getsockname()[1])
+        listener = next(s for s in LocalStack(config).status() if s.name == "listener")
+    assert listener.running and not listener.healthy
+    assert "not an HTTP answer" in listener.detail
