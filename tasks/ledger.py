@@ -146,7 +146,7 @@ class LedgerIndex:
             self.records.update(
                 (record_identity(b, k, i, r), _short(h or "")) for b, k, i, r, h in zip(*records.values(), strict=True)
             )
-        ingested = pc.equal(status, "ingested")
+        ingested = _equal(status, "ingested")
         tasks = table.filter(pc.and_(ingested, pc.is_valid(table.column("task_id")))).select(["sha256", "task_id"])
         hashes, task_ids = tasks.column("sha256").to_pylist(), tasks.column("task_id").to_pylist()
         # The first task recorded for a content hash wins, as with `add`'s setdefault: reversed, dict() keeps it.
@@ -154,12 +154,20 @@ class LedgerIndex:
         known = self.task_by_hash
         known.update({h: t for h, t in first.items() if h not in known})  # cost follows the part, not the history
         self.ingested += pc.sum(pc.cast(ingested, pa.int64())).as_py() or 0
-        other = pc.invert(pc.or_(ingested, pc.equal(status, FILE_READ)))
+        other = pc.invert(pc.or_(ingested, _equal(status, FILE_READ)))
         self.quarantined += pc.sum(pc.cast(other, pa.int64())).as_py() or 0
 
     def is_known(self, bucket: str, key: str, etag: str) -> bool:
         """True when this exact version of the object was already ingested or quarantined."""
         return self.seen.get((bucket, key)) == etag
+
+
+def _equal(column: pa.ChunkedArray, text: str) -> pa.ChunkedArray:
+    """Where a string column holds exactly `text` (a letters-only word)."""
+    import pyarrow.compute as pc
+
+    # A pattern option, not a Python scalar: pyarrow converts a Python value by importing pandas (a second or more).
+    return pc.match_substring_regex(column, pattern=f"^{text}$")
 
 
 class IngestLedger:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,6 +12,9 @@ from labelflow.cli.errors import console_logs_without_tracebacks_of, fail, json_
 from labelflow.cli.render import console
 from labelflow.integrations.errors import SettingsError
 from labelflow.runtime import prefect_connection
+
+if TYPE_CHECKING:
+    from labelflow.tasks.spec import ProjectSpec
 
 
 def smoke() -> None:
@@ -45,18 +48,40 @@ def ingest(
             "ingest", LabelStudioError, ObjectStoreError, OpenAICompatibleError, bad_input=(MalformedAnswerError,)
         ),
     ):
-        load_spec(spec)  # fail on a broken spec before any server is contacted
-        with prefect_connection():
-            from labelflow.flows.ingest import ingest as ingest_flow
+        project_spec = load_spec(spec)  # fail on a broken spec before any server is contacted
+        # Nothing new since the last complete ingest: this listing's counts, found before Prefect loads. `--limit`
+        # only caps new objects, so with none it changes nothing.
+        summary = _unchanged_since_last_ingest(project_spec)
+        if summary is None:
+            with prefect_connection():
+                from labelflow.flows.ingest import ingest as ingest_flow
 
-            console_logs_without_tracebacks_of(
-                SpecError, LabelStudioError, ObjectStoreError, OpenAICompatibleError, MalformedAnswerError
-            )
-            summary = ingest_flow(str(spec.resolve()), limit=limit)
+                console_logs_without_tracebacks_of(
+                    SpecError, LabelStudioError, ObjectStoreError, OpenAICompatibleError, MalformedAnswerError
+                )
+                summary = ingest_flow(str(spec.resolve()), limit=limit)
         if as_json:
             print_json(summary)
             return
     render.ingest_summary(summary, str(spec))
+    if "unchanged_since" in summary:
+        console.print(f"nothing new since the ingest of {summary['unchanged_since']} (no flow run)", markup=False)
+
+
+def _unchanged_since_last_ingest(spec: ProjectSpec) -> dict[str, Any] | None:
+    """This ingest's summary when it has nothing to do (None: there is work), without Prefect."""
+    from labelflow.integrations.resources import Resources
+    from labelflow.tasks.ingest_shortcut import unchanged_summary
+
+    resources = Resources.from_settings()
+    try:
+        try:
+            reader_key = resources.reader_settings.access_key if spec.task_type.stored_media else None
+        except SettingsError:
+            return None  # the flow reports it where it needs the identity
+        return unchanged_summary(resources.store, resources.label_studio_client, spec, reader_key)
+    finally:
+        resources.close()
 
 
 def collect(
@@ -170,7 +195,7 @@ def simulate(
     from labelflow.integrations.label_studio import LabelStudioError
     from labelflow.integrations.object_store import ObjectStoreError
     from labelflow.tasks.collect import CollectError
-    from labelflow.tasks.quality import parse_gold
+    from labelflow.tasks.quality import gold_label_set, parse_gold
     from labelflow.tasks.simulate import build_annotators
     from labelflow.tasks.spec import load_spec
 
@@ -186,7 +211,7 @@ def simulate(
         count = annotators if annotators is not None else len(rates)
         cycled = [rates[i % len(rates)] for i in range(count)] if rates else []
         people = build_annotators(cycled, spammers)
-        gold = parse_gold(_read_bytes(truth), truth, project_spec.labels) if truth else None
+        gold = parse_gold(_read_bytes(truth), truth, gold_label_set(project_spec)) if truth else None
         from labelflow.integrations.resources import Resources
 
         resources = Resources.from_settings(label_studio_timeout=600)
