@@ -259,15 +259,16 @@ def ingest_record_file(
                     record_hidden=hidden_fields_json(spec, item),
                 )  # fmt: skip
                 try:
+                    spec.task_type.check_record(item.fields)
                     data = record_task_data(spec, obj, item, summary.encoding)
-                except ValueError as exc:  # the type cannot show it (a `chat` that is not a list of messages, say)
+                except ValueError as exc:  # the type refuses it (RecordRejected says why) or cannot show it
+                    reason = getattr(exc, "reason", str(RecordReason.MALFORMED_RECORD))
                     row = _row(
-                        obj, "quarantined", item.sha256, item.index, item.record_id,
-                        reason=str(RecordReason.MALFORMED_RECORD), detail=str(exc),
+                        obj, "quarantined", item.sha256, item.index, item.record_id, reason=reason, detail=str(exc),
                     )  # fmt: skip
                     rejected.append(row)
                     result.quarantine_rows.append(row)
-                    result.quarantined[str(RecordReason.MALFORMED_RECORD)] += 1
+                    result.quarantined[reason] += 1
                     continue
                 if known is not None and known != 0:
                     changed_keys.add(row.task_key)

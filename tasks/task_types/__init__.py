@@ -17,6 +17,8 @@ from labelflow.tasks.task_types.ranking import Ranking
 from labelflow.tasks.task_types.response_grading import ResponseGrading
 from labelflow.tasks.task_types.sft import SupervisedFineTuning
 from labelflow.tasks.task_types.text_classification import TextClassification
+from labelflow.tasks.task_types.text_pair import TextPair
+from labelflow.tasks.task_types.transcription import Transcription
 
 TASK_TYPES: dict[str, TaskType] = {
     task_type.name: task_type
@@ -27,10 +29,12 @@ TASK_TYPES: dict[str, TaskType] = {
         ObjectDetection(),
         AudioClassification(),
         ImageCaptioning(),
+        Transcription(),
         Preference(),
         Ranking(),
         ResponseGrading(),
         SupervisedFineTuning(),
+        TextPair(),
     )
 }
 

@@ -65,12 +65,14 @@ def judge_free_text(
     votes: pd.DataFrame,
     reviews: pd.DataFrame,
     similarity: SimilarityMatrix,
+    choose: Callable[[Sequence[str]], int] | None = None,
 ) -> tuple[list[float], pd.DataFrame]:
     """Fill label, answer, method, agreement, confidence and tie per task; (task agreements, pairwise table).
 
     Consensus: the reviewer's answer, else the medoid of 2+ answers (the earliest on a tie, so of two answers the
     first), else the one answer. Agreement is the mean pairwise similarity of a task's answers (NaN with one);
-    confidence is the chosen answer's mean similarity to the others (1.0 for a reviewer's answer).
+    confidence is the chosen answer's mean similarity to the others (1.0 for a reviewer's answer). `choose` picks
+    the medoid instead of the highest mean similarity (transcripts: the least total edit distance).
     """
     import numpy as np
     import pandas as pd
@@ -87,7 +89,7 @@ def judge_free_text(
             matrix = similarity(texts)
             n = len(texts)
             mean_to_others = (matrix.sum(axis=1) - 1.0) / (n - 1)
-            index = int(np.argmax(mean_to_others))
+            index = choose(texts) if choose is not None else int(np.argmax(mean_to_others))
             agreement = float(matrix[np.triu_indices(n, 1)].mean())
             confidence, method = float(mean_to_others[index]), "medoid"
             annotators = group["annotator_id"].astype(int).tolist()
@@ -172,6 +174,13 @@ class WrittenAnswerTask(TaskType):
 
         return pairwise_similarity(texts)
 
+    def choose_consensus(self, texts: Sequence[str], spec: ProjectSpec) -> int:
+        """The position of the consensus among 2+ answers: the highest mean similarity to the others."""
+        import numpy as np
+
+        matrix = self.similarity_matrix(texts, spec)
+        return int(np.argmax(matrix.sum(axis=1)))
+
     def similarity(self, a: str, b: str, spec: ProjectSpec) -> float:
         """Symmetric similarity of two answers in [0, 1]."""
         return float(self.similarity_matrix([a, b], spec)[0, 1])
@@ -188,7 +197,14 @@ class WrittenAnswerTask(TaskType):
         from labelflow.tasks.agreement import mean_or_none
 
         agreements, pairwise = judge_free_text(
-            consensus, votes, reviews, lambda texts: self.similarity_matrix(texts, spec)
+            consensus,
+            votes,
+            reviews,
+            lambda texts: self.similarity_matrix(texts, spec),
+            # The highest mean similarity is judge_free_text's own choice: only a type that chooses otherwise says so.
+            (lambda texts: self.choose_consensus(texts, spec))
+            if type(self).choose_consensus is not WrittenAnswerTask.choose_consensus
+            else None,
         )
         metrics["agreement_measure"] = self.similarity_measure
         metrics["mean_pairwise_similarity"] = mean_or_none(agreements)

@@ -9,6 +9,7 @@ import pytest
 
 from labelflow.tasks.label_config import build_label_config, control_of
 from labelflow.tasks.spec import S3Location, SpecError, load_spec, parse_spec
+from labelflow.tasks.task_types import TASK_TYPES
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "specs").glob("*.yaml"))
 BASE = {"name": "p", "source": "s3://raw/x/", "task": "text-classification", "labels": ["a", "b"]}
@@ -24,21 +25,12 @@ def test_every_example_spec_validates_and_builds_a_label_config(path: Path) -> N
         name = control_of(config)[0]
         values = {e.get("value") for c in root.iter() if c.get("name") == name for e in c}
         assert values == set(spec.labels)
-    else:  # record types: their choices are fixed (tie/both-bad, rubric checks), and the spec has no labels
-        assert spec.labels == [] and spec.records is not None
+    else:  # record and written-answer types: no label set (fixed choices, or free text)
+        assert spec.labels == [] and (spec.records is not None) == (spec.task_type.media == "record")
 
 
 def test_examples_cover_every_task_type() -> None:
-    assert {load_spec(p).task for p in EXAMPLES} == {
-        "text-classification",
-        "image-classification",
-        "ner",
-        "object-detection",
-        "preference",
-        "ranking",
-        "response-grading",
-        "sft",
-    }
+    assert {load_spec(p).task for p in EXAMPLES} == set(TASK_TYPES)
 
 
 def test_errors_give_field_paths() -> None:

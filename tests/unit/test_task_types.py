@@ -26,8 +26,8 @@ def spec_for(name: str, **extra: typing.Any) -> ProjectSpec:
 def test_the_spec_accepts_exactly_the_registered_types() -> None:
     assert set(typing.get_args(TaskTypeName)) == set(TASK_TYPES)
     assert list(TASK_TYPES) == [
-        "text-classification", "image-classification", "ner", "object-detection",
-        "preference", "ranking", "response-grading", "sft",
+        "text-classification", "image-classification", "ner", "object-detection", "audio-classification",
+        "image-captioning", "transcription", "preference", "ranking", "response-grading", "sft", "text-pair",
     ]  # fmt: skip
     assert all(isinstance(kind, TaskType) and kind.name == name for name, kind in TASK_TYPES.items())
     with pytest.raises(ValueError, match="unknown task type 'audio'; known: text-classification"):
@@ -60,7 +60,7 @@ def test_each_record_type_builds_its_interface_from_its_example_spec(name: str) 
     interface = label_interface(spec)
     names = {element.get("name") for element in ElementTree.fromstring(interface.xml).iter() if element.get("toName")}
     assert names and names <= spec.task_type.control_names  # type: ignore[attr-defined]
-    assert "$prompt" in interface.xml and interface.from_name == "label"
+    assert f"${spec.task_type.data_key}" in interface.xml and interface.from_name == "label"
     with pytest.raises(ValueError, match=rf"label_config: task {name} uses its built-in interface"):
         parse_spec({**spec.model_dump(mode="json", exclude_none=True), "label_config": "<View/>"})
 
@@ -80,10 +80,10 @@ REQUIRABLE_TAGS = {"Choices", "Rating", "TextArea", "Number", "DateTime", "Taxon
 
 
 def built_in_spec(name: str) -> ProjectSpec:
-    """The type's example spec for record types, else a spec with the hostile labels."""
+    """The type's example spec for types without labels, else a spec with the hostile labels."""
     from labelflow.tasks.spec import load_spec
 
-    if TASK_TYPES[name].media == "record":
+    if not TASK_TYPES[name].uses_labels:
         return load_spec(str(ROOT / "examples" / "specs" / f"{name}.yaml"))
     return spec_for(name)
 
@@ -94,7 +94,8 @@ def test_every_built_in_answer_control_that_label_studio_can_require_is_required
     (control,) = [element for element in root.iter() if element.get("name") == "label"]
     if control.tag in REQUIRABLE_TAGS:
         assert control.get("required") == "true"
-    classification = name in ("text-classification", "image-classification")
+    # the types whose answer is one class of a fixed set (text-pair: aligned / partial / not_aligned)
+    classification = name in ("text-classification", "image-classification", "audio-classification", "text-pair")
     assert (control.tag == "Choices") == classification
 
 
