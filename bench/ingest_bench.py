@@ -1,8 +1,9 @@
 """Ingest benchmark: labelflow vs Label Studio's own S3 sync, 100k objects, and a no-op re-run. Prints figures.
 
 Run against the local stack (`labelflow up` first):
-    uv run python bench/ingest_bench.py                      # 10,000 texts + 2,000 images, 100,000 texts, re-run
-    uv run python bench/ingest_bench.py --texts 1000 --images 200 --large 0   # a quick pass
+    uv run python bench/ingest_bench.py                      # 10,000 texts + 2,000 images + 2,000 clips, 100,000 texts
+    uv run python bench/ingest_bench.py --texts 1000 --images 200 --audio 200 --large 0   # a quick pass
+    uv run python bench/ingest_bench.py --texts 0 --images 0 --large 0                    # 2,000 audio clips only
 """
 
 from __future__ import annotations
@@ -51,6 +52,18 @@ def png(i: int) -> bytes:
     buffer = io.BytesIO()
     # unique content per index (identical images would rightly be quarantined as duplicates)
     Image.new("RGB", (64, 64), (i % 256, (i // 256) % 256, (i // 65536) % 256)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def clip(i: int) -> bytes:
+    """A short audio clip (0.5-2 s, 16 kHz mono): WAV, FLAC or Ogg Vorbis in turn, each with its own tone."""
+    import numpy as np
+    import soundfile as sf
+
+    seconds = 0.5 + (i % 4) * 0.5
+    t = np.arange(int(seconds * 16000)) / 16000
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.4 * np.sin(2 * np.pi * (200 + i % 800) * t), 16000, format=("WAV", "FLAC", "OGG")[i % 3])
     return buffer.getvalue()
 
 
@@ -129,6 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--texts", type=int, default=10_000)
     parser.add_argument("--images", type=int, default=2_000)
+    parser.add_argument("--audio", type=int, default=2_000, help="short audio clips (WAV, FLAC, Ogg)")
     parser.add_argument("--large", type=int, default=100_000, help="small text objects for the scale run (0: skip)")
     args = parser.parse_args()
     os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -145,11 +159,14 @@ def main() -> None:
     line(f"upload {args.texts} texts", f"{upload(store, bucket, texts):.1f} s")
     images = [(f"images/{i:06d}.png", png(i)) for i in range(args.images)]
     line(f"upload {args.images} images", f"{upload(store, bucket, images):.1f} s")
+    clips = [(f"audio/{i:06d}.{('wav', 'flac', 'ogg')[i % 3]}", clip(i)) for i in range(args.audio)]
+    line(f"upload {args.audio} audio clips", f"{upload(store, bucket, clips):.1f} s")
 
     base = {"labels": ["positive", "negative", "neutral"], "ingest": {"batch_size": 500}}
     for kind, prefix, task, count in (
         ("texts", "texts/", "text-classification", args.texts),
         ("images", "images/", "image-classification", args.images),
+        ("audio clips", "audio/", "audio-classification", args.audio),
     ):
         if not count:
             continue
@@ -158,7 +175,7 @@ def main() -> None:
             "name": f"bench {kind} {run}",
             "source": f"s3://{bucket}/{prefix}",
             "task": task,
-            "state": f"s3://{state}/{kind}/",
+            "state": f"s3://{state}/{prefix}",
         }
         summary, seconds, peak = run_ingest(spec, workdir)
         assert summary["tasks_created"] == count, summary
@@ -167,8 +184,8 @@ def main() -> None:
             f"{seconds:.1f} s, {count / seconds:.0f} tasks/s, peak RSS {peak:.0f} MB",
         )
         line("  stages (s)", json.dumps(summary["seconds"]))
-        data_key = "text" if kind == "texts" else "image"
-        tag = "Text" if kind == "texts" else "Image"
+        data_key = {"texts": "text", "images": "image"}.get(kind, "audio")
+        tag = data_key.capitalize()
         config = (
             f'<View><{tag} name="{data_key}" value="${data_key}"/><Choices name="label" toName="{data_key}">'
             '<Choice value="positive"/><Choice value="negative"/><Choice value="neutral"/></Choices></View>'

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 from rapidfuzz.distance import Levenshtein
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 Unit = Literal["char", "word"]
@@ -199,7 +200,12 @@ def _winner(votes: Counter, pivot_entry: object) -> object:
     return pivot_entry if votes[pivot_entry] == top else next(e for e, count in votes.items() if count == top)
 
 
-def judge_transcripts(frame: pd.DataFrame, language: str | None = None, unit: Unit | None = None) -> pd.DataFrame:
+def judge_transcripts(
+    frame: pd.DataFrame,
+    language: str | None = None,
+    unit: Unit | None = None,
+    pair_rates: list[np.ndarray] | None = None,
+) -> pd.DataFrame:
     """Agreement and medoid consensus for many tasks: (task_id, annotator, text) rows in, one row per task out.
 
     The rows of a task are taken in the order given (its submission order: the earliest wins a medoid tie). Texts
@@ -209,6 +215,8 @@ def judge_transcripts(frame: pd.DataFrame, language: str | None = None, unit: Un
     edit distance, in units, to the others). Tasks are judged JUDGE_CHUNK_TASKS at a time, each pair with one
     rapidfuzz call and everything else as NumPy arrays, so memory is the frame, about 50 bytes a row of index and
     result arrays, and one chunk's units and pairs (bench/transcripts_bench.py: +57 MiB for 150,000 transcripts).
+    `pair_rates`, when given a list, receives one (k, 3) array per chunk: the frame positions of each compared pair of
+    rows and their symmetric error rate (from which a caller builds its table of annotator pairs).
     """
     import numpy as np
     import pandas as pd
@@ -255,6 +263,8 @@ def judge_transcripts(frame: pd.DataFrame, language: str | None = None, unit: Un
             )
             longer = np.maximum(lengths[left], lengths[right])
             rate = np.divide(pair_distance, longer, out=np.zeros(len(left)), where=longer > 0)
+            if pair_rates is not None:
+                pair_rates.append(np.column_stack([rows[left], rows[right], rate]))
             totals += np.bincount(left, pair_distance, minlength=len(rows)).astype(np.int64)
             totals += np.bincount(right, pair_distance, minlength=len(rows)).astype(np.int64)
             pairs = np.bincount(pair_task, minlength=len(chunk_sizes))

@@ -159,6 +159,77 @@ class Transcription(WrittenAnswerTask):
         language = self._language(spec)
         return medoid_transcript([normalise_transcript(t, language) for t in texts], error_unit(language)).index
 
+    def judge(
+        self,
+        consensus: pd.DataFrame,
+        votes: pd.DataFrame,
+        reviews: pd.DataFrame,
+        spec: ProjectSpec,
+        metrics: dict[str, Any],
+    ) -> tuple[pd.DataFrame, dict[str, dict[Any, Any]]]:
+        """The medoid (or reviewer's) transcript per task, agreement 1 - mean pairwise error rate, all tasks at once.
+
+        The same result as the written-answer judge, computed by tasks/transcripts.judge_transcripts in NumPy
+        chunks: a project of 100,000 clips is judged in seconds, where a loop over tasks took minutes.
+        """
+        import numpy as np
+        import pandas as pd
+
+        from labelflow.tasks.agreement import mean_or_none
+        from labelflow.tasks.task_types.record_task import answer_json, answer_of
+        from labelflow.tasks.transcripts import judge_transcripts
+
+        ordered = votes.sort_values(["task_id", "annotation_id"], kind="stable").reset_index(drop=True)
+        frame = pd.DataFrame(
+            {
+                "task_id": ordered["task_id"].to_numpy(),
+                "annotator": np.arange(len(ordered)),  # the row: judge_transcripts names the medoid's
+                "text": ordered["answer"].map(lambda value: answer_text(value) or "").to_numpy(dtype=object),
+            }
+        )
+        chunks: list[np.ndarray] = []
+        judged = judge_transcripts(frame, self._language(spec), pair_rates=chunks)
+        pairs = np.concatenate(chunks) if chunks else np.empty((0, 3))
+        left, right, similarity = pairs[:, 0].astype(int), pairs[:, 1].astype(int), 1.0 - pairs[:, 2]
+        # The medoid's mean similarity to the other transcripts of its task: its confidence.
+        per_row = np.bincount(left, similarity, len(ordered)) + np.bincount(right, similarity, len(ordered))
+        medoid = judged["annotator"].to_numpy(dtype=int)
+        others = np.maximum(judged["annotations"].to_numpy() - 1, 1)
+        chosen = pd.DataFrame(
+            {
+                "label": ordered["label"].to_numpy(dtype=object)[medoid],
+                "answer": ordered["answer"].to_numpy(dtype=object)[medoid],
+                "method": np.where(judged["annotations"].to_numpy() >= 2, "medoid", "single"),
+                "agreement": judged["agreement"].to_numpy(),
+                "confidence": np.where(judged["annotations"].to_numpy() >= 2, per_row[medoid] / others, np.nan),
+            },
+            index=judged.index,
+        )
+        if len(reviews):
+            review = reviews.drop_duplicates("task_id", keep="last").set_index("task_id")
+            chosen = chosen.reindex(chosen.index.union(review.index))
+            chosen.loc[review.index, "label"] = review["label"]
+            chosen.loc[review.index, "answer"] = review["answer"].map(lambda a: answer_json(answer_of(a)))
+            chosen.loc[review.index, "method"] = "review"
+            chosen.loc[review.index, "confidence"] = 1.0
+        for column in ("label", "answer", "method"):
+            consensus[column] = consensus["task_id"].map(chosen[column]).astype(object)
+            consensus[column] = consensus[column].where(consensus[column].notna(), None)
+        for column in ("confidence", "agreement"):
+            consensus[column] = consensus["task_id"].map(chosen[column]).astype(float)
+        consensus["tie"] = False  # a medoid is never a tied vote
+        metrics["agreement_measure"] = self.similarity_measure
+        metrics["mean_pairwise_similarity"] = mean_or_none(judged["agreement"].dropna().tolist())
+        annotator = ordered["annotator_id"].astype(int).to_numpy()
+        a, b = annotator[left], annotator[right]
+        table = pd.DataFrame({"annotator_a": np.minimum(a, b), "annotator_b": np.maximum(a, b), "score": similarity})
+        pairwise = (
+            table.groupby(["annotator_a", "annotator_b"], sort=True)["score"]
+            .agg(shared_tasks="size", mean_similarity="mean")
+            .reset_index()
+        )
+        return pairwise, {}
+
     def similarity(self, a: str, b: str, spec: ProjectSpec) -> float:
         """1 - the error rate of `a` against the reference-like `b`, floored at 0 (insertions can exceed 1)."""
         return max(0.0, 1.0 - self.error_rate(b, a, self._language(spec)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -160,3 +161,50 @@ def test_the_exports_name_the_media_and_its_answer(tmp_path: Path) -> None:
     table = dataset_rows(published, tasks, spec)
     assert table["audio_duration"].tolist() == [1.25, 12.5] and "image_width" not in table.columns
     assert table["audio_sample_rate"].tolist() == [16000, 44100] and table["audio_channels"].tolist() == [1, 2]
+
+
+def test_the_transcription_judge_picks_the_medoid_and_matches_the_one_task_functions() -> None:
+    from labelflow.tasks.task_types.free_text import WrittenAnswerTask
+    from labelflow.tasks.transcripts import medoid_transcript, normalise_transcript, transcript_agreement
+
+    spec = parse_spec(
+        {"name": "tr", "source": "s3://raw/clips/", "task": "transcription", "options": {"language": "zh"},
+         "overlap": 3, "quality": {"reviewers": ["lead@x"]}}
+    )  # fmt: skip
+    kind = TASK_TYPES["transcription"]
+    rng = random.Random(7)
+    truths = ["今天天气很好我们去公园散步吧", "请把厨房的灯关掉再出门", "明天早上八点在车站见面"]
+    tasks = []
+    for task_id in range(1, 13):
+        truth = truths[task_id % 3]
+        answers = [
+            (user, textarea(kind.simulated_text(truth, 0.8, False, rng))) for user in (1, 2, 3)[: 1 + task_id % 3]
+        ]
+        if task_id == 12:
+            answers.append((9, textarea("请把厨房的灯关掉再出门。")))
+        data = {"audio": f"s3://raw/clips/{task_id}.wav", "source_uri": f"s3://raw/clips/{task_id}.wav",
+                "content_sha256": f"h{task_id}", "audio_duration": 1.5}  # fmt: skip
+        tasks.append(ls_task(task_id, answers, data))
+    _, annotation_rows, report = judged(spec, tasks)
+    consensus = report.consensus.set_index("task_id")
+    for task_id, group in annotation_rows[annotation_rows["annotator_email"] != "lead@x"].groupby("task_id"):
+        texts = [answer_text(a) for a in group.sort_values("annotation_id")["answer"]]
+        normal = [normalise_transcript(t, "zh") for t in texts]
+        if task_id == 12:
+            assert consensus.at[12, "method"] == "review"
+            assert answer_text(consensus.at[12, "answer"]) == "请把厨房的灯关掉再出门。"
+            continue
+        assert answer_text(consensus.at[task_id, "answer"]) == texts[medoid_transcript(normal, "char").index]
+        if len(texts) >= 2:
+            assert consensus.at[task_id, "agreement"] == pytest.approx(transcript_agreement(normal, "char"))
+            assert consensus.at[task_id, "method"] == "medoid"
+        else:
+            assert consensus.at[task_id, "method"] == "single" and math.isnan(consensus.at[task_id, "agreement"])
+    # The same tables through the shared written-answer judge (a loop over tasks) give the same pairwise figures.
+    votes = annotation_rows[annotation_rows["annotator_email"] != "lead@x"].copy()
+    looped = report.consensus.copy()
+    pairwise_loop, _ = WrittenAnswerTask.judge(kind, looped, votes, votes.iloc[0:0], spec, {})
+    pairwise_fast, _ = kind.judge(report.consensus.copy(), votes, votes.iloc[0:0], spec, {})
+    pd.testing.assert_frame_equal(
+        pairwise_fast.reset_index(drop=True), pairwise_loop.reset_index(drop=True), check_dtype=False
+    )
