@@ -151,10 +151,25 @@ def _snippet(task: dict[str, Any]) -> str | None:
     return None
 
 
+def _written_text(answer: Any) -> str | None:
+    """The text of a written answer (its `answer` JSON holds `text`), or None for other answers."""
+    if not isinstance(answer, str) or not answer.startswith("{"):
+        return None
+    try:
+        parsed = json.loads(answer)
+    except ValueError:
+        return None
+    text = parsed.get("text") if isinstance(parsed, dict) else None
+    return text if isinstance(text, str) else None
+
+
 def _answer(row: dict[str, Any]) -> str:
     """One annotation as a person reads it: the label, or the labels of its regions, and why it is unusable."""
     label = row.get("label")
-    if isinstance(label, str):
+    written = _written_text(row.get("answer"))
+    if written is not None:  # a caption, transcript or SFT answer: its `label` is only a digest of the text
+        shown = f"“{_shorten(written)}”"
+    elif isinstance(label, str):
         shown = label
     else:
         regions = row.get("regions")

@@ -312,3 +312,16 @@ def test_chart_data_without_a_score_is_valid_json_with_nulls() -> None:
     text = _script_json({"agreement": float("nan"), "rows": [(float("inf"), 1.5)], "label": "</script>"})
     assert json.loads(text) == {"agreement": None, "rows": [[None, 1.5]], "label": "</script>"}
     assert "</" not in text
+
+
+def test_a_written_answer_shows_its_text_not_its_digest() -> None:
+    from labelflow.tasks.quality_report import _answer
+    from labelflow.tasks.task_types.free_text import answer_digest
+
+    caption = "白色背景上的一个蓝色圆形。"
+    row = {"label": answer_digest(caption), "answer": json.dumps({"text": caption}, ensure_ascii=False)}
+    assert _answer(row) == f"“{caption}”"
+    long = {"label": "x", "answer": json.dumps({"text": "word " * 200}), "problem": "2 captions submitted"}
+    shown = _answer(long)
+    assert shown.startswith("“word word") and "…" in shown and shown.endswith("(invalid: 2 captions submitted)")
+    assert _answer({"label": "partial", "answer": json.dumps({"label": "partial", "score": 4})}) == "partial"
