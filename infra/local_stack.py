@@ -66,6 +66,23 @@ class UpReport:
     url: str
 
 
+def outdated_reason(service: Service, state: dict[str, Any] | None) -> str | None:
+    """Why a running service started by an earlier `up` must be restarted to be what this labelflow starts, or None."""
+    if state is None:
+        return None
+    if state.get("file_privacy", 0) < FILE_PRIVACY_VERSION:
+        # Its umask is fixed at start: until restarted, every file it creates stays readable by other users.
+        return "started by an older labelflow: its new files were world-readable"
+    recorded = state.get("command")
+    if service.name == "label-studio" and isinstance(recorded, list) and recorded != service.command:
+        # An older labelflow ran Label Studio on Django's development server (`label-studio start`): one process
+        # that queued a team's requests; the data directory is the same, so a restart only changes the server.
+        if "start" in recorded[1:3]:
+            return "it runs Django's development server; labelflow now serves Label Studio with gunicorn"
+        return "its command changed"
+    return None
+
+
 class LocalStack(ServiceSupervisor):
     """Starts, checks and stops the local services; state, logs and data live under `config.home`."""
 
@@ -140,13 +157,9 @@ class LocalStack(ServiceSupervisor):
             echo("restarting s3 (its security configuration changed) ...")
             self.stop("s3")
         for service in services:
-            state = self._read_state(service.name)
-            outdated = state is not None and state.get("file_privacy", 0) < FILE_PRIVACY_VERSION
-            if outdated and self._process(service.name) is not None:
-                # Its umask is fixed at start: until restarted, every file it creates stays readable by other users.
-                echo(
-                    f"restarting {service.name} (started by an older labelflow: its new files were world-readable) ..."
-                )
+            why = outdated_reason(service, self._read_state(service.name))
+            if why is not None and self._process(service.name) is not None:
+                echo(f"restarting {service.name} ({why}) ...")
                 self.stop(service.name)
         running = [s for s in services if self._process(s.name) is not None]
         to_start = [s for s in services if s not in running]

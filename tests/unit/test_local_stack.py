@@ -497,3 +497,20 @@ def test_a_health_port_that_does_not_speak_http_is_unhealthy(config: StackConfig
         listener = next(s for s in LocalStack(config).status() if s.name == "listener")
     assert listener.running and not listener.healthy
     assert "not an HTTP answer" in listener.detail
+
+
+def test_a_label_studio_left_on_the_development_server_or_with_old_file_modes_is_restarted_by_up() -> None:
+    from labelflow.infra.local_stack import outdated_reason
+    from labelflow.infra.services import Service
+    from labelflow.infra.supervisor import FILE_PRIVACY_VERSION
+
+    gunicorn = ["/venv/bin/python", "-m", "labelflow_label_studio_serve", "127.0.0.1", "8080", "4"]
+    service = Service("label-studio", "Label Studio", "http://x", "http://x/health", {"http": 8080}, gunicorn, {})
+    current = {"command": gunicorn, "file_privacy": FILE_PRIVACY_VERSION}
+    assert outdated_reason(service, None) is None and outdated_reason(service, current) is None
+    runserver = {**current, "command": ["/venv/bin/label-studio", "start", "--no-browser", "--port", "8080"]}
+    assert "development server" in (outdated_reason(service, runserver) or "")
+    assert outdated_reason(service, {**current, "command": [*gunicorn[:-1], "2"]}) == "its command changed"
+    assert "world-readable" in (outdated_reason(service, {**current, "file_privacy": 0}) or "")
+    mlflow = Service("mlflow", "MLflow", "http://x", "http://x/health", {"http": 5000}, ["mlflow", "server"], {})
+    assert outdated_reason(mlflow, {**current, "command": ["mlflow", "server", "--old"]}) is None  # only Label Studio
