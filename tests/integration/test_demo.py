@@ -10,7 +10,9 @@ from labelflow.cli import app
 from tests.conftest import RunningStack
 
 
-def test_demo_publishes_three_datasets_and_prints_accuracies_and_the_dpo_rows(local_stack: RunningStack) -> None:
+def test_demo_publishes_four_datasets_and_prints_accuracies_the_dpo_rows_and_the_transcripts(
+    local_stack: RunningStack,
+) -> None:
     result = CliRunner().invoke(app, ["demo", "--images", "100", "--texts", "200"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
@@ -26,4 +28,21 @@ def test_demo_publishes_three_datasets_and_prints_accuracies_and_the_dpo_rows(lo
     pairs = re.search(r"dataset demo-preferences version \d+: (\d+) DPO pairs in \S+preference\.jsonl", text)
     assert pairs and int(pairs.group(1)) > 100
     assert len(re.findall(r'\{"prompt": ".+?", "chosen": ".+?", "rejected": ".+?"\}', text)) == 3
-    assert "Label Studio project: http://127.0.0.1:" in text and "Prefect flow runs:" in text
+    # speech: 24 generated clips with Chinese reference transcripts; 5 %, 15 % and 40 % character errors
+    assert "the clips are generated tones; the reference transcripts are the simulator's truth" in text
+    cer = re.search(
+        r"consensus \(medoid\) transcripts have a character error rate of ([\d.]+)% against the reference on (\d+) "
+        r"published clips, a random annotator's transcript ([\d.]+)%",
+        text,
+    )
+    assert cer, text[-3000:]
+    assert int(cer.group(2)) >= 18  # clips under min_agreement 0.5 are held back: about one in twenty
+    assert float(cer.group(1)) < 12.0 < float(cer.group(3))  # the medoid beats a random annotator's transcript
+    manifest = re.search(
+        r"dataset demo-speech version \d+: (\d+) rows; (\d+) transcripts in \S+transcripts\.jsonl", text
+    )
+    assert manifest and int(manifest.group(1)) == int(manifest.group(2)) >= 18, text[-3000:]
+    clip = r'\{"audio": "s3://labelflow-demo/speech/utterance-\d+\.(?:wav|flac)", "duration": [\d.]+, "text": "[^"]+"'
+    assert len(re.findall(clip, text)) == 2  # the manifest's first two lines
+    assert text.count("Label Studio project: http://127.0.0.1:") == 4 and text.count("MLflow dataset:") == 4
+    assert "Prefect flow runs:" in text

@@ -25,13 +25,13 @@ LABELS = ["正面", "negative", "a&b"]
 
 
 def spec_of_type(name: str, unique_name: str) -> ProjectSpec:
-    """A spec of the task type in its own source and state buckets: the example spec for record types."""
+    """A spec of the task type in its own source and state buckets: the example spec for types without labels."""
     own = {
         "name": f"{name} {unique_name}",
         "source": f"s3://{unique_name}-src/x/",
         "state": f"s3://{unique_name}-state/{name}/",
     }
-    if TASK_TYPES[name].media == "record":
+    if not TASK_TYPES[name].uses_labels:
         example = load_spec(str(ROOT / "examples" / "specs" / f"{name}.yaml"))
         return parse_spec({**example.model_dump(mode="json", exclude_none=True), **own})
     return parse_spec({**own, "task": name, "labels": LABELS})

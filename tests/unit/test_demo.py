@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from labelflow.demo import DemoProject, demo_specs, digit_features, png_to_ink, train_and_score, training_inputs
 from labelflow.tasks.spec import parse_spec
@@ -27,7 +28,7 @@ def test_uploaded_digit_pngs_give_back_the_pixels_the_test_set_is_made_of() -> N
 
 def test_demo_specs_are_valid_and_the_reviews_are_chinese_with_their_labels() -> None:
     projects, uploads = demo_specs(images=100, texts=50, seed=0)
-    assert [p.key for p in projects] == ["digits", "reviews", "preferences"]
+    assert [p.key for p in projects] == ["digits", "reviews", "preferences", "speech"]
     for project in projects[:2]:
         spec = parse_spec(project.spec)
         assert spec.quality.aggregation == "dawid-skene" and spec.overlap == 3
@@ -88,3 +89,87 @@ def test_the_preference_project_reads_the_shipped_corpus_as_records_with_its_hum
     assert key == "preferences/pairs.jsonl" and len(records) == len(project.truth) == 163
     assert {r["preferred"] for r in records} == {"A", "B"} and all(r["response_a"] != r["response_b"] for r in records)
     assert set(project.truth["id"]) == {r["id"] for r in records}
+
+
+def test_the_speech_project_uploads_generated_clips_whose_gold_file_holds_their_chinese_references() -> None:
+    import io
+
+    import soundfile
+
+    from labelflow.tasks.quality import parse_gold
+
+    projects, uploads = demo_specs(images=100, texts=50, seed=0)
+    project = next(p for p in projects if p.key == "speech")
+    spec = parse_spec(project.spec)
+    assert spec.task == "transcription" and spec.task_options.language == "zh" and spec.overlap == 3
+    assert spec.quality.gold == "s3://labelflow-demo/gold/speech.csv" and project.gold is not None
+    clips = uploads["speech"]
+    assert len(clips) == len({key for key, _, _ in clips}) == 24
+    # the gold file, as collect reads it, gives every uploaded clip its reference; so does the simulator's truth
+    gold = parse_gold(project.gold.to_csv(index=False).encode(), "speech.csv", None)
+    assert dict(zip(gold["source_key"], gold["gold_label"], strict=True)) == {key: ref for key, _, ref in clips}
+    assert dict(zip(project.truth["source_uri"], project.truth["label"], strict=True)) == {
+        f"s3://labelflow-demo/{key}": ref for key, _, ref in clips
+    }
+    assert all(key.startswith("speech/") for key, _, _ in clips)  # under the spec's source prefix
+    assert all(any("\u4e00" <= ch <= "\u9fff" for ch in ref) for _, _, ref in clips)
+    formats = set()
+    for key, payload, _ in clips:
+        info = soundfile.info(io.BytesIO(payload))
+        formats.add(info.format)
+        assert key.endswith(f".{info.format.lower()}") and 0.5 <= info.duration <= 2.0
+        samples, _ = soundfile.read(io.BytesIO(payload))
+        assert abs(samples).max() > 0.1  # not silent: cleaning would quarantine it as empty
+    assert formats == {"WAV", "FLAC"}
+
+
+def test_the_generated_clips_are_the_same_bytes_on_every_run_whatever_the_seed() -> None:
+    first = demo_specs(images=100, texts=50, seed=0)[1]["speech"]
+    again = demo_specs(images=120, texts=60, seed=7)[1]["speech"]
+    assert first == again  # a key always holds the same clip, so a re-run re-uses its objects and tasks
+    assert len({payload for _, payload, _ in first}) == len(first)
+
+
+def test_transcription_results_score_the_medoid_and_every_annotator_against_the_references(tmp_path) -> None:
+    import json
+
+    from labelflow.demo import DEMO_KINDS
+
+    projects, _ = demo_specs(images=100, texts=50, seed=0)
+    assert {p.kind for p in projects} <= set(DEMO_KINDS)
+    project = next(p for p in projects if p.key == "speech")
+    first, second = project.truth["source_uri"][:2]
+    ref_first, ref_second = project.truth["label"][:2]  # 13 and 14 characters (punctuation is not scored)
+    wrong_first = ref_first.replace("真", "很")  # one character of 13 substituted
+    answers = {  # annotator -> (transcript of the first clip, of the second)
+        "a@x": (ref_first, ref_second),
+        "b@x": (wrong_first, ref_second + "呀"),  # and one character inserted
+        "c@x": ("", ref_second),  # a transcript of nothing: every character deleted
+    }
+    annotations = pd.DataFrame(
+        [
+            {"source_uri": uri, "annotator_email": who, "answer": json.dumps({"text": text}), "problem": None}
+            for who, texts in answers.items()
+            for uri, text in zip((first, second), texts, strict=True)
+        ]
+    )
+    annotations.to_parquet(tmp_path / "annotations.parquet")
+    export = tmp_path / "transcripts.jsonl"
+    export.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in "xyz"), encoding="utf-8")
+    rows = pd.DataFrame(
+        {
+            "source_uri": [first, second, "s3://labelflow-demo/speech/from-an-older-run.wav"],
+            "answer": [json.dumps({"text": wrong_first}), json.dumps({"text": ref_second}), json.dumps({"text": "x"})],
+        }
+    )
+    rows.attrs["labelflow"] = {
+        "version": 2,
+        "files": {"annotations": str(tmp_path / "annotations.parquet"), "training-export": str(export)},
+    }
+    results = DEMO_KINDS["transcription"].results(project, rows, lambda uri: b"")
+    assert results["rows"] == 3 and results["compared"] == 2 and results["version"] == 2
+    assert abs(results["consensus_cer"] - (1 / 13 + 0) / 2) < 1e-9
+    per_annotator = {"a@x": 0.0, "b@x": (1 / 13 + 1 / 14) / 2, "c@x": (1.0 + 0.0) / 2}
+    assert results["annotator_cer"] == pytest.approx(per_annotator)
+    assert results["random_annotator_cer"] == pytest.approx(sum(per_annotator.values()) / 3)
+    assert results["manifest_lines"] == 3 and results["manifest_head"] == [{"text": "x"}, {"text": "y"}]
