@@ -31,12 +31,22 @@ from labelflow.tasks.collect import (
     write_batch,
 )
 from labelflow.tasks.collect_shortcut import inputs_fingerprint, save_last_run
+from labelflow.tasks.escalation import (
+    EscalationState,
+    check_reviewers,
+    escalate,
+    read_review,
+    uses_review,
+    with_decisions,
+)
+from labelflow.tasks.guidelines import fill_missing_stamps, guideline_routes, sync_guidelines
 from labelflow.tasks.links import open_hint
 from labelflow.tasks.ports import ClientsPort, ObjectStorePort, ValidatorPort
 from labelflow.tasks.publish import PublishResult, check_dataset_owner, publish_dataset
 from labelflow.tasks.quality_report import ReportContext, markdown, write_quality_report
 from labelflow.tasks.registry import DatasetRegistry
 from labelflow.tasks.spec import ProjectSpec, expectations_dir, load_spec
+from labelflow.tasks.talent_pool import record_evidence
 from labelflow.tasks.validate import ValidationFailed, ValidationSummary, run_validation
 
 COLLECT_TIMEOUT_SECONDS = 4 * 3600
@@ -121,7 +131,12 @@ def collect_and_judge(
     store, ls = clients.store, clients.label_studio_client
     table = AnnotationStore(store, spec.state_location)
     project_id = steps(recorded_project, store, spec)
-    stats = steps(collect_changes, ls, table, spec, project_id, full=full)
+    if spec.quality.reviewers:  # a reviewer Label Studio does not know: one line, before anything changes
+        steps(check_reviewers, ls, spec)
+    # Before collecting: a changed guideline file is shown to annotators and its version recorded, so the rows
+    # collected now are stamped against the history that includes it.
+    guidelines = steps(sync_guidelines, ls, store, spec, project_id) if spec.guidelines else None
+    stats = steps(collect_changes, ls, table, spec, project_id, full=full, guidelines=guidelines)
     steps.log.info(
         "%s collection: %d changed tasks, %d annotations, %d deleted tasks",
         stats.mode,
@@ -131,9 +146,15 @@ def collect_and_judge(
     )
     gold = steps(load_gold, store, spec)
     tasks, annotations = steps(load_current, table)
+    annotations = fill_missing_stamps(annotations, guidelines)  # rows collected before stamping existed
     if spec.task_type.media == "record":
         # Gold answers, model names and lineage never go to Label Studio: they are joined back from the ledger.
         tasks = steps(with_hidden_record_fields, store, spec, tasks)
+    # The review project's decisions (tasks/escalation.py) join the table: an expert's answer decides its task.
+    review_state = EscalationState.load(store, spec)
+    review = steps(read_review, ls, store, spec, review_state) if uses_review(spec, review_state) else None
+    if review is not None:
+        annotations = with_decisions(annotations, review.decisions)
     # The one CPU-heavy step: on a Dask cluster when the flow is given `dask_address` (its inputs are plain
     # tables, so they travel to remote workers), in this process otherwise.
     if dask_address:
@@ -142,7 +163,15 @@ def collect_and_judge(
         )
     else:
         report = steps(judge_annotations, tasks, annotations, spec, gold)
-    routes = tasks_to_route(report, spec)
+    if review is not None:  # before the talent pool: reviewers' verdicts are part of each annotator's record
+        # Not retried as a whole: an import whose answer was lost is found by the next collect's read of the review
+        # project (each review task names its main task), so nothing is imported twice.
+        steps.once(escalate, ls, store, spec, project_id, report, review, annotations, clients.reader_settings)
+    try:  # each row is a snapshot of the whole project: a collect that fails to record is made good by the next
+        steps(record_evidence, store, spec, report.annotators, annotations, project_id)
+    except ObjectStoreError as exc:
+        steps.log.warning("could not add this collect's evidence to the talent pool: %s", exc)
+    routes = tasks_to_route(report, spec) + guideline_routes(report.consensus, spec)
     routed = steps(route_back, ls, table, routes) if routes else 0
     run_name = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     # The report links each flagged task to Label Studio and shows its content and every answer.

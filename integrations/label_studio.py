@@ -268,6 +268,17 @@ class LabelStudioClient:
         """One task with its annotations."""
         return self._request("GET", f"/api/tasks/{task_id}", f"get task {task_id}").json()
 
+    def tasks_as_stored(self, project_id: int, task_ids: list[int], chunk: int = 200) -> list[dict[str, Any]]:
+        """These tasks of a project with their annotations, data as stored (storage URIs left unresolved)."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(task_ids), chunk):
+            # The Data Manager's selection: only the listed tasks, a page per chunk (small enough for the request
+            # line: Label Studio's server refuses one over 4 KiB).
+            selected = {"selectedItems": {"all": False, "included": task_ids[start : start + chunk]}}
+            params = {"project": project_id, "fields": "all", "resolve_uri": "false", "query": json.dumps(selected)}
+            found.extend(self._task_pages(params, "list tasks", chunk))
+        return found
+
     def set_task_overlap(self, task_id: int, overlap: int) -> None:
         """Ask for `overlap` annotations on one task; it goes back into the labeling queue if it has fewer."""
         self._request(

@@ -107,6 +107,25 @@ def pairwise_cohen_kappa(votes: pd.DataFrame, min_shared: int = 1) -> pd.DataFra
     return summary[columns]
 
 
+def kappa_headline(pairwise: pd.DataFrame, min_shared: int) -> dict[str, Any]:
+    """The headline Cohen's kappa: the mean over annotator pairs weighted by their shared tasks.
+
+    Pairs sharing fewer than `min_shared` tasks are left out and counted: a pair who met on one task has a kappa of
+    exactly 0 or 1, and an unweighted mean let one stray annotation halve a project's figure (issue 18).
+    """
+    shared = pd.to_numeric(pairwise["shared_tasks"], errors="coerce").fillna(0)
+    kappa = pd.to_numeric(pairwise["cohen_kappa"], errors="coerce")
+    enough = shared >= min_shared
+    kept = enough & kappa.notna()
+    weights = shared[kept]
+    value = float((kappa[kept] * weights).sum() / weights.sum()) if kept.any() else None
+    return {
+        "mean_cohen_kappa": value,
+        "cohen_kappa_pairs": int(kept.sum()),
+        "cohen_kappa_pairs_left_out": int((~enough).sum()),
+    }
+
+
 def cohen_kappa(labels_a: Sequence[Any], labels_b: Sequence[Any]) -> float:
     """Cohen's kappa of two equally long label sequences."""
     frame = pd.DataFrame(

@@ -51,6 +51,9 @@ ANNOTATION_SCHEMA = pa.schema(
         # Tables written before this column existed read it as null.
         ("answer", pa.string()),
         ("prediction_label", pa.string()),  # the summary label of the prediction the annotator started from
+        # The spec's guideline version (SHA-256) in effect when the annotation was saved (tasks/guidelines.py); null
+        # without guidelines. Tables written before this column existed read it as null and are stamped at judging.
+        ("guideline_version", pa.string()),
     ]
 )
 TASK_SCHEMA = pa.schema(
@@ -190,6 +193,7 @@ class AnnotationNormalizer:
             "seq": seq,
             "answer": json.dumps(answer, ensure_ascii=False, sort_keys=True) if answer is not None else None,
             "prediction_label": prediction_label(prediction, task_data or {}, self.spec) if prediction else None,
+            "guideline_version": None,  # stamped by the collect step, which holds the guideline history
         }
 
     def _predictions(self, exported: dict[str, Any]) -> str | None:

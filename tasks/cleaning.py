@@ -320,7 +320,9 @@ def inspect_content(
     if media_type == "text/plain":
         if modality != "text":
             inspected = inspect_text(data, sha256, encodings)
-            what = "text" if inspected.accepted else f"neither {'an image' if modality == 'image' else 'audio'} nor text"
+            what = (
+                "text" if inspected.accepted else f"neither {'an image' if modality == 'image' else 'audio'} nor text"
+            )
             return Inspection(sha256, media_type, Reason.WRONG_TYPE, f"{what} in {_a_project(modality)}")
         return inspect_text(data, sha256, encodings)
     return Inspection(sha256, media_type, Reason.UNSUPPORTED_TYPE, f"{media_type} is not supported")

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from labelflow.integrations.object_store import ObjectStoreError
 from labelflow.tasks.annotation_store import AnnotationStore, Watermark, edge_of, next_window_start, window_start
 from labelflow.tasks.annotations import AnnotationNormalizer, annotations_table, parse_time, tasks_table
+from labelflow.tasks.guidelines import GuidelineHistory, stamp_rows
 from labelflow.tasks.ingest import check_record_owner, project_record_key, read_project_record
 from labelflow.tasks.label_config import label_interface
 from labelflow.tasks.ports import LabelStudioPort, ObjectStorePort
@@ -125,9 +126,17 @@ def recorded_project(store: ObjectStorePort, spec: ProjectSpec) -> int:
 
 
 def collect_changes(
-    ls: LabelStudioPort, annotations: AnnotationStore, spec: ProjectSpec, project_id: int, full: bool = False
+    ls: LabelStudioPort,
+    annotations: AnnotationStore,
+    spec: ProjectSpec,
+    project_id: int,
+    full: bool = False,
+    guidelines: GuidelineHistory | None = None,
 ) -> CollectStats:
-    """Append the tasks changed since the watermark (all tasks when `full`) to the table, then move the watermark."""
+    """Append the tasks changed since the watermark (all tasks when `full`) to the table, then move the watermark.
+
+    With the project's guideline history, each annotation row is stamped with the version it was made under.
+    """
     stats = CollectStats(mode="full" if full else "incremental")
     watermark = annotations.watermark()
     if watermark.project_id is not None and watermark.project_id != project_id:
@@ -173,6 +182,7 @@ def collect_changes(
                 task_rows.append({**row, "deleted": True, "annotations": 0, "cancelled": 0, "seq": seq})
                 stats.deleted_tasks += 1
     stats.changed_tasks = len(task_rows) - stats.deleted_tasks
+    stamp_rows(annotation_rows, guidelines)
     stats.annotation_rows = len(annotation_rows)
     stats.invalid_annotations = sum(1 for row in annotation_rows if row["problem"])
     stats.seconds["normalize"] = time.perf_counter() - began
@@ -265,7 +275,7 @@ def judge_annotations(
 
 def tasks_to_route(report: QualityReport, spec: ProjectSpec) -> list[tuple[int, int]]:
     """(task id, new overlap) for flagged, finished tasks that may get one more annotation."""
-    if not spec.quality.route_low_agreement:
+    if not spec.quality.raises_overlap:  # `expert` sends flagged tasks to the review project instead
         return []
     cap = spec.quality.max_overlap or spec.overlap + 2
     flagged = report.consensus[

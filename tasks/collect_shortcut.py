@@ -88,6 +88,10 @@ def unchanged_summary(
         return None
     if _tasks_changed_since(ls, watermark, spec):
         return None
+    from labelflow.tasks.escalation import review_changed
+
+    if review_changed(store, ls, spec):  # an expert answered in the review project
+        return None
     return _as_unchanged(record, time.perf_counter() - began)
 
 

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from labelflow.tasks.dataset_files import file_sha256
+from labelflow.tasks.guidelines import GUIDELINES_FILE, version_counts
 from labelflow.tasks.spec import ProjectSpec
 
 MANIFEST_FORMAT = "labelflow-dataset/1"
@@ -77,7 +78,15 @@ def dataset_rows(published: pd.DataFrame, tasks: pd.DataFrame, spec: ProjectSpec
     """The consensus dataset: one row per published task with its text or image size, sorted by task id."""
     info = tasks.drop_duplicates("task_id").set_index("task_id")
     rows = published.copy()
-    for column in ("text", "image_width", "image_height", "audio_duration", "audio_sample_rate", "audio_channels", "record"):
+    for column in (
+        "text",
+        "image_width",
+        "image_height",
+        "audio_duration",
+        "audio_sample_rate",
+        "audio_channels",
+        "record",
+    ):
         if column in rows.columns and column == "record":
             continue  # record types' consensus already holds it
         rows[column] = rows["task_id"].map(info[column]) if column in info.columns else None
@@ -90,11 +99,44 @@ def dataset_rows(published: pd.DataFrame, tasks: pd.DataFrame, spec: ProjectSpec
     return rows[keep].sort_values("task_id", kind="stable").reset_index(drop=True)
 
 
-def raw_annotations(annotations: pd.DataFrame, task_ids: pd.Series) -> pd.DataFrame:
-    """The raw annotations behind the published tasks, sorted (collection bookkeeping columns dropped)."""
+def raw_annotations(annotations: pd.DataFrame, task_ids: pd.Series, pseudonym_salt: str | None = None) -> pd.DataFrame:
+    """The raw annotations behind the published tasks, sorted (collection bookkeeping columns dropped).
+
+    With `pseudonym_salt` (the dataset's name, unless the spec sets `dataset.include_annotator_ids`), annotators
+    appear under stable pseudonyms instead of their email and Label Studio id (`pseudonymous`).
+    """
     rows = annotations[annotations["task_id"].isin(set(task_ids.tolist()))]
     rows = rows.drop(columns=["seq"], errors="ignore")
-    return rows.sort_values(["task_id", "annotation_id"], kind="stable").reset_index(drop=True)
+    if "guideline_version" in rows.columns and rows["guideline_version"].isna().all():
+        # A project without guidelines publishes the same files (and content digest) as before stamps existed.
+        rows = rows.drop(columns=["guideline_version"])
+    rows = rows.sort_values(["task_id", "annotation_id"], kind="stable").reset_index(drop=True)
+    return pseudonymous(rows, pseudonym_salt) if pseudonym_salt is not None else rows
+
+
+def pseudonymous(rows: pd.DataFrame, salt: str) -> pd.DataFrame:
+    """Annotators as `annotator-<12 hex>` and a 48-bit id: SHA-256 of the salt and their email (or id), so the same
+    person keeps one pseudonym in every version of a dataset and different ones in different datasets.
+
+    A pseudonym, not anonymity: whoever knows an email and the dataset's name can compute it.
+    """
+    if "annotator_email" not in rows.columns and "annotator_id" not in rows.columns:
+        return rows
+    emails = rows.get("annotator_email", pd.Series([None] * len(rows), index=rows.index))
+    ids = rows.get("annotator_id", pd.Series([None] * len(rows), index=rows.index))
+    who = [
+        f"email:{str(email).strip().lower()}" if isinstance(email, str) and email else f"id:{user}"
+        for email, user in zip(emails, ids, strict=True)
+    ]
+    digests = {name: hashlib.sha256(f"labelflow-pseudonym|{salt}|{name}".encode()).hexdigest() for name in set(who)}
+    rows = rows.copy()
+    known = pd.Series([user is not None and not pd.isna(user) for user in ids], index=rows.index)
+    if "annotator_email" in rows.columns:
+        rows["annotator_email"] = [f"annotator-{digests[name][:12]}" for name in who]
+    if "annotator_id" in rows.columns:
+        pseudo = pd.Series([int(digests[name][:12], 16) for name in who], index=rows.index, dtype="Int64")
+        rows["annotator_id"] = pseudo.where(known, pd.NA).astype(rows["annotator_id"].dtype, errors="ignore")
+    return rows
 
 
 SOURCE_COLUMNS = ["task_id", "bucket", "key", "etag", "size", "sha256"]
@@ -167,6 +209,7 @@ class BuiltDataset:
     rows: pd.DataFrame
     label_distribution: dict[str, int]
     sources: int
+    guidelines: dict[str, Any] | None = None  # the shipped guideline file and the versions its labels were made under
 
 
 def build_dataset(
@@ -179,7 +222,10 @@ def build_dataset(
 ) -> BuiltDataset:
     """Write consensus.parquet, annotations.parquet, sources.parquet and the training export into `folder`."""
     rows = dataset_rows(published, tasks, spec)
-    raw = raw_annotations(annotations, rows["task_id"])
+    # Annotators are published under pseudonyms unless the spec asks for their identities.
+    salt = spec.dataset.name if spec.dataset else spec.name
+    include_ids = spec.dataset is not None and spec.dataset.include_annotator_ids
+    raw = raw_annotations(annotations, rows["task_id"], None if include_ids else salt)
     sources = source_rows(ledger, rows["task_id"], records=spec.task_type.media == "record")
     digest = content_digest(rows, raw, sources, spec)
     written = {
@@ -192,12 +238,23 @@ def build_dataset(
     export = write_training_export(rows, spec, folder)
     roles = {name: role for name, (role, _) in written.items()} | {export.name: "training-export"}
     roles |= {name: f"training-export-{Path(name).stem}" for name in spec.task_type.extra_export_files}
+    guidelines = None
+    if spec.guidelines is not None:
+        # The normalised text, so the file's SHA-256 in the manifest is the guideline version.
+        (folder / GUIDELINES_FILE).write_bytes(spec.guidelines.text.encode("utf-8"))
+        roles[GUIDELINES_FILE] = "guidelines"
+        guidelines = {
+            "file": GUIDELINES_FILE,
+            "path": spec.guidelines.path,
+            "version": spec.guidelines.sha256,
+            "label_versions": version_counts(raw),
+        }
     files = [
         DatasetFile(name, (folder / name).stat().st_size, file_sha256(folder / name), role)
         for name, role in roles.items()
     ]
     distribution = label_distribution(rows, spec)
-    return BuiltDataset(folder, files, digest, rows, distribution, len(sources))
+    return BuiltDataset(folder, files, digest, rows, distribution, len(sources), guidelines)
 
 
 def label_distribution(rows: pd.DataFrame, spec: ProjectSpec) -> dict[str, int]:
@@ -208,10 +265,22 @@ def label_distribution(rows: pd.DataFrame, spec: ProjectSpec) -> dict[str, int]:
     return {label: int(counts.get(label, 0)) for label in spec.labels}
 
 
+def manifest_cost(cost: dict[str, Any], rows: int) -> dict[str, Any]:
+    """The collect's cost summary (`quality.cost_per_annotation`) with the cost per row over the version's rows."""
+    total = cost.get("total")
+    per_row = float(total) / rows if isinstance(total, int | float) and rows else None
+    return {**cost, "published_rows": rows, "per_published_row": per_row}
+
+
 def manifest(
-    name: str, version: int, built: BuiltDataset, spec: ProjectSpec, lineage: dict[str, Any]
+    name: str,
+    version: int,
+    built: BuiltDataset,
+    spec: ProjectSpec,
+    lineage: dict[str, Any],
+    cost: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The version's manifest: every file with size and SHA-256, content digest, counts and lineage."""
+    """The version's manifest: every file with size and SHA-256, content digest, counts, lineage and cost."""
     return {
         "format": MANIFEST_FORMAT,
         "name": name,
@@ -228,4 +297,7 @@ def manifest(
             "columns": RECORD_SOURCE_COLUMNS if spec.task_type.media == "record" else SOURCE_COLUMNS,
         },
         "lineage": lineage,
+        # Guideline versions (SHA-256) of the published labels with their counts, and the shipped guidelines.md.
+        **({"guidelines": built.guidelines} if built.guidelines is not None else {}),
+        **({"cost": manifest_cost(cost, len(built.rows))} if cost is not None else {}),
     }

@@ -27,6 +27,7 @@ from labelflow.tasks.cleaning import (
     read_image_header,
     unaddressable_reason,
 )
+from labelflow.tasks.guidelines import instruction_html, instruction_is_current, record_version, utc_now
 from labelflow.tasks.label_config import build_label_config
 from labelflow.tasks.ledger import IngestLedger, LedgerIndex, LedgerRow
 from labelflow.tasks.memory_budget import MemoryBudget, return_freed_memory
@@ -278,11 +279,22 @@ def project_settings(spec: ProjectSpec) -> dict[str, Any]:
         "label_config": build_label_config(spec),
         "maximum_annotations": spec.overlap,
         "overlap_cohort_percentage": 100,
-        "expert_instruction": spec.instructions or "",
-        "show_instruction": bool(spec.instructions),
+        # The guideline file, when the spec names one, as safe HTML ending with its version (tasks/guidelines.py).
+        "expert_instruction": instruction_html(spec) if spec.guidelines else spec.instructions or "",
+        "show_instruction": bool(spec.instructions or spec.guidelines),
         # Label Studio then disables Submit until the annotation holds an answer: an empty one blocks publishing
         # (a typed answer is `required` instead: TaskType.refuse_empty_annotations).
         "enable_empty_annotation": not spec.task_type.refuse_empty_annotations,
+    }
+
+
+def settings_to_update(spec: ProjectSpec, current: dict[str, Any]) -> dict[str, Any]:
+    """The spec's project settings Label Studio does not hold (guidelines are compared by their version)."""
+    return {
+        key: value
+        for key, value in project_settings(spec).items()
+        if current.get(key) != value
+        and not (key == "expert_instruction" and instruction_is_current(spec, current.get(key)))
     }
 
 
@@ -310,9 +322,11 @@ def ensure_project(ls: LabelStudioPort, store: ObjectStorePort, spec: ProjectSpe
         payload = {"project_id": project_id, "title": spec.name, "label_studio_url": ls.settings.base_url}
         store.put_bytes(state.bucket, record_key, json.dumps(payload).encode(), "application/json")
     register_state_location(store, spec)
-    changed = {key: value for key, value in settings.items() if current.get(key) != value}
+    pushed_at = utc_now()  # before the push: what is saved after it was made under these guidelines
+    changed = settings_to_update(spec, current)
     if changed:
         ls.update_project(project_id, **changed)
+    record_version(store, spec, pushed_at)  # the guideline history (nothing to do when the version is known)
     return project_id
 
 

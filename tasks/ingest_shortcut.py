@@ -22,8 +22,8 @@ from labelflow.tasks.ingest import (
     IngestStats,
     check_sources,
     iter_new_objects,
-    project_settings,
     read_project_record,
+    settings_to_update,
     state_index_key,
 )
 from labelflow.tasks.ledger import COMPACT_AFTER_PARTS, IngestLedger
@@ -126,7 +126,7 @@ def _project_as_recorded(
     current = ls.get_project(project_id)
     if current is None or current.get("title") != spec.name:
         return None  # the flow refuses with the reason
-    if any(current.get(name) != value for name, value in project_settings(spec).items()):
+    if settings_to_update(spec, current):
         return None  # edited in Label Studio since: the flow puts the spec's settings back
     if spec.task_type.stored_media:
         connected = {(s.get("bucket"), s.get("prefix") or "") for s in ls.s3_import_storages(project_id)}

@@ -234,7 +234,7 @@ def publish_dataset(
                 },
                 "pipeline_revision": revision,
             }
-            document = manifest(name, version.version, built, spec, lineage)
+            document = manifest(name, version.version, built, spec, lineage, cost=batch.quality.get("cost"))
             quality = batch.quality
             metrics = {"rows": float(len(built.rows))}
             metrics |= {

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from labelflow.tasks.agreement import mean_or_none
+from labelflow.tasks.escalation import expert_decided
+from labelflow.tasks.guidelines import outdated_mask, outdated_pending, votes_needed, with_outdated_reasons
 from labelflow.tasks.judge_agreement import judge_agreement_metric
 from labelflow.tasks.spec import ProjectSpec
 from labelflow.tasks.task_types.record_task import record_of
@@ -101,8 +103,14 @@ def judge(
     annotations = annotations.assign(
         is_review=annotations["annotator_email"].fillna("").str.lower().isin(reviewers) if reviewers else False
     )
+    if "expert_decision" in annotations.columns:  # answers from the review project decide (tasks/escalation.py)
+        annotations["is_review"] = annotations["is_review"] | annotations["expert_decision"].fillna(False).astype(bool)
     usable = annotations[annotations["problem"].isna() & annotations["annotator_id"].notna()]
     votes = usable[~usable["is_review"]]
+    # quality.require_guideline: current: labels made under an older guideline are kept but are not votes.
+    outdated = outdated_mask(votes, spec)
+    outdated_per_task = votes[outdated].groupby("task_id").size()
+    votes = votes[~outdated]
     reviews = usable[usable["is_review"]].sort_values("updated_at").drop_duplicates("task_id", keep="last")
     problems = annotations[annotations["problem"].notna()].groupby("task_id").size()
 
@@ -111,7 +119,8 @@ def judge(
     consensus["required"] = _required_annotations(tasks, spec).to_numpy()
     consensus["reviewed"] = consensus["task_id"].isin(reviews["task_id"])
     consensus["invalid_annotations"] = consensus["task_id"].map(problems).fillna(0).astype(int)
-    consensus["finished"] = (consensus["annotations"] >= consensus["required"]) | consensus["reviewed"]
+    consensus["outdated_annotations"] = consensus["task_id"].map(outdated_per_task).fillna(0).astype(int)
+    consensus["finished"] = (consensus["annotations"] >= votes_needed(consensus, spec)) | consensus["reviewed"]
     consensus["gold_label"] = attach_gold(consensus, gold)
     if spec.task_type.media == "record":
         # A record type's tasks carry their record (prompt, responses, `gold`): judging and exports read it.
@@ -136,10 +145,15 @@ def judge(
             parts.append("invalid annotation(s)")
         reasons.append("; ".join(parts) or None)
     consensus["flag_reason"] = reasons
-    consensus["flagged"] = consensus["flag_reason"].notna() & (consensus["finished"] | invalid)
+    consensus["flag_reason"] = with_outdated_reasons(consensus)
+    stale = outdated_pending(consensus)  # unfinished only because their labels predate the current guideline
+    consensus["flagged"] = consensus["flag_reason"].notna() & (consensus["finished"] | invalid | stale)
     consensus = consensus.drop(columns=["tie"])
+    consensus = expert_decided(consensus, reviews)  # who decided; an expert's decision wins and unflags
 
     annotators = score_annotators(annotations, usable, consensus, spec, annotator_extra)
+    if quality.cost_per_annotation is not None:
+        metrics["cost"] = annotation_cost(annotators, consensus, spec)
     finished = consensus[consensus["finished"]]
     metrics.update(
         tasks=len(consensus),
@@ -238,6 +252,39 @@ def score_annotators(
     return frame.sort_values(["score", "annotations"], ascending=[False, False], na_position="last").reset_index(
         drop=True
     )
+
+
+def annotation_cost(annotators: pd.DataFrame, consensus: pd.DataFrame, spec: ProjectSpec) -> dict[str, Any]:
+    """What the annotations cost: each at its author's tier price, per tier, in total and per publishable row.
+
+    Every annotation counts, invalid ones and those on tasks not (yet) published included: they were paid for.
+    """
+    quality = spec.quality
+    ranked = sorted(quality.tiers, key=quality.tiers.__getitem__, reverse=True)
+    order = {tier: place for place, tier in enumerate([*ranked, "unrated"])}
+    by_tier = []
+    for tier, group in sorted(annotators.groupby("tier"), key=lambda item: order.get(str(item[0]), len(order))):
+        price = float(quality.annotation_price(str(tier)) or 0.0)
+        count = int(group["annotations"].sum())
+        by_tier.append(
+            {
+                "tier": str(tier),
+                "annotators": len(group),
+                "annotations": count,
+                "cost_per_annotation": price,
+                "cost": price * count,
+            }
+        )
+    total = float(sum(row["cost"] for row in by_tier))
+    # The rows a dataset version would hold now: finished tasks whose consensus is not flagged.
+    published = int((consensus["finished"].astype(bool) & ~consensus["flagged"].astype(bool)).sum())
+    return {
+        "total": total,
+        "annotations": int(sum(row["annotations"] for row in by_tier)),
+        "published_rows": published,
+        "per_published_row": total / published if published else None,
+        "by_tier": by_tier,
+    }
 
 
 def _tier(score: float | None, annotations: int, tiers: dict[str, float], minimum: int) -> str:

@@ -104,6 +104,38 @@ def annotator_rows(report: QualityReport) -> list[dict[str, str]]:
     return rows
 
 
+def _money(value: Any) -> str:
+    """An amount as the cost table shows it: cents from 100 up, else four significant digits (0.05, 0.1833)."""
+    if _missing(value):
+        return "–"
+    amount = float(value)
+    return f"{amount:,.2f}" if abs(amount) >= 100 else f"{amount:.4g}"
+
+
+def cost_rows(metrics: dict[str, Any]) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
+    """The cost summary as (name, value) lines and a per-tier table; both empty without `quality.cost_per_annotation`."""
+    cost = metrics.get("cost")
+    if not isinstance(cost, dict):
+        return [], []
+    lines = [
+        ("total cost", _money(cost.get("total"))),
+        ("cost per published row", _money(cost.get("per_published_row"))),
+        ("published rows", str(cost.get("published_rows", "–"))),
+        ("annotations paid", str(cost.get("annotations", "–"))),
+    ]
+    tiers = [
+        {
+            "tier": str(row.get("tier")),
+            "annotators": str(row.get("annotators")),
+            "annotations": str(row.get("annotations")),
+            "cost per annotation": _money(row.get("cost_per_annotation")),
+            "cost": _money(row.get("cost")),
+        }
+        for row in cost.get("by_tier") or []
+    ]
+    return lines, tiers
+
+
 def metric_tables(metrics: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
     """Tables among the metrics (a list of rows, such as a model leaderboard), with formatted cells."""
     return {
@@ -531,6 +563,14 @@ def html_report(
         parts.append(
             _table([esc(c) for c in table[0]], [[esc(row.get(c, "")) for c in table[0]] for row in table[:500]])
         )
+    cost_lines, cost_tiers = cost_rows(report.metrics)
+    if cost_lines:
+        parts.append("<h2>Cost</h2><table class='metrics'>")
+        parts += [f"<tr><th>{esc(n)}</th><td>{esc(v)}</td></tr>" for n, v in cost_lines]
+        parts.append("</table>")
+        if cost_tiers:
+            header = list(cost_tiers[0])
+            parts.append(_table(header, [[esc(row[c]) for c in header] for row in cost_tiers], set(range(1, 5))))
     titles = {"annotator-scores": "Annotators", "task-agreement": "Task agreement", "label-distribution": "Labels"}
     for key, title in titles.items():
         if key in charts:
@@ -585,6 +625,14 @@ def markdown(
         ]
         lines += ["| " + " | ".join(row.get(c, "").replace("|", "\\|") for c in header) + " |" for row in table[:50]]
         lines.append("")
+    cost_lines, cost_tiers = cost_rows(report.metrics)
+    if cost_lines:
+        lines += ["## Cost", "", "| | |", "| --- | --- |", *[f"| {n} | {v} |" for n, v in cost_lines], ""]
+        if cost_tiers:
+            header = list(cost_tiers[0])
+            lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+            lines += ["| " + " | ".join(row[c].replace("|", "\\|") for c in header) + " |" for row in cost_tiers]
+            lines.append("")
     lines += ["## Annotators", ""]
     rows = annotator_rows(report)
     if rows:

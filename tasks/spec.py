@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from labelflow.tasks.guidelines import GuidelineFileError, read_guideline_file
+from labelflow.tasks.levels import DEFAULT_LADDER, Level, check_ladder
 from labelflow.tasks.task_types import TASK_TYPES, Media, TaskType
 
 # The spec's `task` accepts exactly the registered task types (tasks/task_types/__init__.py).
@@ -186,12 +188,32 @@ class QualitySpec(_Section):
         default_factory=lambda: {"trainee": 0.0, "qualified": 0.8, "expert": 0.95}
     )
     reviewers: list[str] = Field(default_factory=list)  # emails whose annotation accepts a task and sets its label
-    route_low_agreement: bool = True  # give flagged tasks one more annotation slot in Label Studio
+    # Where flagged tasks go: `overlap` gives them one more annotation slot in Label Studio, `expert` sends them to
+    # the review project `<title> · review` (tasks/escalation.py), `both` does both, `off` neither. Older specs'
+    # true / false read as overlap / off.
+    route_low_agreement: Literal["off", "overlap", "expert", "both"] = "overlap"
+    # A share of accepted tasks (stable per task and seed) also sent to the review project, to audit annotators.
+    review_sample: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    # Talent-pool level (a ladder name) whose holders decide in the review project like `reviewers` do.
+    expert_level: str | None = None
     max_overlap: Annotated[int, Field(ge=1, le=50)] | None = None  # cap for routing; default overlap + 2
     iou_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     min_annotations_for_tier: Annotated[int, Field(ge=0)] = 10
     min_gold_for_tier: Annotated[int, Field(ge=1)] = 5
+    # `current`: labels made under an older version of the spec's `guidelines` do not count; their tasks are flagged
+    # and routed back for new labels. `any`: every label counts, whatever version it was made under.
+    require_guideline: Literal["any", "current"] = "any"
+    # Annotator pairs sharing fewer tasks are left out of the headline Cohen's kappa (and counted). Below about ten
+    # shared tasks a pair's kappa is mostly noise: its 95% interval is about +-0.4 wide or more, and on one task it
+    # is exactly 0 or 1. The headline also weighs each pair by its shared tasks.
+    min_shared_tasks_for_kappa: Annotated[int, Field(ge=1)] = 10
+    # What one annotation costs: one number for everyone, or a price per tier ({trainee: 0.05, qualified: 0.08,
+    # expert: 0.12}) naming every tier; `unrated` people are paid the lowest tier's price unless `unrated` is given.
+    # The report and the dataset manifest then show the cost per tier and per published row.
+    cost_per_annotation: Annotated[float, Field(ge=0.0)] | dict[str, Annotated[float, Field(ge=0.0)]] | None = None
     seed: int = 0
+    # The talent pool's skill levels, lowest first (tasks/levels.py): each asks more evidence, accuracy, agreement.
+    ladder: list[Level] = Field(default_factory=lambda: list(DEFAULT_LADDER))
 
     @field_validator("gold")
     @classmethod
@@ -200,12 +222,73 @@ class QualitySpec(_Section):
             raise ValueError("gold must be an s3:// URI of a .csv or .jsonl file")
         return value
 
+    @field_validator("route_low_agreement", mode="before")
+    @classmethod
+    def _routing_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # specs written before the routing modes
+            return "overlap" if value else "off"
+        return value
+
+    @field_validator("ladder")
+    @classmethod
+    def _increasing_ladder(cls, value: list[Level]) -> list[Level]:
+        return check_ladder(value)
+
     @field_validator("tiers")
     @classmethod
     def _some_tier(cls, value: dict[str, float]) -> dict[str, float]:
         if not value:
             raise ValueError("define at least one tier, e.g. {trainee: 0.0}")
         return value
+
+    @model_validator(mode="after")
+    def _priced_tiers(self) -> QualitySpec:
+        prices = self.cost_per_annotation
+        if isinstance(prices, dict):
+            unknown = sorted(set(prices) - set(self.tiers) - {"unrated"})
+            if unknown:
+                raise ValueError(f"cost_per_annotation: {unknown} is not a tier (tiers: {sorted(self.tiers)})")
+            missing = [tier for tier in self.tiers if tier not in prices]
+            if missing:
+                raise ValueError(f"cost_per_annotation has no price for tier {missing[0]!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _expert_level_on_ladder(self) -> QualitySpec:
+        names = [level.name for level in self.ladder]
+        if self.expert_level is not None and self.expert_level not in names:
+            raise ValueError(f"expert_level: {self.expert_level!r} is not a level of the ladder {names}")
+        return self
+
+    @property
+    def escalates(self) -> bool:
+        """Whether flagged tasks go to the review project."""
+        return self.route_low_agreement in ("expert", "both")
+
+    @property
+    def raises_overlap(self) -> bool:
+        """Whether flagged tasks get one more annotation slot."""
+        return self.route_low_agreement in ("overlap", "both")
+
+    def annotation_price(self, tier: str) -> float | None:
+        """What one annotation by someone in `tier` costs; None without `cost_per_annotation`."""
+        prices = self.cost_per_annotation
+        if prices is None or not isinstance(prices, dict):
+            return prices
+        if tier in prices:
+            return prices[tier]
+        # An unrated person (too little evidence yet) is paid as the lowest tier.
+        return prices[min(self.tiers, key=self.tiers.__getitem__)]
+
+
+class GuidelineFile(BaseModel):
+    """The spec's guideline file: its path as written, its version (SHA-256 of the normalised text), its text."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    sha256: str
+    text: str = Field(exclude=True, repr=False)  # kept out of dumps: the spec's YAML and fingerprints hold the version
 
 
 class CollectOptions(_Section):
@@ -224,6 +307,8 @@ class DatasetSpec(_Section):
     # A dataset belongs to the project that first published it. Another project (another spec `name`) may publish
     # versions of it only when both the owner's spec and its own say `shared: true`, with the same `location`.
     shared: bool = False
+    # annotations.parquet names annotators by stable pseudonyms unless this is true (tasks/dataset.py pseudonymous).
+    include_annotator_ids: bool = False
 
 
 class ValidationOptions(_Section):
@@ -302,11 +387,16 @@ class ProjectSpec(_Section):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     source: Annotated[list[str], Field(min_length=1)]
     task: TaskTypeName
+    # The talent pool's domain of this project's work (e.g. zh-sentiment, medical-ct); default: the task type.
+    domain: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] | None = None
     # Required by the task types that label; validated even when absent, so a missing list is reported.
     labels: list[str] = Field(default_factory=list, validate_default=True)
     label_config: str | None = None
     overlap: Annotated[int, Field(ge=1, le=50)] = 1
     instructions: str | None = None
+    # A Markdown file (relative to the spec file) shown to annotators as the project's instructions; its SHA-256 is
+    # the guideline version every annotation is stamped with (tasks/guidelines.py).
+    guidelines: GuidelineFile | None = None
     state: S3Uri | None = None
     ingest: IngestOptions = Field(default_factory=IngestOptions)
     storage: StorageOptions = Field(default_factory=StorageOptions)
@@ -330,6 +420,17 @@ class ProjectSpec(_Section):
         for uri in value:
             S3Location.parse(uri)
         return value
+
+    @field_validator("guidelines", mode="before")
+    @classmethod
+    def _read_guidelines(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None or isinstance(value, GuidelineFile):
+            return value
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("guidelines is the path of a Markdown file, relative to the spec file")
+        folder = (info.context or {}).get("spec_folder")
+        text, version = read_guideline_file(value, Path(folder) if folder else Path.cwd())
+        return GuidelineFile(path=value, sha256=version, text=text)
 
     @field_validator("labels")
     @classmethod
@@ -393,6 +494,8 @@ class ProjectSpec(_Section):
                         f"generate.prompts: {self.generate.prompts} overlaps the source {source}, whose files ingest "
                         "turns into tasks; keep the prompt files outside the spec's sources"
                     )
+        if self.quality.require_guideline == "current" and self.guidelines is None:
+            raise ValueError("quality.require_guideline: current needs a `guidelines` file")
         if self.quality.max_overlap is not None and self.quality.max_overlap < self.overlap:
             raise ValueError(f"quality.max_overlap ({self.quality.max_overlap}) is below overlap ({self.overlap})")
         if self.prelabel is not None:
@@ -431,6 +534,11 @@ class ProjectSpec(_Section):
     def sources(self) -> list[S3Location]:
         """Parsed source locations."""
         return [S3Location.parse(uri) for uri in self.source]
+
+    @property
+    def pool_domain(self) -> str:
+        """The talent pool domain this project's evidence counts for: `domain` (lower case), or the task type."""
+        return (self.domain or self.task).lower()
 
     @property
     def slug(self) -> str:
@@ -493,14 +601,17 @@ def format_validation_error(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_spec(data: Any, origin: str = "spec") -> ProjectSpec:
-    """Validate already-parsed YAML/JSON data as a project spec."""
+def parse_spec(data: Any, origin: str = "spec", folder: Path | None = None) -> ProjectSpec:
+    """Validate already-parsed YAML/JSON data as a project spec (`folder`: where relative paths start, e.g.
+    `guidelines`; the working directory by default)."""
     if not isinstance(data, dict):
         raise SpecError(f"{origin}: expected a mapping of fields at the top level, got {type(data).__name__}")
     try:
-        return ProjectSpec.model_validate(data)
+        return ProjectSpec.model_validate(data, context={"spec_folder": str(folder) if folder else None})
     except ValidationError as exc:
         raise SpecError(f"{origin} is invalid:\n{format_validation_error(exc)}") from None
+    except GuidelineFileError as exc:
+        raise SpecError(f"{origin}: {exc}") from None
 
 
 def load_spec(path: str | Path) -> ProjectSpec:
@@ -516,7 +627,7 @@ def load_spec(path: str | Path) -> ProjectSpec:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"{spec_path}: not valid YAML: {exc}") from None
-    return parse_spec(data, origin=str(spec_path))
+    return parse_spec(data, origin=str(spec_path), folder=spec_path.resolve().parent)
 
 
 DEFAULT_EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "expectations"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from labelflow.cli import datasets, deployments, generate, pipeline, stack
+from labelflow.cli import annotators, datasets, deployments, generate, pipeline, stack
 from labelflow.cli.open import open_link
 from labelflow.infra.ports import ports_help
 
@@ -32,6 +32,7 @@ app.command()(pipeline.ingest)
 app.command()(pipeline.collect)
 app.command()(datasets.pull)
 app.command()(datasets.datasets)
+app.command()(annotators.annotators)
 app.command(name="open")(open_link)
 app.command()(pipeline.simulate)
 app.command()(deployments.deploy)

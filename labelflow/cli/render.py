@@ -48,7 +48,10 @@ INGEST_COUNTS = (
     "quarantined",
     "predictions",
 )
-ANNOTATOR_COLUMNS = ("annotator", "tier", "score", "basis", "annotations", "gold acc.", "agreement", "median lead s")
+ANNOTATOR_COLUMNS = (
+    "annotator", "tier", "score", "95% interval", "basis", "tasks scored", "annotations", "gold acc.", "agreement",
+    "median lead s",
+)  # fmt: skip
 
 
 def stack_started(home: Path, reports: list[UpReport]) -> None:
@@ -184,8 +187,15 @@ def _quality_table(quality: dict[str, Any]) -> Table:
 
 
 def _annotators_table(annotators: list[dict[str, Any]]) -> Table:
-    """Each annotator's tier, score and what it rests on."""
+    """Each annotator's tier, score with its 95% interval, and what it rests on."""
     from labelflow.tasks.report_values import format_value
+
+    def interval(row: dict[str, Any]) -> str:
+        # As the report shows it; "–" without one (or in a summary written before intervals were kept).
+        low, high = row.get("score_low"), row.get("score_high")
+        if format_value(low) == "–" or format_value(high) == "–":
+            return "–"
+        return f"{float(low):.1%}–{float(high):.1%}"
 
     people = Table(title="annotators")
     for column in ANNOTATOR_COLUMNS:
@@ -195,7 +205,9 @@ def _annotators_table(annotators: list[dict[str, Any]]) -> Table:
             str(row["annotator_email"] or row["annotator_id"]),
             row["tier"],
             format_value(row["score"], "score"),
+            interval(row),
             str(row["score_basis"] or "–"),
+            format_value(row.get("score_tasks")),
             str(row["annotations"]),
             format_value(row["gold_accuracy"], "gold_accuracy"),
             format_value(row["agreement_with_consensus"], "agreement_with_consensus"),

@@ -99,8 +99,8 @@ class ClassificationTask(TaskType):
         from labelflow.tasks.agreement import (
             category_counts,
             fleiss_kappa,
+            kappa_headline,
             krippendorff_alpha_nominal,
-            mean_or_none,
             pairwise_cohen_kappa,
         )
         from labelflow.tasks.consensus import dawid_skene, estimated_accuracy, majority_vote
@@ -134,7 +134,7 @@ class ClassificationTask(TaskType):
             share_for = np.where(chosen >= 0, shares[np.arange(len(chosen)), np.maximum(chosen, 0)], shares.max(axis=1))
             consensus.loc[has, "agreement"] = share_for[index]
             pairwise = pairwise_cohen_kappa(votes)
-            metrics["mean_cohen_kappa"] = mean_or_none(pairwise["cohen_kappa"]) if len(pairwise) else None
+            metrics.update(kappa_headline(pairwise, quality.min_shared_tasks_for_kappa))
             if result.annotator_confusion is not None:
                 priors = result.posterior.mean(axis=0)
                 extra["estimated_accuracy"] = {

@@ -214,6 +214,7 @@ class Preference(RecordTaskType):
 
         from labelflow.tasks.agreement import (
             category_counts,
+            kappa_headline,
             krippendorff_alpha_nominal,
             mean_or_none,
             pairwise_cohen_kappa,
@@ -279,7 +280,7 @@ class Preference(RecordTaskType):
                 }
                 metrics["dawid_skene_iterations"] = result.iterations
         pairwise = pairwise_cohen_kappa(votes)
-        metrics["mean_cohen_kappa"] = mean_or_none(pairwise["cohen_kappa"]) if len(pairwise) else None
+        metrics.update(kappa_headline(pairwise, quality.min_shared_tasks_for_kappa))
         reviews = reviews[reviews["label"].isin(classes)]
         if len(reviews):
             by_task = reviews.set_index("task_id")

@@ -314,6 +314,7 @@ class TextPair(RecordTaskType):
 
         from labelflow.tasks.agreement import (
             category_counts,
+            kappa_headline,
             krippendorff_alpha_nominal,
             mean_or_none,
             pairwise_cohen_kappa,
@@ -382,7 +383,7 @@ class TextPair(RecordTaskType):
             np.add.at(score_counts, (task_codes, scored["score"].to_numpy() - 1), 1.0)
             metrics["krippendorff_alpha_ordinal"] = _finite(krippendorff_alpha_ordinal(score_counts))
         pairwise = pairwise_cohen_kappa(votes)
-        metrics["mean_cohen_kappa"] = mean_or_none(pairwise["cohen_kappa"]) if len(pairwise) else None
+        metrics.update(kappa_headline(pairwise, quality.min_shared_tasks_for_kappa))
         reviews = reviews[reviews["label"].isin(classes)]
         if len(reviews):
             by_task = reviews.set_index("task_id")

@@ -140,6 +140,7 @@ def succeeding_run(
         ),
         "generate": lambda: labelflow("generate", str(generate_spec(folder, name, store, server)), "--json"),
         "open": lambda: labelflow("open", spec, "project", "--json"),
+        "annotators": lambda: labelflow("annotators", "--json"),
     }
     assert command in runs, f"add a successful run of `labelflow {command} --json` to this test"
     return runs[command]()
@@ -153,6 +154,7 @@ def failing_run(command: str, tmp_path: Path) -> subprocess.CompletedProcess[str
         "datasets": lambda: labelflow("datasets", "any", "--json", env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}),
         "pull": lambda: labelflow("pull", "no-such-dataset:3", "--out", str(tmp_path / "out"), "--json"),
         "open": lambda: labelflow("open", missing_spec, "project", "--json"),
+        "annotators": lambda: labelflow("annotators", "--ladder", str(tmp_path / "missing-ladder.yaml"), "--json"),
     }
     if command in runs:
         return runs[command]()

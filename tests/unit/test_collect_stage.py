@@ -36,6 +36,7 @@ STEPS = [
     "load_gold",
     "load_current",
     "judge_annotations",
+    "record_evidence",
     "write_quality_report",
     "write_batch",
     "run_validation",
