@@ -39,6 +39,7 @@ from labelflow.tasks.escalation import (
     uses_review,
     with_decisions,
 )
+from labelflow.tasks.exams import admission_ranks, mark_uncertified
 from labelflow.tasks.guidelines import fill_missing_stamps, guideline_routes, sync_guidelines
 from labelflow.tasks.links import open_hint
 from labelflow.tasks.ports import ClientsPort, ObjectStorePort, ValidatorPort
@@ -155,6 +156,8 @@ def collect_and_judge(
     review = steps(read_review, ls, store, spec, review_state) if uses_review(spec, review_state) else None
     if review is not None:
         annotations = with_decisions(annotations, review.decisions)
+    if spec.quality.min_level is not None:  # admission: people below the level are kept, marked, and not counted
+        annotations = mark_uncertified(annotations, spec, steps(admission_ranks, store, spec))
     # The one CPU-heavy step: on a Dask cluster when the flow is given `dask_address` (its inputs are plain
     # tables, so they travel to remote workers), in this process otherwise.
     if dask_address:

@@ -356,6 +356,17 @@ def run_demo(console: Console, workdir: Path, images: int, texts: int, seed: int
     return projects
 
 
+def demo_pool(store: Any) -> list[dict[str, Any]]:
+    """The talent pool's profiles of the demo's simulated annotators, across the demo projects' domains."""
+    from labelflow.cli.annotators import profile_rows
+    from labelflow.tasks.simulate import build_annotators
+    from labelflow.tasks.talent_pool import load_profiles
+
+    people = {a.email for a in build_annotators(ANNOTATORS, 0)}
+    profiles = load_profiles(store)
+    return [row for row in profile_rows(profiles) if row["annotator_email"] in people]
+
+
 def classifier_results(project: DemoProject, rows: pd.DataFrame, read_object: Callable[[str], bytes]) -> dict[str, Any]:
     """A pulled classification version: its consensus against the true labels, and a model trained on it."""
     # This run's sample only: an earlier demo with other --images/--texts/--seed may have published objects that
@@ -562,7 +573,9 @@ DEMO_KINDS = {
 }
 
 
-def report(console: Console, projects: list[DemoProject], prefect_ui: str) -> None:
+def report(
+    console: Console, projects: list[DemoProject], prefect_ui: str, pool: list[dict[str, Any]] | None = None
+) -> None:
     """What the newcomer should look at: annotators, agreement, the published version, what it gives, the URLs."""
     from labelflow.tasks.quality_report import format_value
 
@@ -583,4 +596,9 @@ def report(console: Console, projects: list[DemoProject], prefect_ui: str) -> No
             )
         console.print(people)
         DEMO_KINDS[project.kind].report(console, project)
+    if pool:
+        from labelflow.cli.annotators import pool_table
+
+        # The same people across the four projects: one profile per domain, levels earned on interval lower bounds.
+        pool_table(pool, "Talent pool: the demo's annotators across its projects (`labelflow annotators`)")
     console.print(f"Prefect flow runs:      {prefect_ui}/runs")

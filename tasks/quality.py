@@ -107,6 +107,12 @@ def judge(
         annotations["is_review"] = annotations["is_review"] | annotations["expert_decision"].fillna(False).astype(bool)
     usable = annotations[annotations["problem"].isna() & annotations["annotator_id"].notna()]
     votes = usable[~usable["is_review"]]
+    # quality.min_level: annotations by people below it are kept but are not votes (tasks/exams.py).
+    uncertified_people: dict[str, int] = {}
+    if "uncertified" in votes.columns:
+        below = votes["uncertified"].fillna(False).astype(bool)
+        uncertified_people = votes[below].groupby(votes["annotator_email"].fillna("?")).size().to_dict()
+        votes = votes[~below]
     # quality.require_guideline: current: labels made under an older guideline are kept but are not votes.
     outdated = outdated_mask(votes, spec)
     outdated_per_task = votes[outdated].groupby("task_id").size()
@@ -165,6 +171,12 @@ def judge(
         mean_task_agreement=mean_or_none(finished["agreement"]),
         mean_confidence=mean_or_none(finished["confidence"]),
     )
+    if quality.min_level is not None:  # who to invite to the exam: `labelflow exam create SPEC --level ...`
+        metrics["min_level"] = quality.min_level
+        metrics["uncertified_annotators"] = [
+            {"annotator_email": email, "annotations": int(count)} for email, count in sorted(uncertified_people.items())
+        ]
+        metrics["uncertified_annotations"] = int(sum(uncertified_people.values()))
     metrics.update(spec.task_type.gold_metrics(finished, spec))
     if rows := judge_agreement_metric(annotations, _predictions(tasks)):
         metrics["judge_agreement"] = rows

@@ -196,6 +196,12 @@ class QualitySpec(_Section):
     review_sample: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     # Talent-pool level (a ladder name) whose holders decide in the review project like `reviewers` do.
     expert_level: str | None = None
+    # Admission (tasks/exams.py): annotations by people below this ladder level (the higher of their talent-pool
+    # level and any valid exam certificate for the spec's domain and task type) are kept but marked `uncertified`:
+    # they count neither towards consensus nor towards a task being finished.
+    min_level: str | None = None
+    # How long an exam certificate (`labelflow exam grade`) stays valid.
+    certificate_valid_days: Annotated[int, Field(ge=1)] = 365
     max_overlap: Annotated[int, Field(ge=1, le=50)] | None = None  # cap for routing; default overlap + 2
     iou_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     min_annotations_for_tier: Annotated[int, Field(ge=0)] = 10
@@ -258,6 +264,8 @@ class QualitySpec(_Section):
         names = [level.name for level in self.ladder]
         if self.expert_level is not None and self.expert_level not in names:
             raise ValueError(f"expert_level: {self.expert_level!r} is not a level of the ladder {names}")
+        if self.min_level is not None and self.min_level not in names:
+            raise ValueError(f"min_level: {self.min_level!r} is not a level of the ladder {names}")
         return self
 
     @property

@@ -102,10 +102,15 @@ class Listing:
 class TalentPool:
     """The pool's evidence record in the object store: append-only Parquet parts per domain, compacted."""
 
+    # The pool's area, its rows' schema and unique id column (tasks/exams.py keeps certificates the same way).
+    area = "evidence"
+    schema = EVIDENCE_SCHEMA
+    id_column = "evidence_id"
+
     def __init__(self, store: ObjectStorePort, location: S3Location = POOL_LOCATION) -> None:
         self.store = store
         self.location = location
-        self.evidence_prefix = location.join("evidence") + "/"
+        self.evidence_prefix = location.join(self.area) + "/"
 
     def domain_prefix(self, domain: str) -> str:
         """The folder of one domain's parts."""
@@ -135,7 +140,7 @@ class TalentPool:
             return None
         self.store.ensure_bucket(self.location.bucket)
         name = f"part-{time.time_ns():020d}-{project_slug[:60]}-{uuid.uuid4().hex[:8]}.parquet"
-        key = self._write(conform(table, EVIDENCE_SCHEMA), self.domain_prefix(domain) + name)
+        key = self._write(conform(table, self.schema), self.domain_prefix(domain) + name)
         self.maybe_compact(domain)
         return key
 
@@ -174,12 +179,12 @@ class TalentPool:
             else read_parquet(self.store.get_bytes(self.location.bucket, key))
             for key in listing.live
         ]
-        return listing, [conform(table.replace_schema_metadata(None), EVIDENCE_SCHEMA) for table in tables]
+        return listing, [conform(table.replace_schema_metadata(None), self.schema) for table in tables]
 
     def read(self, domain: str | None = None) -> pa.Table:
         """Every evidence row (of one domain, or all), each once."""
         if not self.store.bucket_exists(self.location.bucket):
-            return EVIDENCE_SCHEMA.empty_table()
+            return self.schema.empty_table()
         tables = []
         for name in [domain] if domain else self.domains():
             for attempt in range(READ_ATTEMPTS):
@@ -190,14 +195,14 @@ class TalentPool:
                     # A part deleted between the listing and the read was replaced meanwhile: list again.
                     if not exc.not_found or attempt == READ_ATTEMPTS - 1:
                         raise
-        return _unique_rows(pa.concat_tables(tables)) if tables else EVIDENCE_SCHEMA.empty_table()
+        return _unique_rows(pa.concat_tables(tables), self.id_column) if tables else self.schema.empty_table()
 
     def compact(self, domain: str, force: bool = False, now: float | None = None) -> str | None:
         """Merge a domain's live parts into one when there are many (or `force`); delete parts replaced long ago."""
         listing, tables = self._read_domain(domain)
         written = None
         if len(listing.live) > (1 if force else COMPACT_AFTER_PARTS):
-            merged = _unique_rows(pa.concat_tables(tables))
+            merged = _unique_rows(pa.concat_tables(tables), self.id_column)
             # It replaces what it read and what the parts it read had replaced, so deleting those stays safe.
             replaces = [key for key in listing.keys if key in listing.replaced] + listing.live
             name = f"compacted-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
@@ -209,11 +214,11 @@ class TalentPool:
         return written
 
 
-def _unique_rows(table: pa.Table) -> pa.Table:
-    """The rows with distinct evidence_id, the first of each kept."""
+def _unique_rows(table: pa.Table, id_column: str = "evidence_id") -> pa.Table:
+    """The rows with distinct ids (`evidence_id`), the first of each kept."""
     import pyarrow.compute as pc
 
-    ids = table.column("evidence_id")
+    ids = table.column(id_column)
     if pc.count_distinct(ids).as_py() == table.num_rows:
         return table
     import pandas as pd

@@ -66,8 +66,8 @@ def pool_table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for column in ("annotator", "domain", "task type", "level", "accuracy (95% interval)", "evidence", "gold",
-                   "agreement", "projects", "trend (per 30 days)"):  # fmt: skip
+    for column in ("annotator", "domain", "task type", "level", "certified", "accuracy (95% interval)", "evidence",
+                   "gold", "agreement", "projects", "trend (per 30 days)"):  # fmt: skip
         table.add_column(column, overflow="fold")
     for row in rows:
         interval = (
@@ -80,8 +80,8 @@ def pool_table(rows: list[dict[str, Any]], title: str) -> None:
         if row["trend_per_30_days"] is not None:
             trend += f" ({row['trend_per_30_days'] * 100:+.1f} pts)"
         table.add_row(
-            row["annotator_email"], row["domain"], row["task_type"], row["level"], interval, str(row["evidence"]),
-            gold, _percent(row["agreement"]), str(row["projects"]), trend,
+            row["annotator_email"], row["domain"], row["task_type"], row["level"], row.get("certified_level") or "–",
+            interval, str(row["evidence"]), gold, _percent(row["agreement"]), str(row["projects"]), trend,
         )  # fmt: skip
     render.console.print(table)
 
@@ -106,8 +106,14 @@ def annotators(
         from labelflow.tasks.talent_pool import POOL_LOCATION, TalentPool, build_profiles, periods
 
         levels = _ladder(ladder) or list(DEFAULT_LADDER)
-        evidence = TalentPool(Resources().store).read(domain.lower() if domain else None)
+        store = Resources().store
+        evidence = TalentPool(store).read(domain.lower() if domain else None)
         profiles = build_profiles(evidence, levels)
+        from labelflow.tasks.exams import load_certificates, valid_certificates, with_certified_levels
+
+        # Valid exam certificates (tasks/exams.py) shown next to the level the evidence earns.
+        certificates = valid_certificates(load_certificates(store, domain), levels)
+        profiles = with_certified_levels(profiles, certificates)
         rows = profile_rows(profiles)
         if html is not None:
             from labelflow.tasks.pool_page import pool_page

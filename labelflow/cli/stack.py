@@ -152,12 +152,15 @@ def demo(
             stack.up(echo=lambda line: console.print(f"[dim]{line}[/dim]"))
         except StackError as exc:
             raise fail("labelflow up failed", exc, 1) from None
-    from labelflow.demo import report, run_demo
+    from labelflow.demo import demo_pool, report, run_demo
 
     with (
         reported_failures("demo", LabelStudioError, ObjectStoreError, MLflowError, ValidationFailed),
         prefect_connection() as prefect,
     ):
         projects = run_demo(console, stack.config.home / "demo", images, texts, seed)
-    report(console, projects, prefect.url.removesuffix("/api"))
+        from labelflow.integrations.resources import Resources
+
+        pool = demo_pool(Resources.from_settings().store)
+    report(console, projects, prefect.url.removesuffix("/api"), pool)
     console.print(f"Demo finished in {time.monotonic() - began:.0f} s. Run it again: it is incremental and idempotent.")

@@ -46,3 +46,7 @@ def test_demo_publishes_four_datasets_and_prints_accuracies_the_dpo_rows_and_the
     assert len(re.findall(clip, text)) == 2  # the manifest's first two lines
     assert text.count("Label Studio project: http://127.0.0.1:") == 4 and text.count("MLflow dataset:") == 4
     assert "Prefect flow runs:" in text
+    # It ends with the talent pool: each simulated annotator has a profile in every demo domain.
+    pool = text[text.index("Talent pool: the demo's annotators across its projects") :]
+    for domain in ("image-classification", "text-classification", "preference", "transcription"):
+        assert pool.count(domain) >= 3, pool
