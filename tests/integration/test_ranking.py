@@ -87,6 +87,8 @@ def test_ranking_records_are_ingested_ranked_gated_reviewed_published_and_pulled
     project = read_project_record(object_store, spec)
     assert project is not None
     project_id = int(project["project_id"])
+    # The reviewer has a Label Studio account from the start: collect refuses a spec naming an unknown reviewer.
+    reviewer_id = label_studio.create_user(reviewer)
 
     # Label Studio holds the type's interface and each record's responses as List items, in record order.
     project_info = label_studio.get_project(project_id)
@@ -118,7 +120,6 @@ def test_ranking_records_are_ingested_ranked_gated_reviewed_published_and_pulled
 
     # The reviewer reverses record q1 (gold 1>2>3>4): their order replaces the Borda consensus there.
     reviewed_task = int(tasks["q1"]["id"])
-    reviewer_id = label_studio.create_user(reviewer)
     label_studio.create_annotation(reviewed_task, ranker_result("r4", "r3", "r2", "r1"), reviewer_id, 20.0)
 
     outcome = collect(str(path))
