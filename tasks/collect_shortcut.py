@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from labelflow.integrations.object_store import ObjectStoreError
 from labelflow.tasks.annotation_store import AnnotationStore, Watermark, window_start
 from labelflow.tasks.ports import ObjectStorePort
+from labelflow.tasks.run_records import now_iso, read_run_record, write_run_record
 from labelflow.tasks.spec import STATE_BUCKET, ProjectSpec, S3Location, expectations_dir
 
 if TYPE_CHECKING:
@@ -65,12 +65,10 @@ def save_last_run(store: ObjectStorePort, spec: ProjectSpec, fingerprint: str, s
     record = {
         "fingerprint": fingerprint,
         "watermark": json.loads(watermark.to_json()),
-        "collected_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "collected_at": now_iso(),
         "summary": summary,
     }
-    bucket, key = _record_location(spec)
-    payload = json.dumps(record, ensure_ascii=False, default=str).encode("utf-8")
-    store.put_bytes(bucket, key, payload, "application/json")
+    write_run_record(store, *_record_location(spec), record)
 
 
 def unchanged_summary(
@@ -78,13 +76,9 @@ def unchanged_summary(
 ) -> dict[str, Any] | None:
     """The last complete collect's summary, marked unchanged, when nothing changed since; None when there is work."""
     began = time.perf_counter()
-    bucket, key = _record_location(spec)
-    try:
-        record = json.loads(store.get_bytes(bucket, key))
-    except ObjectStoreError as exc:
-        if exc.not_found:
-            return None
-        raise
+    record = read_run_record(store, *_record_location(spec))
+    if record is None:
+        return None
     watermark = AnnotationStore(store, spec.state_location).watermark()
     if json.loads(watermark.to_json()) != record.get("watermark") or watermark.project_id is None:
         return None  # the table moved since (another collect), or nothing was ever collected

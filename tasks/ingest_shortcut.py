@@ -12,9 +12,7 @@ compaction) answers None: the real flow runs and says what is wrong.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from labelflow.integrations.object_store import ObjectStoreError
@@ -28,6 +26,7 @@ from labelflow.tasks.ingest import (
 )
 from labelflow.tasks.ledger import COMPACT_AFTER_PARTS, IngestLedger
 from labelflow.tasks.ports import LabelStudioPort, ObjectStorePort
+from labelflow.tasks.run_records import now_iso, read_run_record, write_run_record
 from labelflow.tasks.spec import STATE_BUCKET, ProjectSpec, SpecError
 
 LAST_RUN_KEY = "ingest/last-run.json"
@@ -56,12 +55,10 @@ def save_last_run(store: ObjectStorePort, spec: ProjectSpec, fingerprint: str, s
     record = {
         "fingerprint": fingerprint,
         "project_id": summary["project_id"],
-        "ingested_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "ingested_at": now_iso(),
         "summary": summary,
     }
-    bucket, key = _record_location(spec)
-    payload = json.dumps(record, ensure_ascii=False, default=str).encode("utf-8")
-    store.put_bytes(bucket, key, payload, "application/json")
+    write_run_record(store, *_record_location(spec), record)
 
 
 def unchanged_summary(
@@ -69,13 +66,9 @@ def unchanged_summary(
 ) -> dict[str, Any] | None:
     """This ingest's summary when it has nothing to do (no flow run needed); None when there is work or any doubt."""
     began = time.perf_counter()
-    bucket, key = _record_location(spec)
-    try:
-        record = json.loads(store.get_bytes(bucket, key))
-    except ObjectStoreError as exc:
-        if exc.not_found:
-            return None
-        raise
+    record = read_run_record(store, *_record_location(spec))
+    if record is None:
+        return None
     if record.get("fingerprint") != ingest_fingerprint(spec, ls.settings.base_url, reader_access_key):
         return None
     project_id = _project_as_recorded(store, ls, spec, record)
