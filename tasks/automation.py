@@ -1,0 +1,102 @@
+"""Calibrated model confidence and the threshold above which machine labels may stand in for people's (issue 19).
+
+Pure functions on arrays, with no server and no model: the pieces of automated labeling that decide, so they are
+tested on fixed data. Wiring them into ingest and collect (the MLflow predictor, audits, the spec's `automate:`
+section) is not built yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+Z_ONE_SIDED_95 = 1.6448536269514722  # the lower bound of a one-sided 95 % interval
+
+
+def cross_fitted_calibration(confidence: np.ndarray, correct: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Isotonic calibration of confidences against whether the model was right, cross-fitted so that no item
+    calibrates itself: each fold's items are mapped by a curve fitted on the other folds."""
+    import numpy as np
+    from sklearn.isotonic import IsotonicRegression
+
+    confidence = np.asarray(confidence, dtype=float)
+    correct = np.asarray(correct, dtype=float)
+    if len(confidence) < 2 * folds:
+        raise ValueError(f"calibration needs at least {2 * folds} items with a human label, got {len(confidence)}")
+    order = np.random.default_rng(seed).permutation(len(confidence))
+    calibrated = np.empty(len(confidence))
+    for fold in np.array_split(order, folds):
+        train = np.setdiff1d(order, fold, assume_unique=True)
+        curve = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(confidence[train], correct[train])
+        calibrated[fold] = curve.predict(confidence[fold])
+    return calibrated
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """ECE: the item-weighted mean gap between confidence and accuracy over equal-width confidence bins."""
+    import numpy as np
+
+    confidence = np.asarray(confidence, dtype=float)
+    correct = np.asarray(correct, dtype=float)
+    if not len(confidence):
+        return float("nan")
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in np.unique(which):
+        members = which == b
+        total += members.sum() * abs(confidence[members].mean() - correct[members].mean())
+    return float(total / len(confidence))
+
+
+def wilson_lower(successes: float, trials: float, z: float = Z_ONE_SIDED_95) -> float:
+    """The Wilson score interval's lower bound of a share (0 with no trials)."""
+    if trials <= 0:
+        return 0.0
+    share = successes / trials
+    centre = share + z * z / (2 * trials)
+    spread = z * ((share * (1 - share) + z * z / (4 * trials)) / trials) ** 0.5
+    return max(0.0, (centre - spread) / (1 + z * z / trials))
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The lowest confidence whose machine labels reach the target accuracy, judged on the interval's lower bound."""
+
+    confidence: float | None  # None: no threshold reaches the target (automation waits)
+    covered: int  # human-labelled items at or above it
+    accuracy: float | None  # the model's accuracy on them
+    accuracy_low: float | None  # its one-sided 95 % lower bound, the figure compared with the target
+
+
+def choose_threshold(
+    confidence: np.ndarray, correct: np.ndarray, target_accuracy: float, min_items: int = 30
+) -> Threshold:
+    """The lowest threshold whose items (confidence at or above it) have a Wilson lower bound >= target_accuracy.
+
+    Candidates are the observed confidences, so a threshold is always a confidence some item had. Fewer than
+    `min_items` items above a threshold never qualify: a perfect run of ten says little.
+    """
+    import numpy as np
+
+    if not 0.0 < target_accuracy < 1.0:
+        raise ValueError(f"automate.target_accuracy: {target_accuracy} is not between 0 and 1 (exclusive)")
+    confidence = np.asarray(confidence, dtype=float)
+    correct = np.asarray(correct, dtype=float)
+    order = np.argsort(-confidence, kind="stable")
+    sorted_confidence, sorted_correct = confidence[order], correct[order]
+    right = np.cumsum(sorted_correct)
+    best = Threshold(None, 0, None, None)
+    for end in range(len(order)):
+        # Only at the last item of a run of equal confidences: a threshold takes all of them or none.
+        if end + 1 < len(order) and sorted_confidence[end + 1] == sorted_confidence[end]:
+            continue
+        trials = end + 1
+        if trials < min_items:
+            continue
+        low = wilson_lower(right[end], trials)
+        if low >= target_accuracy:
+            best = Threshold(float(sorted_confidence[end]), trials, float(right[end] / trials), low)
+    return best
