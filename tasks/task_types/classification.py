@@ -53,6 +53,53 @@ def label_gold_metrics(finished: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def fill_class_consensus(
+    consensus: pd.DataFrame,
+    votes: pd.DataFrame,
+    classes: list[str],
+    quality: Any,
+    metrics: dict[str, Any],
+    extra: dict[str, dict[Any, Any]],
+) -> pd.Series:
+    """Majority vote or Dawid-Skene over class votes into the consensus rows; True for the rows that got votes.
+
+    Fills label, confidence, agreement (the share of a task's voters who chose the consensus class, the top share
+    on a tie), tie and method; Dawid-Skene also gives each annotator's `estimated_accuracy` (in `extra`).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from labelflow.tasks.consensus import dawid_skene, estimated_accuracy, majority_vote
+
+    aggregate = dawid_skene if quality.aggregation == "dawid-skene" else majority_vote
+    result = aggregate(votes, classes=classes, tie_policy=quality.tie_policy, seed=quality.seed)
+    shares = result.posterior if aggregate is majority_vote else majority_vote(votes, classes).posterior
+    chosen = np.array([classes.index(label) if label is not None else -1 for label in result.labels])
+    agreement = np.where(chosen >= 0, shares[np.arange(len(chosen)), np.maximum(chosen, 0)], shares.max(axis=1))
+    per_task = pd.DataFrame(
+        {
+            "label": pd.Series(result.labels, dtype=object).to_numpy(),
+            "confidence": result.confidence,
+            "agreement": agreement,
+            "tie": result.tie,
+        },
+        index=result.task_ids,
+    )
+    has = consensus["task_id"].isin(per_task.index)
+    found = per_task.loc[consensus.loc[has, "task_id"]]
+    for column in ("label", "confidence", "agreement", "tie"):
+        consensus.loc[has, column] = found[column].to_numpy()
+    consensus["label"] = consensus["label"].astype(object).where(consensus["label"].notna(), None)
+    consensus.loc[has, "method"] = quality.aggregation
+    if result.annotator_confusion is not None:
+        priors = result.posterior.mean(axis=0)
+        extra["estimated_accuracy"] = {
+            annotator: estimated_accuracy(matrix, priors) for annotator, matrix in result.annotator_confusion.items()
+        }
+        metrics["dawid_skene_iterations"] = result.iterations
+    return has
+
+
 class ClassificationTask(TaskType):
     """A Choices control with one radio choice; consensus by majority vote or Dawid-Skene."""
 
@@ -94,7 +141,6 @@ class ClassificationTask(TaskType):
     ) -> tuple[pd.DataFrame, dict[str, dict[Any, Any]]]:
         """Aggregate votes per task; agreement is the share of annotators who chose the consensus label."""
         import numpy as np
-        import pandas as pd
 
         from labelflow.tasks.agreement import (
             category_counts,
@@ -103,7 +149,6 @@ class ClassificationTask(TaskType):
             krippendorff_alpha_nominal,
             pairwise_cohen_kappa,
         )
-        from labelflow.tasks.consensus import dawid_skene, estimated_accuracy, majority_vote
 
         quality = spec.quality
         extra: dict[str, dict[Any, Any]] = {}
@@ -116,34 +161,10 @@ class ClassificationTask(TaskType):
             counts, _, _ = category_counts(votes)
             metrics["krippendorff_alpha"] = _finite(krippendorff_alpha_nominal(counts))
             metrics["fleiss_kappa"] = _finite(fleiss_kappa(counts))
-            aggregate = dawid_skene if quality.aggregation == "dawid-skene" else majority_vote
-            result = aggregate(votes, classes=list(spec.labels), tie_policy=quality.tie_policy, seed=quality.seed)
-            position = pd.Series(np.arange(len(result.task_ids)), index=result.task_ids)
-            rows = consensus["task_id"].map(position)
-            has = rows.notna().to_numpy()
-            index = rows[has].astype(int).to_numpy()
-            consensus.loc[has, "label"] = pd.Series(result.labels, dtype=object).iloc[index].to_numpy()
-            consensus.loc[has, "confidence"] = result.confidence[index]
-            consensus.loc[has, "tie"] = result.tie[index]
-            consensus.loc[has, "method"] = quality.aggregation
-            # Agreement of a task: the share of its annotators who chose the consensus label (the top share on a tie).
-            shares = (
-                result.posterior if aggregate is majority_vote else majority_vote(votes, list(spec.labels)).posterior
-            )
-            chosen = np.array([spec.labels.index(label) if label is not None else -1 for label in result.labels])
-            share_for = np.where(chosen >= 0, shares[np.arange(len(chosen)), np.maximum(chosen, 0)], shares.max(axis=1))
-            consensus.loc[has, "agreement"] = share_for[index]
-            pairwise = pairwise_cohen_kappa(votes)
+            fill_class_consensus(consensus, votes, list(spec.labels), quality, metrics, extra)
+        pairwise = pairwise_cohen_kappa(votes)
+        if len(votes):
             metrics.update(kappa_headline(pairwise, quality.min_shared_tasks_for_kappa))
-            if result.annotator_confusion is not None:
-                priors = result.posterior.mean(axis=0)
-                extra["estimated_accuracy"] = {
-                    annotator: estimated_accuracy(matrix, priors)
-                    for annotator, matrix in result.annotator_confusion.items()
-                }
-                metrics["dawid_skene_iterations"] = result.iterations
-        else:
-            pairwise = pairwise_cohen_kappa(votes)
         if len(reviews):
             review_label = consensus["task_id"].map(reviews.set_index("task_id")["label"])
             reviewed = review_label.notna()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from labelflow.tasks.task_types.base import FROM_NAME
-from labelflow.tasks.task_types.classification import label_gold_metrics, label_match_scores
+from labelflow.tasks.task_types.classification import fill_class_consensus, label_gold_metrics, label_match_scores
 from labelflow.tasks.task_types.record_task import COMMON_OPTIONAL_FIELDS, RecordTaskType, answer_json, record_of
 
 if TYPE_CHECKING:
@@ -210,7 +210,6 @@ class Preference(RecordTaskType):
     ) -> tuple[pd.DataFrame, dict[str, dict[Any, Any]]]:
         """Majority (or Dawid-Skene) label per task, ties flagged; percent agreement, alpha and a model leaderboard."""
         import numpy as np
-        import pandas as pd
 
         from labelflow.tasks.agreement import (
             category_counts,
@@ -220,7 +219,6 @@ class Preference(RecordTaskType):
             pairwise_cohen_kappa,
             per_item_pairwise_agreement,
         )
-        from labelflow.tasks.consensus import dawid_skene, estimated_accuracy, majority_vote
 
         quality = spec.quality
         classes = list(PREFERENCE_LABELS)
@@ -237,27 +235,7 @@ class Preference(RecordTaskType):
             metrics["percent_agreement"] = mean_or_none(per_item_pairwise_agreement(counts))
             alpha = krippendorff_alpha_nominal(counts)
             metrics["krippendorff_alpha"] = None if np.isnan(alpha) else float(alpha)
-            aggregate = dawid_skene if quality.aggregation == "dawid-skene" else majority_vote
-            result = aggregate(votes, classes=classes, tie_policy=quality.tie_policy, seed=quality.seed)
-            shares = result.posterior if aggregate is majority_vote else majority_vote(votes, classes).posterior
-            chosen = np.array([classes.index(label) if label is not None else -1 for label in result.labels])
-            # Agreement: the share of a task's voters who chose the consensus label (the top share on a tie).
-            agreement = np.where(chosen >= 0, shares[np.arange(len(chosen)), np.maximum(chosen, 0)], shares.max(axis=1))
-            per_task = pd.DataFrame(
-                {
-                    "label": pd.Series(result.labels, dtype=object).to_numpy(),
-                    "confidence": result.confidence,
-                    "agreement": agreement,
-                    "tie": result.tie,
-                },
-                index=result.task_ids,
-            )
-            has = consensus["task_id"].isin(per_task.index)
-            found = per_task.loc[consensus.loc[has, "task_id"]]
-            for column in ("label", "confidence", "agreement", "tie"):
-                consensus.loc[has, column] = found[column].to_numpy()
-            consensus["label"] = consensus["label"].astype(object).where(consensus["label"].notna(), None)
-            consensus.loc[has, "method"] = quality.aggregation
+            has = fill_class_consensus(consensus, votes, classes, quality, metrics, extra)
             tallies: dict[Any, Counter[str]] = {}
             for task_id, label in zip(votes["task_id"], votes["label"], strict=True):
                 tallies.setdefault(task_id, Counter())[label] += 1
@@ -272,13 +250,6 @@ class Preference(RecordTaskType):
                 )
                 for task_id, label in zip(consensus.loc[has, "task_id"], consensus.loc[has, "label"], strict=True)
             ]
-            if result.annotator_confusion is not None:
-                priors = result.posterior.mean(axis=0)
-                extra["estimated_accuracy"] = {
-                    annotator: estimated_accuracy(matrix, priors)
-                    for annotator, matrix in result.annotator_confusion.items()
-                }
-                metrics["dawid_skene_iterations"] = result.iterations
         pairwise = pairwise_cohen_kappa(votes)
         metrics.update(kappa_headline(pairwise, quality.min_shared_tasks_for_kappa))
         reviews = reviews[reviews["label"].isin(classes)]

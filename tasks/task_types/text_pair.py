@@ -321,7 +321,6 @@ class TextPair(RecordTaskType):
             per_item_pairwise_agreement,
         )
         from labelflow.tasks.comparisons import krippendorff_alpha_ordinal
-        from labelflow.tasks.consensus import dawid_skene, estimated_accuracy, majority_vote
 
         quality = spec.quality
         classes = list(CLASSES)
@@ -341,27 +340,9 @@ class TextPair(RecordTaskType):
             metrics["percent_agreement"] = mean_or_none(per_item_pairwise_agreement(counts))
             metrics["krippendorff_alpha"] = _finite(krippendorff_alpha_nominal(counts))
             metrics["scored_share"] = float(len(scored) / len(votes))
-            aggregate = dawid_skene if quality.aggregation == "dawid-skene" else majority_vote
-            result = aggregate(votes, classes=classes, tie_policy=quality.tie_policy, seed=quality.seed)
-            shares = result.posterior if aggregate is majority_vote else majority_vote(votes, classes).posterior
-            chosen = np.array([classes.index(label) if label is not None else -1 for label in result.labels])
-            # Agreement: the share of a task's voters who chose the consensus class (the top share on a tie).
-            agreement = np.where(chosen >= 0, shares[np.arange(len(chosen)), np.maximum(chosen, 0)], shares.max(axis=1))
-            per_task = pd.DataFrame(
-                {
-                    "label": pd.Series(result.labels, dtype=object).to_numpy(),
-                    "confidence": result.confidence,
-                    "agreement": agreement,
-                    "tie": result.tie,
-                },
-                index=result.task_ids,
-            )
-            has = consensus["task_id"].isin(per_task.index)
-            found = per_task.loc[consensus.loc[has, "task_id"]]
-            for column in ("label", "confidence", "agreement", "tie"):
-                consensus.loc[has, column] = found[column].to_numpy()
-            consensus["label"] = consensus["label"].astype(object).where(consensus["label"].notna(), None)
-            consensus.loc[has, "method"] = quality.aggregation
+            from labelflow.tasks.task_types.classification import fill_class_consensus
+
+            has = fill_class_consensus(consensus, votes, classes, quality, metrics, extra)
             tallies = votes.groupby(["task_id", "label"]).size()
             vote_counts: dict[Any, dict[str, int]] = {}
             for (task_id, label), count in tallies.items():
@@ -370,13 +351,6 @@ class TextPair(RecordTaskType):
                 answer_json({"label": label, "score": median.get(task_id), "votes": vote_counts.get(task_id, {})})
                 for task_id, label in zip(consensus.loc[has, "task_id"], consensus.loc[has, "label"], strict=True)
             ]
-            if result.annotator_confusion is not None:
-                priors = result.posterior.mean(axis=0)
-                extra["estimated_accuracy"] = {
-                    annotator: estimated_accuracy(matrix, priors)
-                    for annotator, matrix in result.annotator_confusion.items()
-                }
-                metrics["dawid_skene_iterations"] = result.iterations
         if len(scored):
             task_codes, _ = pd.factorize(scored["task_id"], sort=True)
             score_counts = np.zeros((task_codes.max() + 1, SCALE))
