@@ -6,6 +6,7 @@ import glob
 import hashlib
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -37,11 +38,33 @@ def run_as() -> str | None:
     return SYSTEM_USER if os.geteuid() == 0 else None
 
 
+CLUSTER_ID_FILE = "postgres-cluster.id"
+
+
+def cluster_id(config: StackConfig) -> str:
+    """This home's cluster id, made on first use: a home deleted and made again at the same path gets a new one."""
+    path = config.home / CLUSTER_ID_FILE
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    if not config.home.is_dir():
+        return ""  # no home, so no cluster yet (status of a stack never started)
+    token = secrets.token_hex(8)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token)
+    return token
+
+
 def data_dir(config: StackConfig) -> Path:
-    """The cluster directory: in the home, or, for root, outside it (the home is 0700 root; postgres can't enter)."""
+    """The cluster directory: in the home, or, for root, outside it (the home is 0700 root; postgres can't enter).
+
+    Outside the home it is named after the home's path and its cluster id: keyed on the path alone, a home made
+    again at the same path (a fresh clone in the same folder) met the old home's cluster and its old password.
+    """
     if run_as() is None:
         return config.data_dir / "postgres"
-    digest = hashlib.sha256(str(config.home.resolve()).encode()).hexdigest()[:12]
+    identity = f"{config.home.resolve()}\0{cluster_id(config)}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
     return Path("/var/tmp") / f"labelflow-postgres-{digest}"
 
 

@@ -113,6 +113,11 @@ def local_stack() -> Iterator[RunningStack]:
     yield running
     if not already_running and os.environ.get("LABELFLOW_KEEP_STACK") != "1":
         stack.down()
+        if stack.config.database == "postgres":
+            from labelflow.infra.postgres import remove_data_dir
+
+            # As root the cluster lives outside the test home (/var/tmp): leave no cluster behind.
+            remove_data_dir(stack.config)
 
 
 @pytest.fixture

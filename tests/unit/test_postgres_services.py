@@ -81,3 +81,19 @@ def test_up_refuses_to_switch_the_database_under_running_services(tmp_path: Path
     with pytest.raises(StackError, match="runs on sqlite: stop it with `labelflow down`"):
         LocalStack(StackConfig(home=home, db="postgres"))._record_database()
     assert StackConfig(home=home).database == "sqlite"
+
+
+def test_a_home_made_again_at_the_same_path_gets_a_new_cluster_directory(tmp_path, monkeypatch) -> None:
+    from labelflow.infra import postgres
+    from labelflow.infra.stack_config import StackConfig
+
+    monkeypatch.setattr(postgres, "run_as", lambda: "postgres")  # as root: the cluster lives outside the home
+    home = tmp_path / "home"
+    home.mkdir()
+    config = StackConfig(home=home, db="postgres")
+    first = postgres.data_dir(config)
+    assert postgres.data_dir(config) == first and first.parent.as_posix() == "/var/tmp"
+    assert (home / postgres.CLUSTER_ID_FILE).stat().st_mode & 0o777 == 0o600
+    (home / postgres.CLUSTER_ID_FILE).unlink()  # the home deleted and made again (a fresh clone, same folder)
+    assert postgres.data_dir(config) != first
+    assert postgres.data_dir(StackConfig(home=tmp_path / "never-made", db="postgres")).parent.as_posix() == "/var/tmp"
