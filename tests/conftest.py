@@ -96,7 +96,12 @@ def local_stack() -> Iterator[RunningStack]:
     # LABELFLOW_TEST_DB=postgres: the suite's stack runs its services on PostgreSQL (`make test-postgres`)
     stack = LocalStack(StackConfig(db=os.environ.get("LABELFLOW_TEST_DB") or None))
     already_running = all(s.running for s in stack.status())
-    reports = stack.up(echo=print)
+    try:
+        reports = stack.up(echo=print)
+    except BaseException:
+        if not already_running:
+            stack.down()  # a start that failed half way leaves nothing running (e.g. PostgreSQL alone)
+        raise
     env = read_stack_connection()
     running = RunningStack(
         stack=stack,
