@@ -18,7 +18,7 @@ from labelflow.integrations.object_store import ObjectStoreError
 from labelflow.tasks.annotation_store import AnnotationStore, Watermark, window_start
 from labelflow.tasks.ports import ObjectStorePort
 from labelflow.tasks.run_records import now_iso, read_run_record, write_run_record
-from labelflow.tasks.spec import STATE_BUCKET, ProjectSpec, S3Location, expectations_dir
+from labelflow.tasks.spec import ProjectSpec, S3Location, expectations_dir
 
 if TYPE_CHECKING:
     from labelflow.integrations.label_studio import LabelStudioClient
@@ -44,9 +44,13 @@ def inputs_fingerprint(store: ObjectStorePort, spec: ProjectSpec, spec_path: str
                 raise
             digest.update(b"no gold file")
     # A new exam certificate changes who is admitted under quality.min_level (tasks/exams.py).
-    if spec.quality.min_level is not None and store.bucket_exists(STATE_BUCKET):
-        parts = store.list_objects(STATE_BUCKET, f"pool/certificates/{spec.pool_domain}/")
-        digest.update("\n".join(sorted(obj.key for obj in parts)).encode())
+    if spec.quality.min_level is not None:
+        from labelflow.tasks.exams import CertificateStore  # pyarrow: only for specs that admit by level
+
+        certificates = CertificateStore(store)
+        if store.bucket_exists(certificates.location.bucket):
+            parts = store.list_objects(certificates.location.bucket, certificates.domain_prefix(spec.pool_domain))
+            digest.update("\n".join(sorted(obj.key for obj in parts)).encode())
     folder = expectations_dir(spec, spec_path)
     for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
         if path.is_file():
