@@ -58,11 +58,6 @@ def inputs_fingerprint(store: ObjectStorePort, spec: ProjectSpec, spec_path: str
     return digest.hexdigest()
 
 
-def _record_location(spec: ProjectSpec) -> tuple[str, str]:
-    state = spec.state_location
-    return state.bucket, state.join(LAST_RUN_KEY)
-
-
 def save_last_run(store: ObjectStorePort, spec: ProjectSpec, fingerprint: str, summary: dict[str, Any]) -> None:
     """Record a complete collect: its summary, the fingerprint of its inputs and where the watermark stood."""
     watermark = AnnotationStore(store, spec.state_location).watermark()
@@ -72,7 +67,7 @@ def save_last_run(store: ObjectStorePort, spec: ProjectSpec, fingerprint: str, s
         "collected_at": now_iso(),
         "summary": summary,
     }
-    write_run_record(store, *_record_location(spec), record)
+    write_run_record(store, spec.state_location, LAST_RUN_KEY, record)
 
 
 def unchanged_summary(
@@ -80,7 +75,7 @@ def unchanged_summary(
 ) -> dict[str, Any] | None:
     """The last complete collect's summary, marked unchanged, when nothing changed since; None when there is work."""
     began = time.perf_counter()
-    record = read_run_record(store, *_record_location(spec))
+    record = read_run_record(store, spec.state_location, LAST_RUN_KEY)
     if record is None:
         return None
     watermark = AnnotationStore(store, spec.state_location).watermark()

@@ -45,11 +45,6 @@ def ingest_fingerprint(spec: ProjectSpec, label_studio_url: str, reader_access_k
     return digest.hexdigest()
 
 
-def _record_location(spec: ProjectSpec) -> tuple[str, str]:
-    state = spec.state_location
-    return state.bucket, state.join(LAST_RUN_KEY)
-
-
 def save_last_run(store: ObjectStorePort, spec: ProjectSpec, fingerprint: str, summary: dict[str, Any]) -> None:
     """Record a complete listing ingest: its summary and the fingerprint of its inputs."""
     record = {
@@ -58,7 +53,7 @@ def save_last_run(store: ObjectStorePort, spec: ProjectSpec, fingerprint: str, s
         "ingested_at": now_iso(),
         "summary": summary,
     }
-    write_run_record(store, *_record_location(spec), record)
+    write_run_record(store, spec.state_location, LAST_RUN_KEY, record)
 
 
 def unchanged_summary(
@@ -66,7 +61,7 @@ def unchanged_summary(
 ) -> dict[str, Any] | None:
     """This ingest's summary when it has nothing to do (no flow run needed); None when there is work or any doubt."""
     began = time.perf_counter()
-    record = read_run_record(store, *_record_location(spec))
+    record = read_run_record(store, spec.state_location, LAST_RUN_KEY)
     if record is None:
         return None
     if record.get("fingerprint") != ingest_fingerprint(spec, ls.settings.base_url, reader_access_key):
