@@ -17,14 +17,13 @@ State: `collect/escalation.json` next to the collect watermark.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from labelflow.integrations.object_store import ObjectStoreError
 from labelflow.tasks.ports import ObjectStorePort
+from labelflow.tasks.run_records import read_run_record, write_run_record
 from labelflow.tasks.spec import ProjectSpec, SpecError
 from labelflow.tasks.timestamps import parse_time
 
@@ -78,29 +77,20 @@ class EscalationState:
     review_stamps: dict[str, str] = field(default_factory=dict)
     review_since: str | None = None
 
-    @staticmethod
-    def key(spec: ProjectSpec) -> tuple[str, str]:
-        """(bucket, key) of the state file."""
-        return spec.state_location.bucket, spec.state_location.join("collect", "escalation.json")
+    NAME = "collect/escalation.json"  # under the project's state location
 
     @classmethod
     def load(cls, store: ObjectStorePort, spec: ProjectSpec) -> EscalationState:
         """The project's state; empty when nothing was ever escalated."""
-        bucket, key = cls.key(spec)
-        try:
-            document = json.loads(store.get_bytes(bucket, key))
-        except ObjectStoreError as exc:
-            if exc.not_found:
-                return cls()
-            raise
+        document = read_run_record(store, spec.state_location, cls.NAME)
+        if document is None:
+            return cls()
         known = cls.__dataclass_fields__
         return cls(**{name: value for name, value in document.items() if name in known})
 
     def save(self, store: ObjectStorePort, spec: ProjectSpec) -> None:
         """Write the state file."""
-        bucket, key = self.key(spec)
-        payload = json.dumps(self.__dict__, ensure_ascii=False, sort_keys=True).encode("utf-8")
-        store.put_bytes(bucket, key, payload, "application/json")
+        write_run_record(store, spec.state_location, self.NAME, self.__dict__)
 
 
 @dataclass

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from labelflow.integrations.object_store import ObjectStoreError
 from labelflow.tasks.ports import ObjectStorePort
+from labelflow.tasks.run_records import read_run_record, write_run_record
 from labelflow.tasks.spec import ProjectSpec
 from labelflow.tasks.talent_pool import POOL_LOCATION, TIMESTAMP, TalentPool
 
@@ -85,28 +84,18 @@ class ExamState:
 
     exams: list[dict[str, Any]] = field(default_factory=list)
 
-    @staticmethod
-    def key(spec: ProjectSpec) -> tuple[str, str]:
-        """(bucket, key) of the state file."""
-        return spec.state_location.bucket, spec.state_location.join("exams", "exams.json")
+    NAME = "exams/exams.json"  # under the spec's state location
 
     @classmethod
     def load(cls, store: ObjectStorePort, spec: ProjectSpec) -> ExamState:
         """The spec's exams; none when no exam was ever created."""
-        bucket, key = cls.key(spec)
-        try:
-            return cls(exams=json.loads(store.get_bytes(bucket, key)).get("exams", []))
-        except ObjectStoreError as exc:
-            if exc.not_found:
-                return cls()
-            raise
+        document = read_run_record(store, spec.state_location, cls.NAME)
+        return cls(exams=document.get("exams", [])) if document is not None else cls()
 
     def save(self, store: ObjectStorePort, spec: ProjectSpec) -> None:
         """Write the state file."""
-        bucket, key = self.key(spec)
-        store.ensure_bucket(bucket)
-        payload = json.dumps({"exams": self.exams}, ensure_ascii=False, sort_keys=True).encode("utf-8")
-        store.put_bytes(bucket, key, payload, "application/json")
+        store.ensure_bucket(spec.state_location.bucket)
+        write_run_record(store, spec.state_location, self.NAME, {"exams": self.exams})
 
     def next_version(self) -> int:
         """The version a new exam gets."""
