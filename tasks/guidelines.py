@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import json
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -146,14 +145,14 @@ class GuidelineHistory:
                 found = entry.version
         return found
 
-    def to_json(self) -> bytes:
+    def as_document(self) -> dict[str, Any]:
         """The stored form."""
-        return json.dumps({"versions": [v.as_dict() for v in self.versions]}, indent=2).encode("utf-8")
+        return {"versions": [v.as_dict() for v in self.versions]}
 
     @classmethod
-    def from_json(cls, payload: bytes) -> GuidelineHistory:
+    def from_document(cls, document: dict[str, Any]) -> GuidelineHistory:
         """Parse the stored form."""
-        entries = json.loads(payload).get("versions") or []
+        entries = document.get("versions") or []
         return cls(tuple(GuidelineVersion(e["version"], e["first_seen"], e.get("path", "")) for e in entries))
 
 
@@ -162,22 +161,13 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _history_location(spec: ProjectSpec) -> tuple[str, str]:
-    state = spec.state_location
-    return state.bucket, state.join(HISTORY_KEY)
-
-
 def read_history(store: ObjectStorePort, spec: ProjectSpec) -> GuidelineHistory:
     """The project's guideline history (empty before any guideline was pushed)."""
-    from labelflow.integrations.object_store import ObjectStoreError
+    from labelflow.tasks.run_records import read_run_record
 
-    bucket, key = _history_location(spec)
-    try:
-        return GuidelineHistory.from_json(store.get_bytes(bucket, key))
-    except ObjectStoreError as exc:
-        if not exc.not_found:
-            raise  # an unreadable history must not be taken for none: every stamp would be lost
-        return GuidelineHistory()
+    # Only a missing file is "none": any other error is raised, or every stamp would be lost.
+    document = read_run_record(store, spec.state_location, HISTORY_KEY)
+    return GuidelineHistory() if document is None else GuidelineHistory.from_document(document)
 
 
 def record_version(store: ObjectStorePort, spec: ProjectSpec, now: datetime | None = None) -> GuidelineHistory:
@@ -187,18 +177,19 @@ def record_version(store: ObjectStorePort, spec: ProjectSpec, now: datetime | No
     history = read_history(store, spec)
     if history.current == spec.guidelines.sha256:
         return history
-    bucket, key = _history_location(spec)
+    from labelflow.tasks.run_records import write_run_record
+
     version = spec.guidelines.sha256
     # The text of every version stays in the state, so an audit can read what annotators were shown.
     store.put_bytes(
-        bucket,
+        spec.state_location.bucket,
         spec.state_location.join(f"guidelines/{version}.md"),
         spec.guidelines.text.encode(),
         "text/markdown; charset=utf-8",
     )
     stamp = (now or utc_now()).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     history = GuidelineHistory((*history.versions, GuidelineVersion(version, stamp, spec.guidelines.path)))
-    store.put_bytes(bucket, key, history.to_json(), "application/json")
+    write_run_record(store, spec.state_location, HISTORY_KEY, history.as_document())
     return history
 
 
