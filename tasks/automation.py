@@ -52,13 +52,11 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
 
 
 def wilson_lower(successes: float, trials: float, z: float = Z_ONE_SIDED_95) -> float:
-    """The Wilson score interval's lower bound of a share (0 with no trials)."""
-    if trials <= 0:
-        return 0.0
-    share = successes / trials
-    centre = share + z * z / (2 * trials)
-    spread = z * ((share * (1 - share) + z * z / (4 * trials)) / trials) ** 0.5
-    return max(0.0, (centre - spread) / (1 + z * z / trials))
+    """The Wilson score interval's lower bound of a share (0 with no trials): quality's interval, one-sided 95 %."""
+    from labelflow.tasks.quality import wilson_interval
+
+    low, _ = wilson_interval(successes / trials, int(trials), z) if trials > 0 else (0.0, None)
+    return float(low or 0.0)
 
 
 @dataclass(frozen=True)
