@@ -220,6 +220,11 @@ class QualitySpec(_Section):
     seed: int = 0
     # The talent pool's skill levels, lowest first (tasks/levels.py): each asks more evidence, accuracy, agreement.
     ladder: list[Level] = Field(default_factory=lambda: list(DEFAULT_LADDER))
+    # Label-error detection (tasks/label_errors.py) on the types a classifier can learn: consensus labels that
+    # out-of-fold predictions call probably wrong are listed in the report. With `review_suspects` they are also
+    # sent to review and held back from published versions until a review decides them.
+    find_label_errors: bool = True
+    review_suspects: bool = False
 
     @field_validator("gold")
     @classmethod
@@ -326,11 +331,19 @@ class ValidationOptions(_Section):
     examples: Annotated[int, Field(ge=1, le=100)] = 5
 
 
+MODEL_URI = re.compile(r"^models:/([^/\s@]+)(?:/([^/\s]+)|@([^/\s]+))$")
+
+
 class PrelabelSpec(_Section):
     """Optional pre-annotation by a model, imported as Label Studio predictions."""
 
-    predictor: Literal["keyword", "openai"]
-    model_version: Annotated[str, Field(min_length=1, max_length=200)]
+    predictor: Literal["keyword", "openai", "mlflow"]
+    # The version stamped on every prediction. The mlflow predictor stamps `<model_uri> v<resolved version>` itself.
+    model_version: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    # The mlflow predictor's registered model: models:/<name>/<version>, models:/<name>@<alias> or
+    # models:/<name>/latest. An alias or `latest` is resolved again by every ingest and collect, so a newly
+    # registered version takes over (and re-scores the queue) without a spec change.
+    model_uri: str | None = None
     keywords: dict[str, list[str]] = Field(default_factory=dict)
     endpoint: str | None = None
     model: str | None = None
@@ -338,13 +351,47 @@ class PrelabelSpec(_Section):
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     max_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
 
+    @field_validator("model_uri")
+    @classmethod
+    def _registered_model_uri(cls, value: str | None) -> str | None:
+        if value is not None and not MODEL_URI.match(value):
+            raise ValueError(
+                f"{value!r} is not a registered model's URI: models:/<name>/<version>, models:/<name>@<alias> "
+                "or models:/<name>/latest"
+            )
+        return value
+
     @model_validator(mode="after")
     def _predictor_options(self) -> PrelabelSpec:
         if self.predictor == "keyword" and not self.keywords:
             raise ValueError("the keyword predictor needs `keywords`: a list of words for each label")
         if self.predictor == "openai" and not (self.endpoint and self.model):
             raise ValueError("the openai predictor needs `endpoint` (base URL ending in /v1) and `model`")
+        if self.predictor == "mlflow" and not self.model_uri:
+            raise ValueError("the mlflow predictor needs `model_uri`, e.g. models:/reviews-baseline/latest")
+        if self.predictor != "mlflow" and not self.model_version:
+            raise ValueError(f"the {self.predictor} predictor needs `model_version`, stamped on its predictions")
         return self
+
+
+class AutomateSpec(_Section):
+    """Automated labeling: the prelabel model labels the items it is sure of; a random share is still audited."""
+
+    # The accuracy the machine-labeled rows must reach, checked on the lower end of a one-sided 95% interval.
+    target_accuracy: Annotated[float, Field(gt=0.0, lt=1.0)]
+    audit_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05  # of the items above the threshold, still labeled
+    min_human_labels: Annotated[int, Field(ge=1)] = 200  # consensus labels by people before any machine label
+    # Threshold candidates need at least this many human-labeled items at or above them.
+    min_items_above_threshold: Annotated[int, Field(ge=1)] = 30
+    folds: Annotated[int, Field(ge=2, le=20)] = 5  # cross-fitting folds of the calibration
+
+
+class QueueSpec(_Section):
+    """The order annotators are served the tasks still to label."""
+
+    # `least-confident`: 1 - top probability; `margin`: top minus runner-up (smallest first); `entropy`: of the
+    # class probabilities. Needs the mlflow predictor; `off` keeps Label Studio's own order.
+    order: Literal["off", "least-confident", "margin", "entropy"] = "off"
 
 
 class GenerateSpec(_Section):
@@ -413,6 +460,8 @@ class ProjectSpec(_Section):
     dataset: DatasetSpec | None = None
     validation: ValidationOptions = Field(default_factory=ValidationOptions)
     prelabel: PrelabelSpec | None = None
+    automate: AutomateSpec | None = None
+    queue: QueueSpec = Field(default_factory=QueueSpec)
     records: RecordsSpec | None = None
     generate: GenerateSpec | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # the task type's own settings, checked by the type
@@ -515,8 +564,20 @@ class ProjectSpec(_Section):
             if predictor not in self.task_type.predictors:
                 able = [name for name, kind in TASK_TYPES.items() if predictor in kind.predictors]
                 raise ValueError(f"the {predictor} predictor supports {', '.join(able)} tasks, not {self.task}")
+        self._check_model_in_the_loop()
         self.task_type.check_spec(self)
         return self
+
+    def _check_model_in_the_loop(self) -> None:
+        looped = [name for name, kind in TASK_TYPES.items() if kind.model_in_the_loop]
+        uses_model = self.prelabel is not None and self.prelabel.predictor == "mlflow"
+        for section, wanted in (("automate", self.automate is not None), ("queue.order", self.queue.order != "off")):
+            if not wanted:
+                continue
+            if not self.task_type.model_in_the_loop:
+                raise ValueError(f"{section}: task {self.task} does not support it (supported: {', '.join(looped)})")
+            if not uses_model:
+                raise ValueError(f"{section}: needs a model; set prelabel: {{predictor: mlflow, model_uri: ...}}")
 
     @property
     def task_type(self) -> TaskType:

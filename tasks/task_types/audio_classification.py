@@ -33,6 +33,8 @@ class AudioClassification(ClassificationTask):
     tag_attributes = ' hotkey="ctrl+p"'
     export_file = "audio.jsonl"
     expectation_suite = "audio-classification"
+    predictors = frozenset({"mlflow"})
+    model_in_the_loop = True
 
     @property
     def consensus_columns(self) -> tuple[str, ...]:

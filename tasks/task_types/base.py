@@ -67,6 +67,9 @@ class TaskType(ABC):
     # Answers are structured (a written text, a side, a score), read by `parse_answer` with the task's data into a
     # summary `label` and an `answer` (JSON); otherwise they are classes or regions, read by `parse_result`.
     structured_answers: ClassVar[bool] = False
+    # One class per task that a classifier can predict: `labelflow train`, `automate`, uncertainty-first queues
+    # and label-error detection work on the type (issue: model in the loop).
+    model_in_the_loop: ClassVar[bool] = False
 
     @property
     def data_key(self) -> str:

@@ -21,6 +21,8 @@ class ImageClassification(ClassificationTask):
     tag = "Image"
     export_file = "images.csv"
     expectation_suite = "image-classification"
+    predictors = frozenset({"mlflow"})
+    model_in_the_loop = True
 
     @property
     def consensus_columns(self) -> tuple[str, ...]:

@@ -23,7 +23,8 @@ class TextClassification(ClassificationTask):
     tag = "Text"
     export_file = "train.jsonl"
     expectation_suite = "text-classification"
-    predictors = frozenset({"keyword", "openai"})
+    predictors = frozenset({"keyword", "openai", "mlflow"})
+    model_in_the_loop = True
 
     @property
     def consensus_columns(self) -> tuple[str, ...]:
