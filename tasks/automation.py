@@ -1,14 +1,13 @@
 """Calibrated model confidence and the threshold above which machine labels may stand in for people's (issue 19).
 
-Pure functions on arrays, with no server and no model: the pieces of automated labeling that decide, so they are
-tested on fixed data. Wiring them into ingest and collect (the MLflow predictor, audits, the spec's `automate:`
-section) is not built yet.
+The deciding pieces are pure functions on arrays, tested on fixed data; `AutomationOutcome` is what one collect's
+automation did, for the report, the manifest and the MLflow tags.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -98,3 +97,65 @@ def choose_threshold(
         if low >= target_accuracy:
             best = Threshold(float(sorted_confidence[end]), trials, float(right[end] / trials), low)
     return best
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """One bar of the reliability diagram: items whose raw confidence fell in [low, high)."""
+
+    low: float
+    high: float
+    items: int
+    mean_confidence: float
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class AutomationOutcome:
+    """What automated labeling did in one collect, and why: the report, the manifest and MLflow tags show it."""
+
+    status: Literal["waiting", "running", "stopped"]
+    reason: str  # one line a person reads: why it waits, what it did, or why it stopped
+    model_version: str | None
+    target_accuracy: float
+    human_labels: int  # consensus labels by people the calibration could use
+    min_human_labels: int
+    threshold: float | None = None  # calibrated confidence at or above which the model labels
+    machine_labeled: int = 0  # tasks whose published label is the model's (`method: model`)
+    audit_tasks: int = 0  # tasks above the threshold kept for people as audits
+    audits_done: int = 0  # audits people have labeled
+    audit_disagreements: int = 0
+    measured_accuracy: float | None = None  # of machine labels where people's label is known (calibration + audits)
+    accuracy_low: float | None = None  # one-sided 95 % Wilson bounds of it
+    accuracy_high: float | None = None
+    model_failures: int = 0  # items the model raised on or returned nothing for: they went to people
+    ece_raw: float | None = None  # expected calibration error of the model's own confidence
+    ece_calibrated: float | None = None  # and after cross-fitted isotonic calibration
+    reliability: list[ReliabilityBin] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (the manifest's `automation`)."""
+        return asdict(self)
+
+
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> list[ReliabilityBin]:
+    """The reliability diagram's bars: per equal-width confidence bin, its items, mean confidence and accuracy."""
+    import numpy as np
+
+    confidence = np.asarray(confidence, dtype=float)
+    correct = np.asarray(correct, dtype=float)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    bars = []
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            bars.append(
+                ReliabilityBin(
+                    round(b / bins, 4),
+                    round((b + 1) / bins, 4),
+                    int(members.sum()),
+                    float(confidence[members].mean()),
+                    float(correct[members].mean()),
+                )
+            )
+    return bars
