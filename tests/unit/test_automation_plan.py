@@ -34,18 +34,18 @@ def scores_table(predicted: dict[int, str | None], confidence: dict[int, float])
 
 
 def confident_world(human_count: int = 200, unlabeled_count: int = 400) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Human labels where the model is right whenever it is sure (>= 0.9) and a coin flip below; unlabeled tasks."""
+    """Human labels where the model is right when sure (>= 0.9) and a coin flip at 0.8-0.9 (overconfident there)."""
     rng = np.random.default_rng(1)
     human, predicted, confidence = {}, {}, {}
     for t in range(human_count):
         sure = t % 2 == 0
-        confidence[t] = float(rng.uniform(0.9, 1.0) if sure else rng.uniform(0.5, 0.7))
+        confidence[t] = float(rng.uniform(0.9, 1.0) if sure else rng.uniform(0.8, 0.9))
         human[t] = "pos" if t % 4 < 2 else "neg"
         predicted[t] = human[t] if sure or rng.random() < 0.5 else ("neg" if human[t] == "pos" else "pos")
     unlabeled = list(range(1000, 1000 + unlabeled_count))
     for t in unlabeled:
         sure = t % 2 == 0
-        confidence[t] = float(rng.uniform(0.9, 1.0) if sure else rng.uniform(0.5, 0.7))
+        confidence[t] = float(rng.uniform(0.9, 1.0) if sure else rng.uniform(0.8, 0.9))
         predicted[t] = "pos"
     return consensus_table(human, unlabeled), scores_table(predicted, confidence)
 
