@@ -398,10 +398,20 @@ def plan_automation(
         "accuracy_high": high,
     }
     calibrations = {**record.calibrations, model_version: calibration}
-    if measured is not None and measured < target:
+    # The audits are the only evidence on the labels the model actually publishes, and they are few next to the
+    # calibration's: besides the pooled accuracy, their own interval stops automation once even its upper end is
+    # below the target.
+    _, audits_high = wilson_interval(float(agree.mean()) if len(agree) else 0.0, len(agree), Z_ONE_SIDED_95)
+    audits_below = audits_high is not None and audits_high < target
+    if (measured is not None and measured < target) or audits_below:
+        why = (
+            f"the measured accuracy {measured:.1%} fell below the target {target:.1%}"
+            if measured is not None and measured < target
+            else f"even the upper end of the audits' own interval ({audits_high:.1%}) is below the target {target:.1%}"
+        )
         reason = (
             f"automation stopped for {model_version}: audits found {int((~agree).sum())} disagreements in "
-            f"{len(audited)}, so the measured accuracy {measured:.1%} fell below the target {target:.1%}"
+            f"{len(audited)}, so {why}"
         )
         record = AutomationRecord(calibrations, {**record.stopped, model_version: reason}, record.held)
         return idle("stopped", reason, calibration, **figures)
@@ -417,7 +427,8 @@ def plan_automation(
     labeled.loc[at, "label"] = scored.loc[ids, "predicted"].to_numpy()
     labeled.loc[at, "confidence"] = calibrated.loc[ids].round(4).to_numpy()
     labeled.loc[at, "method"] = "model"
-    labeled["model_version"] = np.where(at, model_version, None)
+    if at.any():  # only then: a version without machine rows keeps the files (and digest) it always had
+        labeled["model_version"] = np.where(at, model_version, None)
     labeled.loc[at, "finished"] = True
     labeled.loc[at, "flagged"] = False
     if "flag_reason" in labeled.columns:

@@ -78,6 +78,8 @@ def unchanged_summary(
     record = read_run_record(store, spec.state_location, LAST_RUN_KEY)
     if record is None:
         return None
+    if spec.automate is not None or spec.queue.order != "off":
+        return None  # a newly registered model version re-scores the tasks: only a model lookup would tell
     watermark = AnnotationStore(store, spec.state_location).watermark()
     if json.loads(watermark.to_json()) != record.get("watermark") or watermark.project_id is None:
         return None  # the table moved since (another collect), or nothing was ever collected

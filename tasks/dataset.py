@@ -37,6 +37,7 @@ CONSENSUS_COLUMNS = [
     "annotations",
     "reviewed",
     "method",
+    "model_version",  # the model whose label a `method: model` row carries (automated labeling)
     "gold_label",
 ]
 # Columns every task type's consensus table has; the type adds its own (tasks/task_types, `consensus_columns`).
@@ -272,6 +273,22 @@ def manifest_cost(cost: dict[str, Any], rows: int) -> dict[str, Any]:
     return {**cost, "published_rows": rows, "per_published_row": per_row}
 
 
+def manifest_automation(automation: dict[str, Any], rows: pd.DataFrame) -> dict[str, Any]:
+    """What of the version is machine-made: its rows by method, and the machine rows' estimated accuracy."""
+    methods = rows["method"].fillna("none").value_counts() if "method" in rows.columns else pd.Series(dtype=int)
+    machine = int(methods.get("model", 0))
+    keep = ("status", "reason", "model_version", "target_accuracy", "threshold", "audits_done", "audit_disagreements")
+    return {
+        **{key: automation.get(key) for key in keep},
+        "rows_by_method": {str(method): int(n) for method, n in methods.items()},
+        "machine_labeled_rows": machine,
+        # The accuracy of the machine labels measured where people labeled too (calibration evidence and audits),
+        # with its 90 % Wilson interval: the lower end is the one-sided 95 % bound compared with the target.
+        "estimated_accuracy": automation.get("measured_accuracy") if machine else None,
+        "accuracy_interval": [automation.get("accuracy_low"), automation.get("accuracy_high")] if machine else None,
+    }
+
+
 def manifest(
     name: str,
     version: int,
@@ -279,6 +296,7 @@ def manifest(
     spec: ProjectSpec,
     lineage: dict[str, Any],
     cost: dict[str, Any] | None = None,
+    automation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The version's manifest: every file with size and SHA-256, content digest, counts, lineage and cost."""
     return {
@@ -300,4 +318,5 @@ def manifest(
         # Guideline versions (SHA-256) of the published labels with their counts, and the shipped guidelines.md.
         **({"guidelines": built.guidelines} if built.guidelines is not None else {}),
         **({"cost": manifest_cost(cost, len(built.rows))} if cost is not None else {}),
+        **({"automation": manifest_automation(automation, built.rows)} if automation is not None else {}),
     }

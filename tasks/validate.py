@@ -174,7 +174,15 @@ def spec_expectations(spec: ProjectSpec, table: str) -> list[ExpectationDefiniti
             )
         )
     if table == "consensus":
-        condition = {"type": "comparison", "column": {"name": "reviewed"}, "operator": "==", "parameter": False}
+        condition: dict[str, Any] = {
+            "type": "comparison",
+            "column": {"name": "reviewed"},
+            "operator": "==",
+            "parameter": False,
+        }
+        if spec.automate is not None:  # machine labels (`method: model`) have no annotations and no agreement
+            machine = {"type": "comparison", "column": {"name": "method"}, "operator": "!=", "parameter": "model"}
+            condition = {"type": "and", "conditions": [condition, machine]}
         unreviewed = {"row_condition": condition}
         found += [
             ExpectationDefinition(

@@ -129,3 +129,24 @@ def test_no_threshold_reaching_the_target_waits() -> None:
                            AutomationRecord())  # fmt: skip
     assert plan.outcome.status == "waiting" and "no confidence threshold" in plan.outcome.reason
     assert plan.outcome.reliability  # the diagram is shown even while it waits
+
+
+def test_audits_stop_automation_on_their_own_interval_even_when_the_pooled_accuracy_holds() -> None:
+    consensus, scores = confident_world(human_count=400)
+    automate = AutomateSpec(target_accuracy=0.9, audit_share=0.5, min_human_labels=100)
+    first = plan_automation(automate, 0, consensus, scores, VERSION, AutomationRecord())
+    assert first.outcome.status == "running" and first.outcome.threshold is not None
+    # Twelve audits, eight of them wrong: too few to pull the pooled accuracy (200-odd right) below 0.9, but
+    # the audits alone say the published labels are far worse than the target.
+    unlabeled = consensus.loc[consensus["task_id"].ge(1000), "task_id"].to_numpy()
+    sure = unlabeled[(unlabeled % 2 == 0) & audit_draw(unlabeled, 0.5, 0)][:12]
+    labeled = consensus.copy()
+    for i, task_id in enumerate(sure):
+        label = "neg" if i < 8 else "pos"  # the model said pos on every one
+        labeled.loc[labeled["task_id"] == task_id, ["label", "finished", "annotations", "method"]] = [
+            label, True, 3, "majority"
+        ]  # fmt: skip
+    second = plan_automation(automate, 0, labeled, scores, VERSION, first.record)
+    assert second.outcome.measured_accuracy is not None and second.outcome.measured_accuracy >= 0.9
+    assert second.outcome.status == "stopped" and "audits' own interval" in second.outcome.reason
+    assert second.outcome.audits_done == 12 and second.outcome.audit_disagreements == 8
