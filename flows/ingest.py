@@ -32,7 +32,7 @@ from labelflow.tasks.ingest_shortcut import ingest_fingerprint, save_last_run
 from labelflow.tasks.ledger import IngestLedger
 from labelflow.tasks.links import open_hint
 from labelflow.tasks.ports import ClientsPort
-from labelflow.tasks.prelabel import build_predictor
+from labelflow.tasks.prelabel import build_predictor, object_reader
 from labelflow.tasks.spec import ProjectSpec, load_spec
 
 INGEST_TIMEOUT_SECONDS = 6 * 3600  # 100k+ objects fit comfortably; a hung run is failed, not left running
@@ -79,6 +79,8 @@ def ingest_spec(
     if spec.records is not None:
         # Before the project exists: a `records.fields` mapping that fits no record is refused, creating nothing.
         steps(check_record_fields, store, spec, files=named.objects if named is not None else None)
+    # Before the project exists: a missing or unfit model (mlflow predictor) is refused, creating nothing.
+    predictor = build_predictor(spec, clients.tracking, object_reader(store))
     project_id = steps(ensure_project, ls, store, spec)
     if spec.task_type.stored_media:
         # The read-only identity is resolved first: without one, nothing is connected (never the admin key).
@@ -92,7 +94,6 @@ def ingest_spec(
         recovered = steps(recover_interrupted_batches, ls, ledger, index, project_id)
     index.add_rows(recovered)
     stats.recovered = len(recovered)
-    predictor = build_predictor(spec)
     for listed in iter_new_objects(store, spec, index, limit=limit, keys=keys):
         stats.add_listing(listed)
         if not listed.objects:

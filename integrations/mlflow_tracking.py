@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import os
 import re
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,6 +19,7 @@ import requests
 from mlflow.entities import DatasetInput, InputTag, Run
 from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES
 from mlflow.exceptions import MlflowException, RestException
+from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
 from labelflow.integrations.errors import AdapterError
@@ -32,6 +37,7 @@ __all__ = [
     "EXPERIMENT_KIND_TAG",
     "MODEL_TRAINING_KIND",
     "RUN_DESCRIPTION_TAG",
+    "LoadedModel",
     "MLflowError",
     "MLflowTracking",
     "dataset_schema",
@@ -54,9 +60,18 @@ HTTP_REQUEST_SETTINGS = {
     # MLflow prints "View experiment at: .../#/experiments/N" when a run ends: a link that opens MLflow 3's GenAI
     # pages, on stdout. labelflow prints its own links to the runs table (mlflow_links).
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    # A logged model must not depend on the directory it was logged from: without this, MLflow copies the current
+    # directory's uv.lock and pyproject.toml (labelflow's own, in a checkout) into every model.
+    "MLFLOW_UV_AUTO_DETECT": "false",
+    # Loading a model downloads its artifacts: no progress bar on stderr for a few small files.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 # The useful end of urllib3's long "Max retries exceeded with url: ... (Caused by ...)" messages.
 _TRANSPORT_REASON = re.compile(r"\[Errno -?\d+\][^'\"()]*|too many \d+ error responses|timed out")
+# MLflow's registered-model URIs: models:/<name>/<version>, models:/<name>/latest, models:/<name>@<alias>.
+_MODEL_URI = re.compile(r"^models:/([^/\s@]+)(?:/([^/\s]+)|@([^/\s]+))$")
+# What a logged pyfunc model needs installed to be loaded (given, so MLflow does not infer them in a subprocess).
+MODEL_REQUIREMENTS = ("scikit-learn", "pandas", "numpy", "pillow", "soundfile")
 ReturnT = TypeVar("ReturnT")
 
 
@@ -303,3 +318,166 @@ class MLflowTracking:
     def experiment_url(self, experiment_id: str) -> str:
         """The experiment's runs table in the MLflow UI."""
         return experiment_runs_url(self.settings.tracking_uri, experiment_id)
+
+    # --- registered models ---------------------------------------------------------------------------------
+
+    def _model_error(self, uri: str, exc: MlflowException) -> MLflowError:
+        """A model the registry does not have is a plain one-line refusal; anything else is an MLflow failure."""
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or exc.get_http_status_code() == 404:
+            return MLflowError(
+                f"MLflow at {self.settings.tracking_uri} has no model {uri}: {_one_line(str(exc.message), 200)}",
+                transient=False,
+                status=404,
+            )
+        return mlflow_error(f"model {uri}", self.settings.tracking_uri, exc)
+
+    def resolve_model_uri(self, uri: str) -> tuple[str, str]:
+        """(registered model name, version number) of models:/<name>/<version>, models:/<name>/latest or
+        models:/<name>@<alias>; MLflowError when the registry has no such model, version or alias."""
+        found = _MODEL_URI.match(uri)
+        if found is None:
+            raise MLflowError(
+                f"{uri!r} is not a registered model's URI: models:/<name>/<version>, models:/<name>@<alias> "
+                "or models:/<name>/latest",
+                transient=False,
+            )
+        name, version, alias = found.groups()
+        try:
+            if alias is not None:
+                return name, str(self.client.get_model_version_by_alias(name, alias).version)
+            if version == "latest":
+                self.client.get_registered_model(name)  # RESOURCE_DOES_NOT_EXIST when no model has that name
+                quoted = f'"{name}"' if "'" in name else f"'{name}'"
+                versions = self.client.search_model_versions(f"name = {quoted}")
+                if not versions:
+                    raise MLflowError(
+                        f"MLflow at {self.settings.tracking_uri} has no version of model {name!r} ({uri})",
+                        transient=False,
+                        status=404,
+                    )
+                return name, str(max(int(v.version) for v in versions))
+            if not version.isdigit():
+                raise MLflowError(f"{uri!r}: a model version is a number, 'latest', or @<alias>", transient=False)
+            return name, str(self.client.get_model_version(name, version).version)
+        except MlflowException as exc:
+            if alias is not None and "alias" in str(exc.message) and "not found" in str(exc.message):
+                raise MLflowError(
+                    f"MLflow at {self.settings.tracking_uri} has no model {uri}: model {name!r} has no alias {alias!r}",
+                    transient=False,
+                    status=404,
+                ) from exc
+            raise self._model_error(uri, exc) from exc
+        except requests.RequestException as exc:
+            raise mlflow_error(f"model {uri}", self.settings.tracking_uri, exc) from exc
+
+    def load_model(self, name: str, version: str) -> LoadedModel:
+        """A registered version as a pyfunc model, with the metadata it was logged with."""
+        import mlflow.pyfunc
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        uri = f"models:/{name}/{version}"
+        try:
+            with _use_tracking_uri(self.settings.tracking_uri):
+                model = mlflow.pyfunc.load_model(uri)
+        except MlflowException as exc:
+            raise self._model_error(uri, exc) from exc
+        except requests.RequestException as exc:
+            raise mlflow_error(f"load model {uri}", self.settings.tracking_uri, exc) from exc
+        except Exception as exc:  # unpickling a model whose code is not installed here, a damaged artifact
+            raise MLflowError(f"cannot load {uri}: {type(exc).__name__}: {_one_line(str(exc), 200)}") from exc
+        outputs = model.metadata.get_output_schema()
+        columns = list(outputs.input_names()) if outputs is not None and outputs.has_input_names() else None
+        return LoadedModel(uri, dict(model.metadata.metadata or {}), columns, model)
+
+    @_reported("log model")
+    def log_model(
+        self,
+        run_id: str,
+        model: Any,
+        registered_name: str,
+        metadata: dict[str, Any],
+        inputs: dict[str, str],
+        outputs: dict[str, str],
+    ) -> str:
+        """Log `model` (anything with `predict(DataFrame) -> DataFrame`) as the run's pyfunc model, register it
+        under `registered_name`; return the new version number. `inputs` and `outputs` name the columns and their
+        MLflow types (`string`, `binary`, `double`): the model's signature."""
+        import mlflow.pyfunc
+        from mlflow.models import Model, ModelSignature
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+        from mlflow.types import ColSpec, Schema
+
+        signature = ModelSignature(
+            inputs=Schema([ColSpec(kind, column) for column, kind in inputs.items()]),
+            outputs=Schema([ColSpec(kind, column) for column, kind in outputs.items()]),
+        )
+        with _use_tracking_uri(self.settings.tracking_uri), _quiet_model_logging():
+            info = Model.log(
+                artifact_path=None,
+                name="model",
+                flavor=mlflow.pyfunc,
+                flavor_name="pyfunc",
+                python_model=_FramePythonModel(model),
+                signature=signature,
+                run_id=run_id,
+                registered_model_name=registered_name,
+                metadata=metadata,
+                pip_requirements=list(MODEL_REQUIREMENTS),
+                await_registration_for=60,
+            )
+        return str(info.registered_model_version)
+
+    def model_url(self, name: str, version: str) -> str:
+        """The registered model version's page in the MLflow UI."""
+        return f"{self.settings.tracking_uri}/#/models/{name}/versions/{version}"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered pyfunc model loaded for predictions: its URI (with the version number), its metadata."""
+
+    uri: str
+    metadata: dict[str, Any]
+    output_columns: list[str] | None  # from the model's signature, when it has one
+    pyfunc: Any
+
+    def predict(self, frame: pd.DataFrame) -> Any:
+        """The model's output for a DataFrame of inputs."""
+        return self.pyfunc.predict(frame)
+
+    def python_object(self) -> Any:
+        """The object a labelflow-logged model wraps, or None for any other pyfunc model."""
+        try:
+            wrapper = self.pyfunc.unwrap_python_model()
+        except Exception:  # not a Python-function model of ours (a sklearn flavour, another loader)
+            return None
+        return getattr(wrapper, "model", None) if isinstance(wrapper, _FramePythonModel) else None
+
+
+@contextlib.contextmanager
+def _quiet_model_logging() -> Iterator[None]:
+    """MLflow's warnings while logging a model that do not apply here (a cloudpickled object is how labelflow's
+    models are saved; pip's version is not needed; the signature is given, so no input example) stay out of the
+    command's output."""
+    loggers = [logging.getLogger(name) for name in ("mlflow.pyfunc", "mlflow.utils.environment")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*input example.*", category=UserWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+class _FramePythonModel(PythonModel):
+    """The pyfunc face of a plain model object: MLflow pickles this wrapper with the object inside."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """The wrapped model's output frame."""
+        return self.model.predict(model_input)

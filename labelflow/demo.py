@@ -246,24 +246,24 @@ def uploaded_truth(objects: list[tuple[str, bytes, str]]) -> pd.DataFrame:
 
 
 def training_inputs(project: DemoProject, rows: pd.DataFrame, read_object: Callable[[str], bytes]) -> Any:
-    """The model inputs of the pulled rows: pixel features of each digit image (read once), or the review texts."""
+    """The model inputs of the pulled rows: pixel features of each digit image (read once), or the review texts
+    (as `labelflow train` reads them)."""
+    from labelflow.tasks.training import model_inputs
+
     if project.key == "digits":
         return digit_features(np.stack([png_to_ink(read_object(uri)) for uri in rows["source_uri"]]))
-    return rows["text"].astype(str).tolist()
+    return model_inputs("text", rows, read_object)
 
 
 def train_and_score(project: DemoProject, inputs: Any, labels: pd.Series) -> float:
     """Train a small scikit-learn model on `inputs` with `labels`; accuracy on the held-out true labels."""
-    from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.naive_bayes import MultinomialNB
-    from sklearn.pipeline import make_pipeline
+
+    from labelflow.tasks.training import classifier
 
     test_x, test_y = project.test_set
-    if project.key == "digits":
-        model = LogisticRegression(max_iter=2000)
-    else:  # characters and character pairs: no word segmentation needed for Chinese
-        model = make_pipeline(CountVectorizer(analyzer="char", ngram_range=(1, 2)), MultinomialNB())
+    # The reviews: `labelflow train`'s text baseline, character 1-3-gram TF-IDF + logistic regression (for Chinese).
+    model = LogisticRegression(max_iter=2000) if project.key == "digits" else classifier("text")
     model.fit(inputs, labels.astype(str).to_numpy())
     return float((model.predict(test_x) == np.asarray(test_y)).mean())
 

@@ -86,6 +86,7 @@ class Prelabels:
 
     predictions: list[dict | None]
     seconds: float
+    failures: int = 0  # items the predictor failed on (a model that crashed on them): they go to people
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class IngestStats:
     vanished: int = 0
     tasks_created: int = 0
     predictions: int = 0
+    prediction_failures: int = 0
     recovered: int = 0
     seconds: Counter[str] = field(default_factory=Counter)
     quarantine_rows: list[LedgerRow] = field(default_factory=list)
@@ -155,6 +157,7 @@ class IngestStats:
         """Count one chunk's predictions."""
         self.seconds["prelabel"] += prelabels.seconds
         self.predictions += sum(1 for p in prelabels.predictions if p)
+        self.prediction_failures += prelabels.failures
 
     def add_import(self, imported: ImportedChunk) -> None:
         """Count one chunk's created tasks and keep its quarantine rows for the report."""
@@ -214,6 +217,7 @@ class IngestStats:
             "vanished_during_run": self.vanished,
             "tasks_created": self.tasks_created,
             "predictions": self.predictions,
+            "prediction_failures": self.prediction_failures,
             "recovered_from_interrupted_run": self.recovered,
             "seconds": {stage: round(value, 3) for stage, value in self.seconds.items()},
         }
@@ -697,8 +701,10 @@ def clean_objects(
 def prelabel_objects(predictor: Predictor, spec: ProjectSpec, cleaned: list[CleanedObject]) -> Prelabels:
     """Run the spec's predictor over a chunk; one prediction or None per object."""
     began = time.perf_counter()
+    failed_before = getattr(predictor, "failures", 0)
     predictions = predictor.predict([task_data(spec, item, batch_id="") for item in cleaned])
-    return Prelabels(predictions, time.perf_counter() - began)
+    failures = getattr(predictor, "failures", 0) - failed_before
+    return Prelabels(predictions, time.perf_counter() - began, failures)
 
 
 # --- import -----------------------------------------------------------------------------------------------

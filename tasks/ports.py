@@ -149,6 +149,30 @@ class LabelStudioPort(Protocol):
         """Ask for `overlap` annotations on one task."""
         ...
 
+    def hold_tasks(self, project_id: int, task_ids: list[int]) -> int:
+        """Take tasks out of the labeling queue (they count as finished); returns how many were held."""
+        ...
+
+    def release_tasks(self, project_id: int, task_ids: list[int], overlap: int) -> int:
+        """Put held tasks back in the labeling queue asking for `overlap` annotations; returns how many."""
+        ...
+
+    def model_versions(self, project_id: int) -> dict[str, int]:
+        """The model versions of the project's predictions, with their counts."""
+        ...
+
+    def import_predictions(self, project_id: int, predictions: list[dict[str, Any]]) -> int:
+        """Add predictions to existing tasks in one request; returns how many were created."""
+        ...
+
+    def prediction_scores(self, project_id: int, model_version: str) -> dict[int, list[tuple[int, float | None]]]:
+        """Task id -> [(prediction id, score)] of the project's predictions of exactly `model_version`."""
+        ...
+
+    def set_prediction_score(self, prediction_id: int, score: float) -> None:
+        """Change one prediction's score."""
+        ...
+
 
 class TrackingPort(Protocol):
     """Experiments and runs on the tracking server: the dataset registry's records of versions and owners."""
@@ -210,6 +234,50 @@ class TrackingPort(Protocol):
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         """The run's page in the tracking UI."""
+        ...
+
+    def ensure_experiment(self, name: str, tags: dict[str, str] | None = None) -> str:
+        """Experiment id for a name, creating the experiment if needed."""
+        ...
+
+    def resolve_model_uri(self, uri: str) -> tuple[str, str]:
+        """(registered model name, version number) of models:/<name>/<version>, /latest or @<alias>."""
+        ...
+
+    def load_model(self, name: str, version: str) -> LoadedModelPort:
+        """A registered model version, loaded for predictions."""
+        ...
+
+    def log_model(
+        self,
+        run_id: str,
+        model: Any,
+        registered_name: str,
+        metadata: dict[str, Any],
+        inputs: dict[str, str],
+        outputs: dict[str, str],
+    ) -> str:
+        """Log a model (anything with `predict(DataFrame) -> DataFrame`) to a run and register it; its version."""
+        ...
+
+    def model_url(self, name: str, version: str) -> str:
+        """The registered model version's page in the tracking UI."""
+        ...
+
+
+class LoadedModelPort(Protocol):
+    """A registered model loaded from the tracking server: what it declared when logged, and its predictions."""
+
+    uri: str
+    metadata: dict[str, Any]
+    output_columns: list[str] | None
+
+    def predict(self, frame: pd.DataFrame) -> Any:
+        """The model's output for a DataFrame of inputs."""
+        ...
+
+    def python_object(self) -> Any:
+        """The object a labelflow-logged model wraps (e.g. tasks/training.py's BaselineClassifier), else None."""
         ...
 
 

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
+from labelflow.integrations.errors import AdapterError
 from labelflow.integrations.openai_compatible import OpenAICompatibleClient, OpenAICompatibleError, TokenLogprob
 from labelflow.tasks.label_config import label_interface
-from labelflow.tasks.spec import ProjectSpec
+from labelflow.tasks.spec import ProjectSpec, S3Location, SpecError
 from labelflow.tasks.task_types.base import FROM_NAME
 from labelflow.tasks.task_types.preference import SELECTION_OF_SIDE, SIDES
 from labelflow.tasks.task_types.sft import chat_messages
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from labelflow.tasks.ports import LoadedModelPort, ObjectStorePort, TrackingPort
 
 Prediction = dict[str, Any]
 # Label Studio's own Pairwise results name the Pairwise control as their object (Pairwise.js: `createResult({},
@@ -379,12 +387,205 @@ RECORD_JUDGES: dict[str, type[RecordJudge]] = {
 }
 
 
-def build_predictor(spec: ProjectSpec) -> Predictor | None:
-    """The predictor the spec asks for, or None."""
+class MLflowPredictor:
+    """A classifier registered in MLflow (a pyfunc model) as the pre-labeler of a classification type.
+
+    The model takes a DataFrame with a `text` column (text tasks) or a `content` column of the file's bytes (images,
+    audio), and returns one probability column per class, named by the class (and, usually, `label`). Its classes
+    come from the model's metadata (`classes`, which `labelflow train` writes) or else its output signature, and
+    must be the spec's labels. An item the model crashes on, or returns no probabilities for, gets no prediction
+    (it goes to people as usual) and is counted in `failures`.
+    """
+
+    def __init__(
+        self, spec: ProjectSpec, tracking: TrackingPort, read_object: Callable[[str], bytes] | None = None
+    ) -> None:
+        options = spec.prelabel
+        assert options is not None and options.model_uri
+        from labelflow.tasks.training import INPUT_COLUMN, media_of
+
+        try:
+            media = media_of(spec)
+        except ValueError as exc:
+            raise SpecError(f"prelabel.predictor mlflow: {exc}") from None
+        if media != "text" and read_object is None:
+            raise SpecError(f"prelabel.predictor mlflow: {media} tasks need a reader of their objects")
+        try:
+            name, version = tracking.resolve_model_uri(options.model_uri)
+            self.model = tracking.load_model(name, version)
+        except AdapterError as exc:
+            if exc.transient:
+                raise
+            raise SpecError(f"prelabel.model_uri: {exc}") from None
+        self.model_version = f"models:/{name}/{version}"
+        self.classes = list(spec.labels)
+        self.media = media
+        self.data_key = spec.data_key
+        self.read_object = read_object
+        self.input_column = str(self.model.metadata.get("input") or INPUT_COLUMN[media])
+        self.failures = 0
+        check_model_classes(self.model_version, model_classes(self.model), self.classes)
+        interface = label_interface(spec)
+        self.from_name, self.to_name = interface.from_name, interface.to_name
+
+    def _frame(self, items: Sequence[dict[str, Any]]) -> pd.DataFrame:
+        import pandas as pd
+
+        if self.media == "text":
+            values: list[Any] = [str(item.get(self.data_key) or "") for item in items]
+        else:
+            assert self.read_object is not None
+            values = [self.read_object(str(item.get("source_uri") or item.get(self.data_key))) for item in items]
+        return pd.DataFrame({self.input_column: values})
+
+    def _rows(self, output: Any, count: int) -> np.ndarray:
+        """The model's output as (count, k) probabilities in `classes` order; ValueError when it is not that."""
+        import numpy as np
+        import pandas as pd
+
+        if not isinstance(output, pd.DataFrame) or len(output) != count:
+            raise ValueError("the model's output is not a DataFrame with one row per input")
+        missing = [c for c in self.classes if c not in output.columns]
+        if missing:
+            raise ValueError(f"the model's output has no column for {missing}")
+        values = output[self.classes].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float, copy=True)
+        values[~np.isfinite(values).all(axis=1)] = np.nan
+        return np.clip(values, 0.0, 1.0)
+
+    def _predict_batch(self, frame: pd.DataFrame) -> np.ndarray:
+        import numpy as np
+
+        try:
+            return self._rows(self.model.predict(frame), len(frame))
+        except Exception:  # a model's crash on one item must not cost the others their predictions
+            rows = np.full((len(frame), len(self.classes)), np.nan)
+            for i in range(len(frame)):
+                with contextlib.suppress(Exception):  # this item goes to people; `probabilities` counts it
+                    rows[i] = self._rows(self.model.predict(frame.iloc[[i]].reset_index(drop=True)), 1)[0]
+            return rows
+
+    def probabilities(self, items: Sequence[dict[str, Any]]) -> np.ndarray:
+        """P(class) per item, shape (len(items), len(classes)) in the spec's label order; a NaN row for each item
+        the model crashed on or gave no probabilities for (counted in `failures`)."""
+        import numpy as np
+
+        out = np.full((len(items), len(self.classes)), np.nan)
+        for start in range(0, len(items), MODEL_BATCH):
+            batch = items[start : start + MODEL_BATCH]
+            out[start : start + len(batch)] = self._predict_batch(self._frame(batch))
+        self.failures += int(np.isnan(out).any(axis=1).sum())
+        return out
+
+    def out_of_fold(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(task ids, probabilities in `classes` order) of the rows the model was trained on, each scored by a model
+        fitted without it (`labelflow train` logs them); None for a model that does not carry them."""
+        import numpy as np
+
+        inner = self.model.python_object()
+        found = getattr(inner, "out_of_fold", None)
+        if found is None:
+            return None
+        task_ids, probabilities = found
+        learned = [str(c) for c in getattr(inner, "classes", self.classes)]
+        return np.asarray(task_ids), np.asarray(probabilities)[:, [learned.index(c) for c in self.classes]]
+
+    def predict(self, items: Sequence[dict[str, Any]]) -> list[Prediction | None]:
+        """Label Studio predictions: the most probable class, scored by its probability; None where the model failed."""
+        import numpy as np
+
+        predictions: list[Prediction | None] = []
+        for row in self.probabilities(items):
+            if np.isnan(row).any():
+                predictions.append(None)
+                continue
+            best = int(row.argmax())
+            result = {
+                "from_name": self.from_name,
+                "to_name": self.to_name,
+                "type": "choices",
+                "value": {"choices": [self.classes[best]]},
+            }
+            predictions.append(
+                {"model_version": self.model_version, "score": round(float(row[best]), 4), "result": [result]}
+            )
+        return predictions
+
+
+MODEL_BATCH = 256  # items per model call: bounds the bytes of images or clips held at once
+
+
+def model_classes(model: LoadedModelPort) -> list[str] | None:
+    """The classes a loaded model declares: its metadata's `classes`, else its output columns but `label`."""
+    declared = model.metadata.get("classes")
+    if declared:
+        return [str(c) for c in declared]
+    if model.output_columns:
+        return [c for c in model.output_columns if c != "label"]
+    return None
+
+
+def check_model_classes(model_version: str, declared: list[str] | None, labels: Sequence[str]) -> None:
+    """SpecError (a ValueError, one line) unless the model's classes are exactly the spec's labels (in any order)."""
+    if declared is None:
+        raise SpecError(
+            f"prelabel.model_uri: {model_version} declares no classes (metadata `classes` or an output signature), "
+            "so they cannot be checked against the spec's labels"
+        )
+    if set(declared) != set(labels) or len(declared) != len(labels):
+        extra = sorted(set(declared) - set(labels))
+        missing = sorted(set(labels) - set(declared))
+        details = (
+            "; ".join(
+                part
+                for part in (
+                    f"not in the spec: {', '.join(extra)}" if extra else "",
+                    f"missing: {', '.join(missing)}" if missing else "",
+                )
+                if part
+            )
+            or "repeated classes"
+        )
+        raise SpecError(
+            f"prelabel.model_uri: {model_version} predicts the classes {', '.join(declared)}, not the spec's labels "
+            f"{', '.join(labels)} ({details})"
+        )
+
+
+def task_items(spec: ProjectSpec, tasks: pd.DataFrame) -> list[dict[str, Any]]:
+    """The predictor's items for a table of tasks (collect's tasks table: task_id, source_uri, text), one per row,
+    in the table's order: the same fields as the task data ingest predicts on."""
+    items = []
+    text = spec.task_type.media == "text"
+    for row in tasks.itertuples(index=False):
+        source_uri = getattr(row, "source_uri", None)
+        value = getattr(row, "text", None) if text else source_uri
+        items.append({spec.data_key: value, "source_uri": source_uri, "task_id": int(row.task_id)})
+    return items
+
+
+def object_reader(store: ObjectStorePort) -> Callable[[str], bytes]:
+    """`read_object(uri) -> bytes` for s3:// URIs on a store."""
+
+    def read_object(uri: str) -> bytes:
+        location = S3Location.parse(uri)
+        return store.get_bytes(location.bucket, location.prefix)
+
+    return read_object
+
+
+def build_predictor(
+    spec: ProjectSpec, tracking: TrackingPort | None = None, read_object: Callable[[str], bytes] | None = None
+) -> Predictor | None:
+    """The predictor the spec asks for, or None; the mlflow one needs the tracking server and, for images and
+    audio, a reader of the objects (SpecError, one line, for a model that is missing or unfit)."""
     if spec.prelabel is None:
         return None
     if spec.prelabel.predictor == "keyword":
         return KeywordPredictor(spec)
+    if spec.prelabel.predictor == "mlflow":
+        if tracking is None:
+            raise SpecError("prelabel.predictor mlflow needs the tracking server's client")
+        return MLflowPredictor(spec, tracking, read_object)
     if spec.task_type.media == "record":
         judge = RECORD_JUDGES.get(spec.task)
         if judge is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from labelflow.cli import annotators, datasets, deployments, exams, generate, pipeline, stack
+from labelflow.cli import annotators, datasets, deployments, exams, generate, pipeline, stack, train
 from labelflow.cli.open import open_link
 from labelflow.infra.ports import ports_help
 
@@ -32,6 +32,7 @@ app.command()(pipeline.ingest)
 app.command()(pipeline.collect)
 app.command()(datasets.pull)
 app.command()(datasets.datasets)
+app.command()(train.train)
 app.command()(annotators.annotators)
 app.add_typer(exams.exam_app, name="exam")
 app.command(name="open")(open_link)

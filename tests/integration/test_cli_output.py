@@ -141,6 +141,7 @@ def succeeding_run(
         "generate": lambda: labelflow("generate", str(generate_spec(folder, name, store, server)), "--json"),
         "open": lambda: labelflow("open", spec, "project", "--json"),
         "annotators": lambda: labelflow("annotators", "--json"),
+        "train": lambda: labelflow("train", spec, "--json"),  # 6 texts of each label: enough for a baseline
     }
     assert command in runs, f"add a successful run of `labelflow {command} --json` to this test"
     return runs[command]()
