@@ -37,6 +37,7 @@ def ingest(
 ) -> None:
     """Ingest new objects from the spec's sources into its Label Studio project (incremental, idempotent)."""
     from labelflow.integrations.label_studio import LabelStudioError
+    from labelflow.integrations.mlflow_tracking import MLflowError
     from labelflow.integrations.object_store import ObjectStoreError
     from labelflow.integrations.openai_compatible import MalformedAnswerError, OpenAICompatibleError
     from labelflow.tasks.spec import SpecError, load_spec
@@ -45,7 +46,12 @@ def ingest(
     with (
         json_stdout(as_json) as print_json,
         reported_failures(
-            "ingest", LabelStudioError, ObjectStoreError, OpenAICompatibleError, bad_input=(MalformedAnswerError,)
+            "ingest",
+            LabelStudioError,
+            ObjectStoreError,
+            OpenAICompatibleError,
+            MLflowError,  # the mlflow pre-labeler's registry, down or refusing
+            bad_input=(MalformedAnswerError,),
         ),
     ):
         project_spec = load_spec(spec)  # fail on a broken spec before any server is contacted
@@ -57,7 +63,12 @@ def ingest(
                 from labelflow.flows.ingest import ingest as ingest_flow
 
                 console_logs_without_tracebacks_of(
-                    SpecError, LabelStudioError, ObjectStoreError, OpenAICompatibleError, MalformedAnswerError
+                    SpecError,
+                    LabelStudioError,
+                    ObjectStoreError,
+                    OpenAICompatibleError,
+                    MalformedAnswerError,
+                    MLflowError,
                 )
                 summary = ingest_flow(str(spec.resolve()), limit=limit)
         if as_json:

@@ -123,6 +123,9 @@ def collect_summary(summary: dict[str, Any], spec_path: str | None = None) -> No
     console.print(_quality_table(summary["quality"]))
     console.print(_annotators_table(summary["annotators"]))
     console.print(f"routed back to Label Studio for another annotation: {summary['routed_back']} tasks")
+    automation = summary["quality"].get("automation")
+    if automation:
+        console.print(f"automated labeling ({automation['status']}): {automation['reason']}", markup=False)
     console.print(
         f"quality report: {summary['report']}report.html (open it: {open_hint(spec_path, 'report')})", markup=False
     )
