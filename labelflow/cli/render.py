@@ -97,6 +97,8 @@ def ingest_summary(summary: dict[str, Any], spec_path: str | None = None) -> Non
         table.add_row(key.replace("_", " "), str(summary[key]))
     for reason, count in summary["quarantined_by_reason"].items():
         table.add_row(f"  quarantined: {reason}", str(count))
+    if summary.get("prediction_failures"):  # items the pre-labeling model failed on: people label them without one
+        table.add_row("prediction failures", str(summary["prediction_failures"]))
     console.print(table)
     console.print("seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["seconds"].items()))
     console.print(f"Label Studio project: {summary['label_studio_url']}")
