@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from labelflow.tasks.collect import hidden_record_fields, recorded_project
+from labelflow.tasks.model_loop import held_tasks
 from labelflow.tasks.simulate import SimulatedAnnotator, run
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def simulate_annotations(
     """
     project_id = recorded_project(resources.store, spec)
     hidden = hidden_record_fields(resources.store, spec) if spec.task_type.media == "record" else None
+    held = held_tasks(resources.store, spec) if spec.automate is not None else frozenset()
     result = run(
         resources.label_studio_client,
         spec,
@@ -46,5 +48,6 @@ def simulate_annotations(
         workers,
         progress,
         hidden,
+        held,
     )
     return project_id, result

@@ -18,6 +18,8 @@ from labelflow.integrations.settings import LabelStudioSettings, S3Settings
 READ_RETRY_DELAYS = (0.5, 1.0, 2.0)
 # A server that does not accept the connection within this is reported as unreachable (reads keep `timeout`).
 CONNECT_TIMEOUT_SECONDS = 5.0
+# Task ids per Data Manager selection: a longer request line is refused (Label Studio's server allows 4 KiB).
+TASK_SELECTION_CHUNK = 200
 
 
 class LabelStudioError(AdapterError):
@@ -287,6 +289,116 @@ class LabelStudioClient:
             f"set overlap of task {task_id}",
             json={"overlap": overlap, "is_labeled": False},
         )
+
+    # --- the labeling queue --------------------------------------------------------------------------------------
+    def hold_tasks(self, project_id: int, task_ids: list[int]) -> int:
+        """Take tasks out of the labeling queue (machine-labeled); returns how many were held (gone ones are skipped).
+
+        Overlap 0 makes Label Studio count the task as finished and keep it so: it recomputes `is_labeled` as
+        "distinct annotators >= overlap" whenever an annotation changes (tasks/mixins.py), always true at 0, and
+        `/next` serves only tasks with `is_labeled` false. No bulk endpoint sets task fields: one PATCH per task.
+        """
+        held = 0
+        for task_id in task_ids:
+            try:
+                self._request(
+                    "PATCH",
+                    f"/api/tasks/{task_id}",
+                    f"hold task {task_id} of project {project_id}",
+                    json={"overlap": 0, "is_labeled": True},
+                )
+            except LabelStudioError as exc:
+                if exc.status != 404:
+                    raise
+                continue
+            held += 1
+        return held
+
+    def release_tasks(self, project_id: int, task_ids: list[int], overlap: int) -> int:
+        """Put held tasks back in the labeling queue asking for `overlap` annotations; returns how many were released.
+
+        A task that already has `overlap` annotations stays finished. One PATCH per task (no bulk endpoint).
+        """
+        released = 0
+        for start in range(0, len(task_ids), TASK_SELECTION_CHUNK):
+            chunk = task_ids[start : start + TASK_SELECTION_CHUNK]
+            selected = {"selectedItems": {"all": False, "included": chunk}}
+            params = {
+                "project": project_id,
+                "fields": "task_only",
+                "resolve_uri": "false",
+                "query": json.dumps(selected),
+            }
+            annotated = {
+                int(task["id"]): int(task.get("total_annotations") or 0)
+                for task in self._task_pages(params, "list tasks to release", TASK_SELECTION_CHUNK)
+            }
+            for task_id in chunk:
+                if task_id not in annotated:
+                    continue  # deleted since it was held
+                body = {"overlap": overlap, "is_labeled": annotated[task_id] >= overlap}
+                self._request("PATCH", f"/api/tasks/{task_id}", f"release task {task_id}", json=body)
+                released += 1
+        return released
+
+    def model_versions(self, project_id: int) -> dict[str, int]:
+        """The model versions of a project's predictions, with how many predictions each has."""
+        return self._request("GET", f"/api/projects/{project_id}/model-versions", "list model versions").json()
+
+    def import_predictions(self, project_id: int, predictions: list[dict[str, Any]]) -> int:
+        """Add predictions ({task, model_version, score, result}) to existing tasks in one request; returns how many.
+
+        Sent once (a lost answer may have created them): callers find what exists (`prediction_scores`) and go on.
+        """
+        action = f"import {len(predictions)} predictions into project {project_id}"
+        created = int(
+            self._request("POST", f"/api/projects/{project_id}/import/predictions", action, json=predictions)
+            .json()
+            .get("created", 0)
+        )
+        if created != len(predictions):
+            # Label Studio 1.23 logs and drops the predictions it finds invalid (a result the label config does not
+            # allow, a score outside [0, 1]) instead of answering 400.
+            raise LabelStudioError(f"Label Studio {action}: it created {created}, refusing the others (see its log)")
+        return created
+
+    def prediction_scores(self, project_id: int, model_version: str) -> dict[int, list[tuple[int, float | None]]]:
+        """Task id -> [(prediction id, score)] of the project's predictions of exactly `model_version`.
+
+        One request for every prediction of the project (the predictions API lists them unpaginated, 10k in about a
+        second): the Data Manager's task listing filtered on the version is ten times slower, and matches substrings.
+        """
+        answer = self._request("GET", "/api/predictions/", "list predictions", params={"project": project_id}).json()
+        found: dict[int, list[tuple[int, float | None]]] = {}
+        for prediction in answer.get("results", answer) if isinstance(answer, dict) else answer:
+            if prediction.get("model_version") == model_version and prediction.get("task") is not None:
+                score = prediction.get("score")
+                found.setdefault(int(prediction["task"]), []).append(
+                    (int(prediction["id"]), None if score is None else float(score))
+                )
+        return found
+
+    def set_prediction_score(self, prediction_id: int, score: float) -> None:
+        """Change one prediction's score (Label Studio has no bulk update of predictions)."""
+        self._request(
+            "PATCH", f"/api/predictions/{prediction_id}/", f"score prediction {prediction_id}", json={"score": score}
+        )
+
+    def next_task(self, project_id: int) -> dict[str, Any] | None:
+        """The task Label Studio serves the token's user next in "Label All Tasks" (locks it), or None when none."""
+        try:
+            # The Data Manager's own call for "Label All Tasks": no filters, ordering or selection in the body.
+            return self._request(
+                "POST",
+                "/api/dm/actions",
+                f"next task of project {project_id}",
+                params={"id": "next_task", "project": project_id},
+                json={},
+            ).json()
+        except LabelStudioError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def task_ids(self, project_id: int, page_size: int = 5000) -> list[int]:
         """Every task id of a project, in id order."""

@@ -258,6 +258,9 @@ class AutomationRecord:
     calibrations: dict[str, Calibration] = field(default_factory=dict)
     stopped: dict[str, str] = field(default_factory=dict)  # model version -> why automation stopped for it
     held: list[int] = field(default_factory=list)  # tasks taken out of people's queue because the model labeled them
+    # The spec's overlap when they were held: changing a project's overlap resets every task's in Label Studio,
+    # which puts held tasks back in the queue, so a changed overlap holds them all again.
+    overlap: int | None = None
 
     def as_record(self) -> dict[str, Any]:
         """JSON for the project's state."""
@@ -265,6 +268,7 @@ class AutomationRecord:
             "calibrations": {v: c.as_record() for v, c in self.calibrations.items()},
             "stopped": self.stopped,
             "held": self.held,
+            "overlap": self.overlap,
         }
 
     @classmethod
@@ -273,7 +277,8 @@ class AutomationRecord:
         if not record:
             return cls()
         calibrations = {v: Calibration.from_record(c) for v, c in (record.get("calibrations") or {}).items()}
-        return cls(calibrations, dict(record.get("stopped") or {}), [int(t) for t in record.get("held") or []])
+        held = [int(t) for t in record.get("held") or []]
+        return cls(calibrations, dict(record.get("stopped") or {}), held, record.get("overlap"))
 
 
 @dataclass(frozen=True)
@@ -332,7 +337,7 @@ def plan_automation(
     base["human_labels"] = len(human)
 
     def idle(status: str, reason: str, calibration: Calibration | None = None, **figures: Any) -> AutomationPlan:
-        kept = AutomationRecord(record.calibrations, record.stopped, [])
+        kept = AutomationRecord(record.calibrations, record.stopped, [], record.overlap)
         extra = {}
         if calibration is not None:
             extra = {
@@ -413,7 +418,7 @@ def plan_automation(
             f"automation stopped for {model_version}: audits found {int((~agree).sum())} disagreements in "
             f"{len(audited)}, so {why}"
         )
-        record = AutomationRecord(calibrations, {**record.stopped, model_version: reason}, record.held)
+        record = AutomationRecord(calibrations, {**record.stopped, model_version: reason}, record.held, record.overlap)
         return idle("stopped", reason, calibration, **figures)
     # Machine labels: tasks above the threshold no person has worked on yet, except the audit draw.
     rows = consensus.set_index("task_id")
@@ -454,5 +459,5 @@ def plan_automation(
         labeled,
         sorted(held_now - set(record.held)),
         sorted(set(record.held) - held_now),
-        AutomationRecord(calibrations, record.stopped, sorted(held_now)),
+        AutomationRecord(calibrations, record.stopped, sorted(held_now), record.overlap),
     )

@@ -424,6 +424,7 @@ class MLflowPredictor:
         self.read_object = read_object
         self.input_column = str(self.model.metadata.get("input") or INPUT_COLUMN[media])
         self.failures = 0
+        self.queue_order = spec.queue.order
         check_model_classes(self.model_version, model_classes(self.model), self.classes)
         interface = label_interface(spec)
         self.from_name, self.to_name = interface.from_name, interface.to_name
@@ -505,9 +506,13 @@ class MLflowPredictor:
                 "type": "choices",
                 "value": {"choices": [self.classes[best]]},
             }
-            predictions.append(
-                {"model_version": self.model_version, "score": round(float(row[best]), 4), "result": [result]}
-            )
+            score = float(row[best])
+            if self.queue_order != "off":
+                # The queue's certainty by the spec's measure, so collect's queue ordering finds it already right.
+                from labelflow.tasks.queue_order import queue_scores
+
+                score = float(queue_scores(row[None, :], self.queue_order)[0])
+            predictions.append({"model_version": self.model_version, "score": round(score, 6), "result": [result]})
         return predictions
 
 

@@ -158,10 +158,12 @@ def run(
     workers: int = 4,
     progress: Callable[[int, int], None] | None = None,
     hidden: dict[int, str] | None = None,
+    held: frozenset[int] = frozenset(),
 ) -> dict[str, Any]:
     """Have the simulated annotators annotate the project's tasks through the API; returns what was done.
 
     `hidden` (record tasks): task id -> the record's fields kept out of Label Studio, where its gold answer is.
+    `held`: tasks automated labeling took out of people's queue, which annotators are never served.
     """
     if spec.task_type.media == "record":
         return run_records(ls, spec, project_id, annotators, per_task, limit, seed, workers, progress, hidden)
@@ -184,6 +186,7 @@ def run(
         raise SimulationError(f"the simulator supports classification tasks, not {spec.task!r}")
     user_ids = ensure_users(ls, annotators)
     tasks = ls.export_tasks(project_id, timeout=spec.collect.timeout_seconds)
+    tasks = [task for task in tasks if int(task["id"]) not in held]
     tasks.sort(key=lambda t: int(t["id"]))
     frame = _task_frame(tasks)
     from_file = attach_gold(frame, truth)
