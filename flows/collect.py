@@ -16,6 +16,7 @@ from labelflow.flows.steps import PrefectSteps, StepRunner
 from labelflow.integrations.object_store import ObjectStoreError
 from labelflow.integrations.resources import Resources
 from labelflow.tasks.annotation_store import AnnotationStore
+from labelflow.tasks.automation import AutomationOutcome
 from labelflow.tasks.collect import (
     BatchRecord,
     BatchTables,
@@ -41,9 +42,18 @@ from labelflow.tasks.escalation import (
 )
 from labelflow.tasks.exams import admission_ranks, mark_uncertified
 from labelflow.tasks.guidelines import fill_missing_stamps, guideline_routes, sync_guidelines
+from labelflow.tasks.label_errors import (
+    hold_back_suspects,
+    looks_for_suspects,
+    suspect_routes,
+    suspects_for_collect,
+)
 from labelflow.tasks.links import open_hint
+from labelflow.tasks.model_loop import apply_automation, automate_collection, refresh_queue, score_tasks
 from labelflow.tasks.ports import ClientsPort, ObjectStorePort, ValidatorPort
+from labelflow.tasks.prelabel import MLflowPredictor, build_predictor, object_reader, task_items
 from labelflow.tasks.publish import PublishResult, check_dataset_owner, publish_dataset
+from labelflow.tasks.quality import QualityReport
 from labelflow.tasks.quality_report import ReportContext, markdown, write_quality_report
 from labelflow.tasks.registry import DatasetRegistry
 from labelflow.tasks.spec import ProjectSpec, expectations_dir, load_spec
@@ -166,6 +176,17 @@ def collect_and_judge(
         )
     else:
         report = steps(judge_annotations, tasks, annotations, spec, gold)
+    # Suspected label errors (tasks/label_errors.py): listed in the report; with `quality.review_suspects` flagged
+    # here, before escalation and routing read the consensus, so they go to review and stay out of the version.
+    suspects = None
+    if looks_for_suspects(spec):
+        suspects = steps(suspects_for_collect, store, spec, report.consensus, tasks, object_reader(store))
+        report.metrics["label_errors"] = suspects.summary()
+        if spec.quality.review_suspects:
+            suspects = steps(hold_back_suspects, store, spec, report, suspects)
+    automation = None
+    if spec.queue.order != "off" or spec.automate is not None:
+        automation = model_in_the_loop(spec, clients, steps, project_id, tasks, report)
     if review is not None:  # before the talent pool: reviewers' verdicts are part of each annotator's record
         # Not retried as a whole: an import whose answer was lost is found by the next collect's read of the review
         # project (each review task names its main task), so nothing is imported twice.
@@ -175,10 +196,13 @@ def collect_and_judge(
     except ObjectStoreError as exc:
         steps.log.warning("could not add this collect's evidence to the talent pool: %s", exc)
     routes = tasks_to_route(report, spec) + guideline_routes(report.consensus, spec)
+    routes += suspect_routes(report.consensus, suspects)  # held-back suspects, when they go back to annotators
     routed = steps(route_back, ls, table, routes) if routes else 0
     run_name = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     # The report links each flagged task to Label Studio and shows its content and every answer.
-    context = ReportContext(tasks, annotations, ls.settings.base_url, project_id)
+    context = ReportContext(
+        tasks, annotations, ls.settings.base_url, project_id, suspects=suspects, automation=automation
+    )
     location = steps(write_quality_report, store, spec, report, stats, run_name, context)
     record = BatchRecord(
         project=spec.name,
@@ -198,6 +222,38 @@ def collect_and_judge(
         f"labelflow annotation quality for {spec.name}",
     )
     return Collection(stats, report, BatchTables(tasks, annotations, report.consensus), record, routed)
+
+
+def model_in_the_loop(
+    spec: ProjectSpec,
+    clients: ClientsPort,
+    steps: StepRunner,
+    project_id: int,
+    tasks: Any,
+    report: QualityReport,
+) -> AutomationOutcome | None:
+    """Score the tasks with the spec's registered model, label the sure ones (`automate`: into `report`'s consensus),
+    order the queue; what automation did, or None without `automate`."""
+    store, ls = clients.store, clients.label_studio_client
+    # Loaded here, not in a step: a model is no step result to persist. A wrong URI or unfit model stops the collect
+    # with one line before anything changes.
+    model = build_predictor(spec, clients.tracking, object_reader(store))
+    assert isinstance(model, MLflowPredictor)
+    scores = steps(score_tasks, store, spec, tasks, model, task_items)
+    if scores.scored_now:
+        steps.log.info("%s scored %d tasks (%d failed)", scores.model_version, scores.scored_now, model.failures)
+    outcome = None
+    if spec.automate is not None:
+        plan = steps(automate_collection, store, spec, report.consensus, scores)
+        steps(apply_automation, ls, store, spec, project_id, plan)
+        report.consensus = plan.consensus
+        report.metrics["automation"] = plan.outcome.as_dict()
+        steps.log.info("automated labeling: %s", plan.outcome.reason)
+        outcome = plan.outcome
+    if spec.queue.order != "off":
+        queue = steps(refresh_queue, ls, spec, project_id, report.consensus, scores)
+        steps.log.info("queue by %s: %d tasks scored now, %d already", queue.order, queue.scored, queue.already_scored)
+    return outcome
 
 
 def validate_collection(

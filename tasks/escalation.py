@@ -2,8 +2,9 @@
 
 Collect keeps a review project, `<project title> · review`, in step with the main one:
 
-- flagged tasks (low agreement, a tied vote, an invalid annotation) go to it when `quality.route_low_agreement` is
-  `expert` or `both`, and a seeded, stable per task `quality.review_sample` share of accepted tasks goes to it too;
+- flagged tasks (low agreement, a tied vote, an invalid annotation, a suspected label error held back by
+  `quality.review_suspects`) go to it when `quality.route_low_agreement` is `expert` or `both`, and a seeded,
+  stable per task `quality.review_sample` share of accepted tasks goes to it too;
 - each review task holds the main task's data (same label config, so the expert answers with the same control), the
   main task id (`labelflow_task_id`) and every annotator's answer as a prediction (model_version: their email);
 - an answer there by a decider (listed in `quality.reviewers`, or at or above `quality.expert_level` in the talent
@@ -39,7 +40,8 @@ MAIN_TASK_KEY = "labelflow_task_id"  # the main project's task id, in each revie
 REASON_KEY = "labelflow_review_reason"
 SAMPLE_REASON = "review sample (accepted task)"
 # Flag reasons an expert resolves; a task flagged only for labels under an outdated guideline needs new labels.
-ESCALATED_REASONS = "agreement|tied|invalid"
+# `suspected label error`: a consensus label held back by `quality.review_suspects` (tasks/label_errors.py).
+ESCALATED_REASONS = "agreement|tied|invalid|suspected label error"
 LS_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 IMPORT_BATCH = 500
 STAMP_PAGE = 1000

@@ -146,6 +146,33 @@ def version_description(
     )
 
 
+def model_versions(annotations: pd.DataFrame, rows: pd.DataFrame) -> dict[str, list[str]]:
+    """The models behind a version: those whose pre-labels annotators were shown, and those that labeled rows."""
+    found: dict[str, list[str]] = {}
+    if "prediction_model_version" in annotations.columns:
+        shown = annotations.loc[annotations["task_id"].isin(rows["task_id"]), "prediction_model_version"]
+        if shown.notna().any():
+            found["prelabels_shown"] = sorted(shown.dropna().astype(str).unique().tolist())
+    if "model_version" in rows.columns and rows["model_version"].notna().any():
+        found["labeled_rows"] = sorted(rows["model_version"].dropna().astype(str).unique().tolist())
+    return found
+
+
+def automation_tags(automation: dict[str, Any]) -> dict[str, str]:
+    """The MLflow run tags a trainer filters versions by: machine-labeled rows and their estimated accuracy."""
+    interval = automation.get("accuracy_interval") or [None, None]
+    values = {
+        "labelflow.automation.status": automation.get("status"),
+        "labelflow.automation.model_version": automation.get("model_version"),
+        "labelflow.automation.machine_labeled_rows": automation.get("machine_labeled_rows"),
+        "labelflow.automation.estimated_accuracy": automation.get("estimated_accuracy"),
+        "labelflow.automation.accuracy_low": interval[0],
+        "labelflow.automation.accuracy_high": interval[1],
+    }
+    return {key: (f"{value:.4f}" if isinstance(value, float) else str(value)) for key, value in values.items()
+            if value is not None}  # fmt: skip
+
+
 def _read_ledger(store: ObjectStorePort, spec: ProjectSpec) -> pd.DataFrame:
     return IngestLedger(store, spec.state_location).read_all().to_pandas()
 
@@ -234,7 +261,20 @@ def publish_dataset(
                 },
                 "pipeline_revision": revision,
             }
-            document = manifest(name, version.version, built, spec, lineage, cost=batch.quality.get("cost"))
+            models = model_versions(tables.annotations, built.rows)
+            if models:  # the pre-labels people saw and the models whose labels are published
+                lineage["models"] = models
+            automation = batch.quality.get("automation")
+            document = manifest(
+                name, version.version, built, spec, lineage, cost=batch.quality.get("cost"), automation=automation
+            )
+            if automation is not None:
+                registry.tracking.set_tags(version.run_id, automation_tags(document["automation"]))
+            # Suspected label errors kept out of this version until a review or new votes resolve them
+            # (`quality.review_suspects`, tasks/label_errors.py); their rows are flagged, so not in `published`.
+            label_errors = batch.quality.get("label_errors")
+            if isinstance(label_errors, dict) and "held_back" in label_errors:
+                document["held_back_suspects"] = int(label_errors["held_back"])
             quality = batch.quality
             metrics = {"rows": float(len(built.rows))}
             metrics |= {

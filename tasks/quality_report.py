@@ -26,11 +26,14 @@ from labelflow.tasks.report_values import format_value, metrics_lines
 from labelflow.tasks.spec import ProjectSpec, S3Location
 
 if TYPE_CHECKING:
+    from labelflow.tasks.automation import AutomationOutcome
     from labelflow.tasks.collect import CollectStats
+    from labelflow.tasks.label_errors import Suspects
 
 VEGA_LIBRARIES = ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js")  # in load order: embed needs both
 SNIPPET_CHARACTERS = 240
 FLAGGED_ROWS = 500  # rows of the HTML table; flagged.csv next to it has them all
+SUSPECT_ROWS = 200  # suspected label errors shown on the page; suspects.csv next to it has them all
 THUMBNAIL_TASKS = 100  # image tasks read from the object store for a thumbnail, at most
 THUMBNAIL_PIXELS = 160
 THUMBNAIL_SOURCE_BYTES = 32 * 1024 * 1024
@@ -47,6 +50,8 @@ class ReportContext:
     annotations: pd.DataFrame | None = None
     label_studio_url: str | None = None
     project_id: int | None = None
+    suspects: Suspects | None = None  # suspected label errors (tasks/label_errors.py); no section without them
+    automation: AutomationOutcome | None = None  # what automated labeling did (tasks/automation.py); likewise
 
     def task_link(self, task_id: int) -> str | None:
         """The task's Label Studio page, when the server and project are known."""
@@ -245,8 +250,11 @@ def flagged_tasks(report: QualityReport, context: ReportContext, limit: int = FL
     return found
 
 
-def thumbnails(store: ObjectStorePort, report: QualityReport, spec: ProjectSpec) -> dict[int, str]:
-    """Task id -> a small JPEG (data: URI) of each flagged image task's picture; unreadable pictures get none."""
+def thumbnails(
+    store: ObjectStorePort, report: QualityReport, spec: ProjectSpec, also: list[int] | None = None
+) -> dict[int, str]:
+    """Task id -> a small JPEG (data: URI) of each flagged image task's picture, and of the tasks `also` names (the
+    suspected label errors); unreadable pictures get none."""
     from PIL import Image
 
     from labelflow.integrations.object_store import ObjectStoreError
@@ -254,7 +262,11 @@ def thumbnails(store: ObjectStorePort, report: QualityReport, spec: ProjectSpec)
     if spec.task_type.media != "image":
         return {}
     found: dict[int, str] = {}
-    for task_id, source in report.flagged().head(THUMBNAIL_TASKS)[["task_id", "source_uri"]].itertuples(index=False):
+    consensus = report.consensus
+    shown = pd.concat(
+        [report.flagged().head(THUMBNAIL_TASKS), consensus[consensus["task_id"].isin(also or [])].head(THUMBNAIL_TASKS)]
+    ).drop_duplicates("task_id")
+    for task_id, source in shown[["task_id", "source_uri"]].itertuples(index=False):
         if not isinstance(source, str) or not source.startswith("s3://"):
             continue
         try:
@@ -269,6 +281,150 @@ def thumbnails(store: ObjectStorePort, report: QualityReport, spec: ProjectSpec)
             continue
         found[int(task_id)] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
     return found
+
+
+# --- suspected label errors and automated labeling -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SuspectRow:
+    """One row of the suspected-label-error table."""
+
+    task_id: int
+    url: str | None
+    snippet: str | None
+    source: str | None
+    given: str
+    suggested: str
+    label_quality: float
+    given_probability: float
+    status: str
+
+
+def suspect_rows(report: QualityReport, context: ReportContext, limit: int = SUSPECT_ROWS) -> list[SuspectRow]:
+    """The suspects with their link, content and evidence, most suspicious first."""
+    if context.suspects is None:
+        return []
+    table = context.suspects.table.head(limit)
+    ids = set(table["task_id"])
+    content: dict[int, dict[str, Any]] = {
+        int(row["task_id"]): row for row in report.consensus[report.consensus["task_id"].isin(ids)].to_dict("records")
+    }
+    if context.tasks is not None and len(context.tasks):
+        for row in context.tasks[context.tasks["task_id"].isin(ids)].to_dict("records"):
+            content[int(row["task_id"])] = {**content.get(int(row["task_id"]), {}), **row}
+    rows = []
+    for row in table.to_dict("records"):
+        task_id = int(row["task_id"])
+        task = content.get(task_id, {})
+        rows.append(
+            SuspectRow(
+                task_id=task_id,
+                url=context.task_link(task_id),
+                snippet=_snippet(task),
+                source=task.get("source_uri") if isinstance(task.get("source_uri"), str) else None,
+                given=str(row["given_label"]),
+                suggested=str(row["suggested_label"]),
+                label_quality=float(row["label_quality"]),
+                given_probability=float(row["given_probability"]),
+                status=str(row.get("status") or "listed"),
+            )
+        )
+    return rows
+
+
+def suspects_note(suspects: Suspects) -> str:
+    """One line on what was looked at and what is done with the suspects."""
+    if suspects.skipped:
+        return f"Not looked for: {suspects.skipped}."
+    line = (
+        f"{len(suspects.table)} of {suspects.rows} consensus labels by people are probably wrong, by out-of-fold "
+        "predictions of a model trained on the others (cleanlab's confident learning)."
+    )
+    until = {"review": "the expert review project decides them", "annotators": "one more annotation settles them"}
+    if suspects.routed_to in until:
+        line += f" {suspects.held_back} are held back from the next version until {until[suspects.routed_to]}."
+    else:
+        line += " They are listed only (`quality.review_suspects: true` sends them to review and holds them back)."
+    return line
+
+
+def _percent(value: float | None) -> str:
+    return "–" if _missing(value) else f"{float(value):.1%}"  # type: ignore[arg-type]
+
+
+def automation_lines(outcome: AutomationOutcome) -> list[tuple[str, str]]:
+    """The automated-labeling summary as (name, value) lines."""
+    accuracy = _percent(outcome.measured_accuracy)
+    if outcome.accuracy_low is not None:
+        accuracy += f" (95% one-sided interval {_percent(outcome.accuracy_low)}–{_percent(outcome.accuracy_high)})"
+    ece = "–"
+    if outcome.ece_raw is not None:
+        ece = f"{outcome.ece_raw:.3f} raw, " + (
+            f"{outcome.ece_calibrated:.3f} calibrated" if outcome.ece_calibrated is not None else "not calibrated"
+        )
+    return [
+        ("status", f"{outcome.status}: {outcome.reason}"),
+        ("model version", outcome.model_version or "–"),
+        ("target accuracy", _percent(outcome.target_accuracy)),
+        ("human labels to calibrate on", f"{outcome.human_labels} (needs {outcome.min_human_labels})"),
+        ("threshold (calibrated confidence)", "–" if outcome.threshold is None else f"{outcome.threshold:.3f}"),
+        ("machine-labeled tasks", str(outcome.machine_labeled)),
+        (
+            "audits",
+            f"{outcome.audit_tasks} kept for people, {outcome.audits_done} labeled, "
+            f"{outcome.audit_disagreements} disagreed with the model",
+        ),
+        ("measured accuracy of machine labels", accuracy),
+        ("model failures (items sent to people)", str(outcome.model_failures)),
+        ("expected calibration error", ece),
+    ]
+
+
+def reliability_chart(outcome: AutomationOutcome) -> dict[str, Any] | None:
+    """The reliability diagram: per confidence bin, the model's accuracy on human-labeled items, against the diagonal."""
+    if not outcome.reliability:
+        return None
+    values = [
+        {
+            "low": b.low,
+            "high": b.high,
+            "items": b.items,
+            "mean_confidence": b.mean_confidence,
+            "accuracy": b.accuracy,
+        }
+        for b in outcome.reliability
+    ]
+    share = {"type": "quantitative", "scale": {"domain": [0, 1]}, "axis": {"format": ".1f"}}
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "width": 360,
+        "height": 360,
+        "layer": [
+            {
+                "data": {"values": values},
+                "mark": {"type": "bar", "color": "#4c78a8", "stroke": "white", "strokeWidth": 1},
+                "encoding": {
+                    "x": {"field": "low", **share, "title": "model confidence (raw)"},
+                    "x2": {"field": "high"},
+                    "y": {"field": "accuracy", **share, "title": "accuracy on human-labeled items"},
+                    "y2": {"datum": 0},  # a bar from zero: with x2 set, Vega-Lite would otherwise draw a flat tick
+                    "tooltip": [
+                        {"field": "low", "title": "confidence from"},
+                        {"field": "high", "title": "confidence to"},
+                        {"field": "items"},
+                        {"field": "mean_confidence", "format": ".3f", "title": "mean confidence"},
+                        {"field": "accuracy", "format": ".1%"},
+                    ],
+                },
+            },
+            {
+                "data": {"values": [{"low": 0.0, "accuracy": 0.0}, {"low": 1.0, "accuracy": 1.0}]},
+                "mark": {"type": "line", "color": "#d62728", "strokeDash": [5, 4], "strokeWidth": 1.5},
+                "encoding": {"x": {"field": "low", **share}, "y": {"field": "accuracy", **share}},
+            },
+        ],
+    }
 
 
 # --- charts ------------------------------------------------------------------------------------------------------
@@ -535,6 +691,64 @@ def _flagged_html(report: QualityReport, context: ReportContext, pictures: dict[
     return [*parts, "<table class='flagged'>" + header + "".join(body) + "</table>"]
 
 
+def _suspects_html(report: QualityReport, context: ReportContext, pictures: dict[int, str]) -> list[str]:
+    esc = html.escape
+    suspects = context.suspects
+    if suspects is None:
+        return []
+    parts = [
+        f"<h2 id='suspects'>Suspected label errors ({len(suspects.table)})</h2>",
+        f"<p class='note'>{esc(suspects_note(suspects))}</p>",
+    ]
+    rows = suspect_rows(report, context)
+    if not rows:
+        return parts
+    if len(suspects.table) > len(rows):
+        parts.append(
+            f"<p class='note'>The first {len(rows)} are shown; suspects.csv next to this page has them all.</p>"
+        )
+    body = []
+    for row in rows:
+        task = (
+            f"<a href='{esc(row.url)}' target='_blank' rel='noopener'>{row.task_id}</a>"
+            if row.url
+            else str(row.task_id)
+        )
+        if row.task_id in pictures:
+            content = f"<img class='thumbnail' alt='task {row.task_id}' src='{pictures[row.task_id]}'>"
+        elif row.snippet:
+            content = esc(row.snippet)
+        else:
+            content = f"<span class='note'>{esc(row.source or '–')}</span>"
+        body.append(
+            f"<tr><td class='number'>{task}</td><td class='content'>{content}</td><td>{esc(row.given)}</td>"
+            f"<td>{esc(row.suggested)}</td><td class='number'>{row.label_quality:.3f}</td>"
+            f"<td class='number'>{row.given_probability:.1%}</td><td>{esc(row.status)}</td></tr>"
+        )
+    header = (
+        "<tr><th>task</th><th>content</th><th>given label</th><th>suggested label</th><th>label quality</th>"
+        "<th>P(given label)</th><th>status</th></tr>"
+    )
+    return [*parts, "<table class='suspects'>" + header + "".join(body) + "</table>"]
+
+
+def _automation_html(context: ReportContext) -> list[str]:
+    esc = html.escape
+    outcome = context.automation
+    if outcome is None:
+        return []
+    parts = [f"<h2 id='automation'>Automated labeling: {esc(outcome.status)}</h2>", "<table class='metrics'>"]
+    parts += [f"<tr><th>{esc(n)}</th><td>{esc(v)}</td></tr>" for n, v in automation_lines(outcome)]
+    parts.append("</table>")
+    if outcome.reliability:
+        parts.append(
+            "<h3>Reliability diagram</h3><p class='note'>Bars: the model's accuracy on items people labeled, per "
+            "raw-confidence bin; the dashed diagonal is a perfectly calibrated model.</p>"
+            "<div class='chart' id='reliability'></div>"
+        )
+    return parts
+
+
 def html_report(
     spec: ProjectSpec,
     report: QualityReport,
@@ -545,6 +759,8 @@ def html_report(
     esc = html.escape
     context = context or ReportContext()
     charts = chart_specs(report, spec)
+    if context.automation is not None and (reliability := reliability_chart(context.automation)):
+        charts["reliability"] = reliability
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
@@ -588,7 +804,9 @@ def html_report(
                 numeric,
             )
         )
+    parts += _automation_html(context)
     parts += _flagged_html(report, context, pictures or {})
+    parts += _suspects_html(report, context, pictures or {})
     if charts:
         parts += [
             _vega_scripts(),
@@ -648,8 +866,43 @@ def markdown(
             link = context.task_link(int(row.task_id))
             task = f"[{row.task_id}]({link})" if link else str(row.task_id)
             lines.append(f"| {task} | {format_value(row.agreement)} | {row.flag_reason} |")
+    lines += _suspects_markdown(context) + _automation_markdown(context)
     lines += ["", f"Full report, tables and plots: `{location}`"]
     return "\n".join(lines)
+
+
+def _suspects_markdown(context: ReportContext) -> list[str]:
+    suspects = context.suspects
+    if suspects is None:
+        return []
+    lines = ["", f"## Suspected label errors ({len(suspects.table)})", "", suspects_note(suspects)]
+    if len(suspects.table):
+        lines += ["", "| task | given label | suggested label | label quality | P(given) | status |"]
+        lines.append("| --- | --- | --- | --- | --- | --- |")
+        for row in suspects.table.head(50).to_dict("records"):
+            link = context.task_link(int(row["task_id"]))
+            task = f"[{row['task_id']}]({link})" if link else str(row["task_id"])
+            given, suggested = (str(row[c]).replace("|", "\\|") for c in ("given_label", "suggested_label"))
+            lines.append(
+                f"| {task} | {given} | {suggested} | {float(row['label_quality']):.3f} | "
+                f"{float(row['given_probability']):.1%} | {row.get('status') or 'listed'} |"
+            )
+    return lines
+
+
+def _automation_markdown(context: ReportContext) -> list[str]:
+    outcome = context.automation
+    if outcome is None:
+        return []
+    lines = ["", f"## Automated labeling: {outcome.status}", "", "| | |", "| --- | --- |"]
+    lines += [f"| {n} | {v.replace('|', '/')} |" for n, v in automation_lines(outcome)]
+    if outcome.reliability:
+        lines += ["", "| confidence bin | items | mean confidence | accuracy |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| {b.low:.1f}–{b.high:.1f} | {b.items} | {b.mean_confidence:.3f} | {b.accuracy:.1%} |"
+            for b in outcome.reliability
+        ]
+    return lines
 
 
 def _jsonable(value: Any) -> Any:
@@ -672,7 +925,9 @@ def write_quality_report(
     state: S3Location = spec.state_location
     base = state.join("collect", "reports", run_name)
     metrics = {k: _jsonable(v) for k, v in report.metrics.items()}
-    page = html_report(spec, report, context, thumbnails(store, report, spec))
+    suspects = context.suspects if context is not None else None
+    also = suspects.task_ids()[:SUSPECT_ROWS] if suspects is not None else []
+    page = html_report(spec, report, context, thumbnails(store, report, spec, also))
     files: dict[str, tuple[bytes, str]] = {
         "metrics.json": (
             json.dumps({"metrics": metrics, "collection": stats.as_dict()}, indent=2, default=str).encode(),
@@ -686,6 +941,8 @@ def write_quality_report(
         ),
         "report.html": (page.encode("utf-8"), "text/html; charset=utf-8"),
     }
+    if suspects is not None:
+        files["suspects.csv"] = (suspects.table.to_csv(index=False).encode("utf-8"), "text/csv; charset=utf-8")
     buffer = io.BytesIO()
     report.consensus.to_parquet(buffer, index=False)
     files["consensus.parquet"] = (buffer.getvalue(), "application/vnd.apache.parquet")

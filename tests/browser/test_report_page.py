@@ -209,3 +209,33 @@ def test_a_one_annotator_project_lays_out_cleanly(browser: Any, reports: dict[st
     assert [item["text"] for item in labels if not item["text"].isdigit()] == ["是", "否"]
     assert not [item for item in labels if item["missing"]]
     save_full_page(browser, screenshots, "report-one-annotator")
+
+
+def test_suspected_label_errors_and_the_reliability_diagram_are_drawn(
+    browser: Any, tmp_path: Path, screenshots: Path
+) -> None:
+    from labelflow.tasks.label_errors import find_suspects, hold_back_suspects
+    from tests.unit.test_label_error_suspects import corpus, outcome, report_of, spec, state_store
+
+    project = spec(review_suspects=True)
+    tasks, consensus = corpus()
+    report = report_of(consensus)
+    held = hold_back_suspects(state_store(project), project, report, find_suspects(project, consensus, tasks))
+    context = ReportContext(tasks, None, "http://127.0.0.1:8080", 7, suspects=held, automation=outcome())
+    path = tmp_path / "suspects.html"
+    path.write_text(html_report(project, report, context), encoding="utf-8")
+    open_report(browser, path)
+    boxes = browser.execute_script(LEGEND_AND_BARS, "reliability")
+    assert len(boxes["bars"]) == len(outcome().reliability)
+    heights = [bottom - top for _, top, _, bottom in boxes["bars"]]
+    # Bars rise from zero to the bin's accuracy (0.52 and 0.8 of the plot's height), they are not flat ticks.
+    assert heights[0] > 100 and abs(heights[1] / heights[0] - 0.8 / 0.52) < 0.05, heights
+    diagonal = browser.execute_script("return document.querySelectorAll('#reliability svg g.mark-line path').length")
+    assert diagonal == 1
+    assert axis_labels(browser, "reliability", "X")[-1] == "1.0"
+    links = browser.execute_script("return [...document.querySelectorAll('table.suspects a')].map((a) => a.href)")
+    assert len(links) == len(held.table)
+    assert all(re.fullmatch(r"http://127\.0\.0\.1:8080/projects/7/data\?task=\d+", link) for link in links)
+    width = browser.execute_script("return document.documentElement.scrollWidth")
+    assert width <= browser.execute_script("return window.innerWidth"), "the page scrolls sideways"
+    save_full_page(browser, screenshots, "report-suspects-automation")

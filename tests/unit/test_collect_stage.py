@@ -36,6 +36,7 @@ STEPS = [
     "load_gold",
     "load_current",
     "judge_annotations",
+    "suspects_for_collect",  # label-error detection, on by default for text classification (too few rows here: skipped)
     "record_evidence",
     "write_quality_report",
     "write_batch",
