@@ -555,6 +555,7 @@ class ProjectSpec(_Section):
             raise ValueError("quality.require_guideline: current needs a `guidelines` file")
         if self.quality.max_overlap is not None and self.quality.max_overlap < self.overlap:
             raise ValueError(f"quality.max_overlap ({self.quality.max_overlap}) is below overlap ({self.overlap})")
+        self._check_model_in_the_loop()  # before the predictor's own check: `automate` names what is wrong better
         if self.prelabel is not None:
             predictor = self.prelabel.predictor
             if predictor == "keyword":
@@ -563,8 +564,9 @@ class ProjectSpec(_Section):
                     raise ValueError(f"prelabel.keywords names labels not in `labels`: {unknown}")
             if predictor not in self.task_type.predictors:
                 able = [name for name, kind in TASK_TYPES.items() if predictor in kind.predictors]
-                raise ValueError(f"the {predictor} predictor supports {', '.join(able)} tasks, not {self.task}")
-        self._check_model_in_the_loop()
+                raise ValueError(
+                    f"prelabel.predictor: the {predictor} predictor supports {', '.join(able)} tasks, not {self.task}"
+                )
         self.task_type.check_spec(self)
         return self
 

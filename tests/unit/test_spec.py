@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import pytest
@@ -101,3 +102,44 @@ def test_state_location_defaults_and_slug_is_path_safe() -> None:
     assert cjk_only.slug.startswith("project-")
     assert S3Location.parse("s3://bucket").prefix == ""
     assert S3Location.parse("s3://bucket/a/b/").join("ingest", "x") == "a/b/ingest/x"
+
+
+MODEL_LOOP_BASE = {"name": "loop", "source": "s3://raw/loop/", "task": "text-classification", "labels": ["a", "b"]}
+MLFLOW_PRELABEL = {"predictor": "mlflow", "model_uri": "models:/loop-baseline/latest"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"task": "ner", "prelabel": MLFLOW_PRELABEL, "automate": {"target_accuracy": 0.9}},
+            "automate: task ner does not support it (supported: text-classification, image-classification, "
+            "audio-classification)",
+        ),
+        ({"prelabel": MLFLOW_PRELABEL, "automate": {"target_accuracy": 1.0}}, "automate.target_accuracy: Input should be less than 1"),
+        ({"prelabel": MLFLOW_PRELABEL, "automate": {"target_accuracy": 0}}, "automate.target_accuracy: Input should be greater than 0"),
+        ({"automate": {"target_accuracy": 0.9}}, "automate: needs a model; set prelabel: {predictor: mlflow, model_uri: ...}"),
+        ({"queue": {"order": "entropy"}}, "queue.order: needs a model; set prelabel: {predictor: mlflow, model_uri: ...}"),
+        ({"prelabel": {"predictor": "mlflow"}}, "prelabel: the mlflow predictor needs `model_uri`"),
+        ({"prelabel": {"predictor": "mlflow", "model_uri": "runs:/abc/model"}}, "is not a registered model's URI"),
+        ({"task": "ner", "prelabel": MLFLOW_PRELABEL}, "the mlflow predictor supports text-classification, image-classification, audio-classification tasks, not ner"),
+    ],
+)  # fmt: skip
+def test_model_in_the_loop_settings_refuse_what_cannot_work_in_one_line(extra: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec({**MODEL_LOOP_BASE, **extra})
+    problems = str(caught.value).splitlines()[1:]
+    assert len(problems) == 1 and message in problems[0], problems
+
+
+def test_model_in_the_loop_settings_parse() -> None:
+    spec = parse_spec(
+        {
+            **MODEL_LOOP_BASE,
+            "prelabel": {"predictor": "mlflow", "model_uri": "models:/loop-baseline@champion"},
+            "automate": {"target_accuracy": 0.98, "audit_share": 0.05, "min_human_labels": 200},
+            "queue": {"order": "margin"},
+        }
+    )
+    assert spec.automate is not None and spec.automate.target_accuracy == 0.98 and spec.queue.order == "margin"
+    assert spec.prelabel is not None and spec.prelabel.model_version is None
