@@ -300,6 +300,7 @@ def run_demo(console: Console, workdir: Path, images: int, texts: int, seed: int
     from labelflow.flows.collect import collect as collect_flow
     from labelflow.flows.ingest import ingest as ingest_flow
     from labelflow.flows.simulate import simulate_annotations
+    from labelflow.flows.train import train as train_flow
     from labelflow.integrations.resources import Resources
     from labelflow.tasks.quality import gold_label_set, parse_gold
     from labelflow.tasks.simulate import build_annotators
@@ -352,6 +353,9 @@ def run_demo(console: Console, workdir: Path, images: int, texts: int, seed: int
             with stage(progress, f"{project.name}: {kind.pull_stage}"):
                 rows = load_dataset(project.spec["dataset"]["name"], cache_dir=workdir / "cache")
                 project.results.update(kind.results(project, rows, read_object))
+            if project.kind == "classifier":  # `labelflow train`: the baseline a next batch can be pre-labeled with
+                with stage(progress, f"{project.name}: train a baseline and register it in MLflow"):
+                    project.results["baseline"] = train_flow(str(spec_path))
     ls.close()
     return projects
 
@@ -488,6 +492,13 @@ def report_classifier(console: Console, project: DemoProject) -> None:
         f"{results['trained_on']} rows; the same model "
         f"trained on the true labels of the same rows: {results['accuracy_true_labels']:.1%})"
     )
+    if baseline := results.get("baseline"):
+        console.print(
+            f"  registered baseline [bold]{baseline['model_uri']}[/bold] (held-out accuracy "
+            f"{baseline['holdout_accuracy']:.1%}); pre-label the next batch with it: "
+            f"prelabel: {{predictor: mlflow, model_uri: models:/{baseline['model_name']}/latest}}",
+            markup=True,
+        )
     print_urls(console, collected)
 
 

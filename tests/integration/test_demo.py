@@ -22,6 +22,10 @@ def test_demo_publishes_four_datasets_and_prints_accuracies_the_dpo_rows_and_the
     # reviews, 2 classes from 200 texts: 67 % on a fresh stack (71 % on true labels); 50 texts gave a coin toss
     assert accuracies[1] > 58.0
     assert len(re.findall(r"dataset demo-(?:digits|reviews) version \d+", text)) == 2
+    # `labelflow train` on each classification version: a registered baseline the next batch can be pre-labeled with
+    baselines = re.findall(r"registered baseline models:/(demo-(?:digits|reviews)-baseline)/\d+ \(held-out", text)
+    assert sorted(baselines) == ["demo-digits-baseline", "demo-reviews-baseline"], text[-3000:]
+    assert "model_uri: models:/demo-reviews-baseline/latest" in text
     # preferences: 163 real pairs with their human preference, annotated by the same simulated annotators
     match = re.search(r"matches the corpus's human preference on ([\d.]+)% of (\d+) published pairs", text)
     assert match and float(match.group(1)) > 80.0 and int(match.group(2)) > 100, text[-3000:]
