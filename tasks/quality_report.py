@@ -669,18 +669,7 @@ def _flagged_html(report: QualityReport, context: ReportContext, pictures: dict[
         )
     body = []
     for row in rows:
-        task = (
-            f"<a href='{esc(row.url)}' target='_blank' rel='noopener'>{row.task_id}</a>"
-            if row.url
-            else str(row.task_id)
-        )
-        if row.task_id in pictures:
-            content = f"<img class='thumbnail' alt='task {row.task_id}' src='{pictures[row.task_id]}'>"
-            content += f"<span class='note'>{esc(row.source.rsplit('/', 1)[-1])}</span>" if row.source else ""
-        elif row.snippet:
-            content = esc(row.snippet)
-        else:
-            content = f"<span class='note'>{esc(row.source or '–')}</span>"
+        task, content = _task_cell(row), _content_cell(row, pictures)
         answers = "".join(f"<li>{esc(who)}: {esc(answer)}</li>" for who, answer in row.answers)
         body.append(
             f"<tr><td class='number'>{task}</td><td class='content'>{content}</td>"
@@ -689,6 +678,24 @@ def _flagged_html(report: QualityReport, context: ReportContext, pictures: dict[
         )
     header = "<tr><th>task</th><th>content</th><th>answers</th><th>agreement</th><th>why flagged</th></tr>"
     return [*parts, "<table class='flagged'>" + header + "".join(body) + "</table>"]
+
+
+def _task_cell(row: Any) -> str:
+    """A table row's task id, linked to its Label Studio page when known."""
+    if row.url:
+        return f"<a href='{html.escape(row.url)}' target='_blank' rel='noopener'>{row.task_id}</a>"
+    return str(row.task_id)
+
+
+def _content_cell(row: Any, pictures: dict[int, str]) -> str:
+    """A table row's content: the image's thumbnail and file name, the text's snippet, or where the task's data is."""
+    esc = html.escape
+    if row.task_id in pictures:
+        content = f"<img class='thumbnail' alt='task {row.task_id}' src='{pictures[row.task_id]}'>"
+        return content + (f"<span class='note'>{esc(row.source.rsplit('/', 1)[-1])}</span>" if row.source else "")
+    if row.snippet:
+        return esc(row.snippet)
+    return f"<span class='note'>{esc(row.source or '–')}</span>"
 
 
 def _suspects_html(report: QualityReport, context: ReportContext, pictures: dict[int, str]) -> list[str]:
@@ -709,17 +716,7 @@ def _suspects_html(report: QualityReport, context: ReportContext, pictures: dict
         )
     body = []
     for row in rows:
-        task = (
-            f"<a href='{esc(row.url)}' target='_blank' rel='noopener'>{row.task_id}</a>"
-            if row.url
-            else str(row.task_id)
-        )
-        if row.task_id in pictures:
-            content = f"<img class='thumbnail' alt='task {row.task_id}' src='{pictures[row.task_id]}'>"
-        elif row.snippet:
-            content = esc(row.snippet)
-        else:
-            content = f"<span class='note'>{esc(row.source or '–')}</span>"
+        task, content = _task_cell(row), _content_cell(row, pictures)
         body.append(
             f"<tr><td class='number'>{task}</td><td class='content'>{content}</td><td>{esc(row.given)}</td>"
             f"<td>{esc(row.suggested)}</td><td class='number'>{row.label_quality:.3f}</td>"
