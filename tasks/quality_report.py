@@ -357,7 +357,7 @@ def automation_lines(outcome: AutomationOutcome) -> list[tuple[str, str]]:
     """The automated-labeling summary as (name, value) lines."""
     accuracy = _percent(outcome.measured_accuracy)
     if outcome.accuracy_low is not None:
-        accuracy += f" (95% one-sided interval {_percent(outcome.accuracy_low)}–{_percent(outcome.accuracy_high)})"
+        accuracy += f" (90% interval, its low end the one-sided 95% bound: {_percent(outcome.accuracy_low)}–{_percent(outcome.accuracy_high)})"
     ece = "–"
     if outcome.ece_raw is not None:
         ece = f"{outcome.ece_raw:.3f} raw, " + (

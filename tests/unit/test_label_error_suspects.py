@@ -295,7 +295,7 @@ def test_the_report_lists_suspects_with_their_evidence_and_renders_automation() 
     assert "held back, sent to annotators" in section and "one more annotation settles them" in section
     automation = page.split("<h2 id='automation'>", 1)[1].split("<h2", 1)[0]
     assert "stopped: audits put the measured accuracy 91.0% below the target 98.0%" in automation
-    for shown in ("0.930", "120", "6 kept for people, 5 labeled, 2 disagreed", "91.0% (95% one-sided interval 85.0%–95.0%)",
+    for shown in ("0.930", "120", "6 kept for people, 5 labeled, 2 disagreed", "91.0% (90% interval, its low end the one-sided 95% bound: 85.0%–95.0%)",
                   "0.081 raw, 0.012 calibrated", "models:/reviews-baseline/3"):  # fmt: skip
         assert shown in automation, shown
     chart = charts_of(page)["reliability"]
