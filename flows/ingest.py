@@ -80,7 +80,9 @@ def ingest_spec(
         # Before the project exists: a `records.fields` mapping that fits no record is refused, creating nothing.
         steps(check_record_fields, store, spec, files=named.objects if named is not None else None)
     # Before the project exists: a missing or unfit model (mlflow predictor) is refused, creating nothing.
-    predictor = build_predictor(spec, clients.tracking, object_reader(store))
+    # The tracking client only for it: building one imports MLflow, which takes seconds.
+    uses_model = spec.prelabel is not None and spec.prelabel.predictor == "mlflow"
+    predictor = build_predictor(spec, clients.tracking if uses_model else None, object_reader(store))
     project_id = steps(ensure_project, ls, store, spec)
     if spec.task_type.stored_media:
         # The read-only identity is resolved first: without one, nothing is connected (never the admin key).

@@ -36,8 +36,8 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON")] = False,
 ) -> None:
     """Ingest new objects from the spec's sources into its Label Studio project (incremental, idempotent)."""
+    from labelflow.integrations.errors import AdapterError
     from labelflow.integrations.label_studio import LabelStudioError
-    from labelflow.integrations.mlflow_tracking import MLflowError
     from labelflow.integrations.object_store import ObjectStoreError
     from labelflow.integrations.openai_compatible import MalformedAnswerError, OpenAICompatibleError
     from labelflow.tasks.spec import SpecError, load_spec
@@ -50,7 +50,9 @@ def ingest(
             LabelStudioError,
             ObjectStoreError,
             OpenAICompatibleError,
-            MLflowError,  # the mlflow pre-labeler's registry, down or refusing
+            # The mlflow pre-labeler's registry, down or refusing (MLflowError): named by its base class, since
+            # importing the MLflow adapter loads MLflow, which an ingest with nothing new never needs.
+            AdapterError,
             bad_input=(MalformedAnswerError,),
         ),
     ):
@@ -68,7 +70,7 @@ def ingest(
                     ObjectStoreError,
                     OpenAICompatibleError,
                     MalformedAnswerError,
-                    MLflowError,
+                    AdapterError,
                 )
                 summary = ingest_flow(str(spec.resolve()), limit=limit)
         if as_json:
