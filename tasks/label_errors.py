@@ -112,7 +112,10 @@ def suspect_rows(labels: Sequence[str], probabilities: np.ndarray, classes: Sequ
 
     index = {label: i for i, label in enumerate(classes)}
     y = np.array([index[label] for label in labels])
-    return np.asarray(find_label_issues(y, probabilities, return_indices_ranked_by="self_confidence"), dtype=int)
+    # n_jobs=1: by default cleanlab forks a multiprocessing pool, and a fork of a process with threads (Prefect's,
+    # the HTTP clients') can inherit a lock held mid-call and hang for ever; it did in a collect on the test stack.
+    found = find_label_issues(y, probabilities, return_indices_ranked_by="self_confidence", n_jobs=1)
+    return np.asarray(found, dtype=int)
 
 
 @dataclass(frozen=True)
