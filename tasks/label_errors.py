@@ -37,9 +37,6 @@ MAX_TRAIN_ROWS = 10_000
 MAX_TEXT_CHARACTERS = 2_000
 PREDICT_CHUNK = 10_000
 MAX_MEDIA_ROWS = 5_000  # image and audio: objects read per collect, at most
-# Methods whose label a person or the people's vote made; `model` (automated labeling) is a machine's and is
-# neither learned from nor judged.
-MACHINE_METHODS = frozenset({"model"})
 # Methods whose label a review decided: learned from, never suspected (the review is the resolution).
 REVIEWED_METHODS = frozenset({"review", "expert"})
 SUSPECT_REASON = "suspected label error"  # the flag reason of a held-back suspect (escalation matches it)
@@ -157,15 +154,10 @@ def looks_for_suspects(spec: ProjectSpec) -> bool:
 
 
 def judged_rows(consensus: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
-    """The consensus rows people decided: finished, unflagged, one of the spec's labels, not machine-labeled."""
-    method = consensus["method"] if "method" in consensus.columns else None
-    keep = (
-        consensus["finished"].astype(bool)
-        & ~consensus["flagged"].astype(bool)
-        & consensus["label"].isin(list(spec.labels))
-    )
-    if method is not None:
-        keep &= ~method.isin(list(MACHINE_METHODS))
+    """The consensus rows people decided (automation's `human_decided`) whose label is one of the spec's labels."""
+    from labelflow.tasks.automation import human_decided
+
+    keep = human_decided(consensus) & consensus["label"].isin(list(spec.labels))
     return consensus[keep].reset_index(drop=True)
 
 
