@@ -13,7 +13,6 @@ import yaml
 from labelflow.integrations.label_studio import LabelStudioClient
 from labelflow.integrations.mlflow_tracking import MLflowTracking
 from labelflow.integrations.object_store import ObjectStore
-from labelflow.tasks.ingest import read_project_record
 from labelflow.tasks.label_config import label_interface
 from labelflow.tasks.model_loop import RECORD_NAME
 from labelflow.tasks.registry import DatasetRegistry
@@ -21,6 +20,7 @@ from labelflow.tasks.run_records import read_run_record
 from labelflow.tasks.simulate import build_annotators, run
 from labelflow.tasks.spec import ProjectSpec, parse_spec
 from labelflow.tasks.task_types.classification import choice_result
+from tests.integration.test_publish import project_id
 
 LABELS = ["positive", "negative", "neutral"]
 WORDS = {
@@ -42,12 +42,6 @@ def write_spec(tmp_path: Path, body: dict[str, Any]) -> tuple[Path, ProjectSpec]
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(body, allow_unicode=True), encoding="utf-8")
     return path, parse_spec(body)
-
-
-def project_id(store: ObjectStore, spec: ProjectSpec) -> int:
-    record = read_project_record(store, spec)
-    assert record is not None
-    return int(record["project_id"])
 
 
 def consensus_of(store: ObjectStore, location: str) -> pd.DataFrame:
